@@ -1,0 +1,490 @@
+"""The ``vms`` command line. Every command that reports takes ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vms import repository as repo
+from vms.domain import SourceKind
+from vms.errors import VmsError
+from vms.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Unified inventory of a district's public video cameras.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+regions_app = typer.Typer(no_args_is_help=True, help="Administrative regions and their polygons.")
+cameras_app = typer.Typer(no_args_is_help=True, help="The camera inventory.")
+ids_app = typer.Typer(no_args_is_help=True, help="GB/T 28181 device IDs.")
+app.add_typer(db_app, name="db")
+app.add_typer(regions_app, name="regions")
+app.add_typer(cameras_app, name="cameras")
+app.add_typer(ids_app, name="ids")
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
+app.add_typer(apikey_app, name="apikey")
+
+console = Console()
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, set | frozenset):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=_default, ensure_ascii=False, indent=2) + "\n")
+
+
+def inventory() -> Any:
+    from vms.services import Inventory
+
+    settings = Settings()
+    inv = Inventory(settings)
+    inv.upgrade()  # cheap when current; a fresh data dir just works
+    return inv
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    try:
+        yield
+    except VmsError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield lambda _stage, _done, _total: None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield update
+
+
+# --- db ------------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version."""
+    from vms.db import current_revision
+    from vms.services import Inventory
+
+    inv = Inventory(Settings())
+    inv.upgrade()
+    console.print(f"database at revision {current_revision(inv.engine)} ({inv.engine.url.render_as_string()})")
+
+
+# --- regions -------------------------------------------------------------------------------------------
+
+
+@regions_app.command("import")
+def regions_import(
+    path: Path,
+    crs: Annotated[str, typer.Option(help="auto, wgs84 or gcj02 (Chinese map services)")] = "auto",
+    code_property: Annotated[str | None, typer.Option(help="GeoJSON property holding the region code")] = None,
+    name_property: Annotated[str | None, typer.Option(help="GeoJSON property holding the name")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import administrative codes (CSV or a directory of them) or region polygons (GeoJSON)."""
+    with errors_to_exit():
+        rep = inventory().import_regions(path, crs=crs, code_property=code_property, name_property=name_property)
+    if as_json:
+        emit_json(rep.__dict__)
+        return
+    console.print(
+        f"regions: {rep.created} new, {rep.updated} updated, {rep.with_geometry} with polygons; "
+        f"{rep.cameras_moved} cameras re-placed"
+    )
+
+
+@regions_app.command("list")
+def regions_list(as_json: JsonOpt = False, level: str | None = None) -> None:
+    rows = [r for r in inventory().list_regions() if level is None or r["level"] == level]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("code", "name", "parent", "level", "source")
+    for r in rows:
+        table.add_row(r["code"], r["name"], r["parent_code"] or "", r["level"], r["source"])
+    console.print(table)
+
+
+# --- import / export -----------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    path: Path,
+    source: Annotated[str | None, typer.Option(help="source name (default: KIND:file-stem)")] = None,
+    kind: Annotated[SourceKind | None, typer.Option(help="ledger or catalog (default from format)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, xlsx, json, geojson or xml")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="HEADER=field, repeatable")] = None,
+    encoding: Annotated[str | None, typer.Option(help="force the text encoding (default: detect)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change, change nothing")] = False,
+    partial: Annotated[bool, typer.Option("--partial", help="the file is not the source's whole list")] = False,
+    strict: Annotated[bool, typer.Option(help="exit 1 if any row was rejected")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a ledger (CSV, XLSX, JSON, GeoJSON) or a GB/T 28181 Catalog XML into the inventory."""
+    column_map: dict[str, str] = {}
+    for item in mapping or []:
+        header, sep, target = item.partition("=")
+        if not sep:
+            err.print(f"[red]error:[/red] --map wants HEADER=field, got {item!r}")
+            raise typer.Exit(2)
+        column_map[header.strip()] = target.strip()
+    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
+        rep = inventory().import_file(
+            path,
+            source=source,
+            kind=kind,
+            fmt=fmt,
+            column_map=column_map,
+            encoding=encoding,
+            dry_run=dry_run,
+            snapshot=not partial,
+            progress=bar,
+        )
+    if as_json:
+        emit_json(rep.as_dict())
+    else:
+        _print_import(rep)
+    if strict and rep.rejected:
+        raise typer.Exit(1)
+
+
+def _print_import(rep: Any) -> None:
+    r = rep.result
+    head = "[yellow]dry run[/yellow]: would import" if rep.dry_run else "imported"
+    console.print(
+        f"{head} {rep.path} as source [bold]{rep.source}[/bold] ({rep.format}"
+        f"{', ' + rep.encoding if rep.encoding else ''}): {rep.rows} rows, {rep.accepted} accepted, "
+        f"{rep.rejected} rejected"
+    )
+    console.print(
+        f"cameras: {r.cameras_created} new, {r.cameras_updated} updated, {r.cameras_removed} removed, "
+        f"{r.cameras_restored} restored; records: {r.observations_new} new, {r.observations_changed} changed, "
+        f"{r.observations_unchanged} unchanged, {r.observations_removed} gone"
+        + (f"; {rep.nodes} catalog nodes" if rep.nodes else "")
+    )
+    if rep.issues:
+        table = Table("line", "code", "reason", title=f"{len(rep.issues)} row issues")
+        for i in rep.issues[:200]:
+            table.add_row(str(i.line), ("[red]" if i.fatal else "[yellow]") + i.code, i.reason)
+        console.print(table)
+        if len(rep.issues) > 200:
+            console.print(f"... {len(rep.issues) - 200} more (use --json for all)")
+    for c in r.identity_conflicts[:20]:
+        console.print(f"[yellow]identity conflict[/yellow] {c}")
+
+
+@app.command("export")
+def export(
+    path: Path,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, geojson or xml (default from suffix)")] = None,
+    region: Annotated[str | None, typer.Option(help="only this region (and its sub-regions)")] = None,
+    status: str | None = None,
+    source: str | None = None,
+) -> None:
+    """Export the inventory as CSV, GeoJSON or GB/T 28181 Catalog XML."""
+    with errors_to_exit():
+        n = inventory().export(path, fmt=fmt, flt=repo.CameraFilter(region=region, status=status, source=source))
+    console.print(f"exported {n} cameras to {path}")
+
+
+# --- quality / stats -----------------------------------------------------------------------------------
+
+
+@app.command("quality")
+def quality(
+    as_json: JsonOpt = False,
+    cameras: Annotated[bool, typer.Option("--cameras", help="list every failing camera")] = False,
+) -> None:
+    """Data-quality report: pass rate overall, by rule, region and source (target 95 %)."""
+    report, names = inventory().quality()
+    data = report.as_dict(region_names=names, include_cameras=cameras)
+    if as_json:
+        emit_json(data)
+        return
+    colour = "green" if data["meets_target"] else "red"
+    console.print(
+        f"data quality: [{colour}]{data['pass_rate']:.1%}[/{colour}] of {data['total']} cameras pass "
+        f"(target {data['target']:.0%}); {data['cameras_with_source_conflicts']} with source conflicts"
+    )
+    t = Table("code", "rule", "cameras", "description", title="problems")
+    for r in data["by_rule"]:
+        t.add_row(r["code"], str(r["rule"]), str(r["cameras"]), r["description"])
+    console.print(t)
+    t = Table("region", "name", "cameras", "pass rate", title="by region")
+    for r in data["by_region"]:
+        t.add_row(r["region"] or "(none)", r["name"] or "", str(r["total"]), f"{r['pass_rate']:.1%}")
+    console.print(t)
+    t = Table("source", "cameras", "pass rate", title="by source")
+    for r in data["by_source"]:
+        t.add_row(r["source"], str(r["total"]), f"{r['pass_rate']:.1%}")
+    console.print(t)
+    if cameras:
+        for c in data["cameras"]:
+            console.print(f"{c['id']}: {', '.join(c['problems'])}")
+
+
+@app.command("stats")
+def stats(
+    by: Annotated[str, typer.Option(help="region, status, source or manufacturer")] = "region",
+    as_json: JsonOpt = False,
+) -> None:
+    """Camera counts grouped by region, status, source or manufacturer."""
+    with errors_to_exit():
+        rows = inventory().stats(by)
+    data = [{by: r.key, "name": r.name, "count": r.count, **r.extra} for r in rows]
+    if as_json:
+        emit_json(data)
+        return
+    t = Table(by, "name", "cameras")
+    for r in rows:
+        t.add_row(r.key or "(none)", r.name or "", str(r.count))
+    t.add_row("[bold]total", "", f"[bold]{sum(r.count for r in rows)}")
+    console.print(t)
+
+
+# --- cameras -------------------------------------------------------------------------------------------
+
+
+@cameras_app.command("list")
+def cameras_list(
+    region: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    search: Annotated[str | None, typer.Option(help="name, ID or address contains")] = None,
+    removed: Annotated[bool, typer.Option(help="include cameras their sources removed")] = False,
+    limit: int = 50,
+    offset: int = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    flt = repo.CameraFilter(region=region, status=status, source=source, search=search, include_removed=removed)
+    total, rows = inventory().list_cameras(flt, limit=limit, offset=offset)
+    if as_json:
+        emit_json({"total": total, "limit": limit, "offset": offset, "items": rows})
+        return
+    t = Table("id", "device_id", "name", "region", "status", "lon", "lat", title=f"{total} cameras")
+    for r in rows:
+        t.add_row(
+            str(r["id"]),
+            r["device_id"] or "",
+            r["name"] or "",
+            r["region_code"] or "",
+            r["status"] or "",
+            f"{r['longitude']:.6f}" if r["longitude"] is not None else "",
+            f"{r['latitude']:.6f}" if r["latitude"] is not None else "",
+        )
+    console.print(t)
+
+
+@cameras_app.command("show")
+def cameras_show(ref: str, as_json: JsonOpt = False) -> None:
+    """One camera: its record, where each field came from, and what other sources say."""
+    inv = inventory()
+    with errors_to_exit():
+        data = inv.show_camera(ref)
+        data["problems"] = inv.camera_problems(data["id"])
+    if as_json:
+        emit_json(data)
+        return
+    t = Table("field", "value", "source", "other sources say", title=f"camera {data['id']}")
+    for name, value in data["record"].items():
+        if value is None:
+            continue
+        p = data["provenance"].get(name, {})
+        conflicts = p.get("conflicts") or {}
+        others = ", ".join(f"{s}: {v}" for s, v in conflicts.items() if s != p.get("source"))
+        t.add_row(name, str(value), p.get("source", ""), f"[yellow]{others}" if others else "")
+    console.print(t)
+    console.print(
+        f"region {data['region_code']} {data['region_name'] or ''} (position: "
+        f"{data['region_by_position']}, civil code: {data['region_by_code']})"
+    )
+    for s in data["sources"]:
+        state = f"removed {s['removed_at']}" if s["removed_at"] else f"seen {s['seen_at']}"
+        console.print(f"source {s['source']} ({s['kind']}) key {s['key']} line {s['line']}: {state}")
+    if data["removed_at"]:
+        console.print(f"[yellow]removed by its sources at {data['removed_at']}")
+    console.print("quality: " + (", ".join(data["problems"]) or "[green]passes every rule"))
+
+
+@cameras_app.command("edit")
+def cameras_edit(ref: str, assignments: list[str]) -> None:
+    """Correct fields (FIELD=VALUE ...); kept as the 'api' source, which outranks the others by default."""
+    changes: dict[str, Any] = {}
+    for a in assignments:
+        k, sep, v = a.partition("=")
+        if not sep:
+            err.print(f"[red]error:[/red] want FIELD=VALUE, got {a!r}")
+            raise typer.Exit(2)
+        changes[k.strip()] = v
+    with errors_to_exit():
+        inventory().edit_camera(ref, changes, actor="cli")
+    console.print(f"camera {ref} updated")
+
+
+# --- ids -----------------------------------------------------------------------------------------------
+
+
+@ids_app.command("explain")
+def ids_explain(device_id: str, as_json: JsonOpt = False) -> None:
+    """What a GB/T 28181 ID says: region, industry, type, network, serial."""
+    from vms.gbid import GbIdError, check_gb_id, explain_gb_id
+
+    inv = inventory()
+    with inv.session(write=False) as s:
+        names = repo.region_codes_and_names(s)
+    try:
+        data: dict[str, Any] = dict(explain_gb_id(device_id, region_names=names))
+    except GbIdError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    data["problems"] = check_gb_id(
+        device_id,
+        governed=inv.settings.governed_region or None,
+        known_civil_codes={c for c in names if c.isdigit()} or None,
+    )
+    if as_json:
+        emit_json(data)
+        return
+    for k, v in data.items():
+        console.print(f"{k:>12}: {v}")
+
+
+@ids_app.command("allocate")
+def ids_allocate(
+    centre: Annotated[str | None, typer.Option(help="8-digit centre code (default: each camera's civil code)")] = None,
+    industry: str = "00",
+    type_code: Annotated[str, typer.Option("--type")] = "132",
+    network: str = "6",
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Allocate GB/T 28181 IDs to cameras that have none."""
+    with errors_to_exit():
+        pairs = inventory().allocate_ids(
+            centre=centre, industry=industry, type_code=type_code, network=network, dry_run=dry_run
+        )
+    if as_json:
+        emit_json([{"id": cid, "device_id": gid} for cid, gid in pairs])
+        return
+    console.print(f"{'would allocate' if dry_run else 'allocated'} {len(pairs)} IDs")
+    for cid, gid in pairs[:50]:
+        console.print(f"camera {cid}: {gid}")
+
+
+@apikey_app.command("create")
+def apikey_create(name: str, role: Annotated[str, typer.Option(help="read or write")] = "read") -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from vms.apikeys import create_key
+
+    with errors_to_exit():
+        key = create_key(inventory(), name, role, actor="cli")
+    sys.stdout.write(key + "\n")
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(name: str) -> None:
+    from vms.apikeys import revoke_key
+
+    with errors_to_exit():
+        revoke_key(inventory(), name, actor="cli")
+    console.print(f"revoked {name}")
+
+
+# --- audit / serve -------------------------------------------------------------------------------------
+
+
+@app.command("audit")
+def audit(limit: int = 50, as_json: JsonOpt = False) -> None:
+    """The newest entries of the audit log (every write is recorded)."""
+    inv = inventory()
+    with inv.session(write=False) as s:
+        rows = [
+            {"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "details": e.details}
+            for e in repo.audit_entries(s, limit)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table("at", "actor", "action", "target")
+    for r in rows:
+        t.add_row(str(r["at"]), str(r["actor"]), str(r["action"]), str(r["target"] or ""))
+    console.print(t)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="default VMS_API_HOST (127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="default VMS_API_PORT (8000)")] = None,
+) -> None:
+    """Run the HTTP API and the dashboard."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    inv = inventory()
+    uvicorn.run(
+        create_app(inv),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command("run")
+def run(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """The main job on embedded defaults: migrate, then serve the API and dashboard on localhost."""
+    settings = Settings()
+    inv = inventory()
+    console.print(f"vms: database {inv.engine.url.render_as_string()}, data dir {settings.data_dir}")
+    console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
+    serve(host=host, port=port)
+
+
+def main() -> None:
+    logging.basicConfig(level=Settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()

@@ -1,0 +1,176 @@
+"""SQLAlchemy 2 typed models. The camera columns are generated from the field registry (vms.fields)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from vms.fields import FIELDS, Kind
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Source(Base):
+    __tablename__ = "sources"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_import_at: Mapped[datetime | None]
+
+
+def _field_column(kind: Kind, max_len: int) -> Any:
+    if kind is Kind.INT:
+        return BigInteger()
+    if kind is Kind.FLOAT:
+        return Float()
+    if kind is Kind.JSON:
+        return JSON()
+    return String(max_len) if max_len <= 1024 else Text()
+
+
+class Credential(Base):
+    """A login for cameras. The secret is Fernet-encrypted; only the service layer decrypts it."""
+
+    __tablename__ = "credentials"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    username: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    scope: Mapped[str | None] = mapped_column(String(64))  # CIDR the set applies to; None = anywhere
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The camera table is built from the registry so columns, importers and exporters never drift apart.
+cameras = Table(
+    "cameras",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    *(
+        Column(f.name, _field_column(f.kind, f.max_len), nullable=True, index=f.identity or f.name == "name")
+        for f in FIELDS
+    ),
+    Column("extra", JSON, nullable=True),
+    Column("conflicts", JSON, nullable=True),  # {field: {source: value}} where sources disagree
+    Column("region_code", String(64), nullable=True, index=True),
+    Column("region_by_position", String(64), nullable=True),
+    Column("region_by_code", String(64), nullable=True),
+    Column("credential_id", Integer, ForeignKey("credentials.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("removed_at", DateTime(timezone=True), nullable=True, index=True),
+)
+
+
+class Observation(Base):
+    """What one source says about one camera; the camera record is the merge of its observations."""
+
+    __tablename__ = "observations"
+    __table_args__ = (UniqueConstraint("source_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fields: Mapped[dict[str, Any]]
+    extra: Mapped[dict[str, Any] | None]
+    digest: Mapped[str] = mapped_column(String(40))
+    line: Mapped[int | None]
+    # Identity keys (vms.domain.identity_keys), indexed for matching.
+    k_device_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    k_mac: Mapped[str | None] = mapped_column(String(17), index=True)
+    k_serial: Mapped[str | None] = mapped_column(String(255), index=True)
+    k_endpoint_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    k_host_port: Mapped[str | None] = mapped_column(String(96), index=True)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]
+
+
+class CatalogNode(Base):
+    """Non-camera catalog entries (platforms, NVRs, business groups, virtual organisations) for ParentID."""
+
+    __tablename__ = "catalog_nodes"
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    civil_code: Mapped[str | None] = mapped_column(String(12))
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Region(Base):
+    __tablename__ = "regions"
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    parent_code: Mapped[str | None] = mapped_column(String(64), index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    geometry: Mapped[bytes | None] = mapped_column(LargeBinary)  # WKB, WGS-84
+    source: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImportRun(Base):
+    __tablename__ = "import_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    counts: Mapped[dict[str, Any]]
+    issues: Mapped[dict[str, Any] | None]  # {"items": [...], "truncated": n}
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any] | None]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)  # sha256 of the key; the key is shown once
+    role: Mapped[str] = mapped_column(String(16), default="read")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

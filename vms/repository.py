@@ -1,0 +1,421 @@
+"""All SQL of the inventory lives here. Bulk paths use Core statements: imports touch 100,000 rows."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from vms.domain import SourceKind
+from vms.fields import FIELD_NAMES
+from vms.models import AuditEntry, CatalogNode, ImportRun, Region, Source, cameras, utcnow
+from vms.models import Observation as ObservationRow
+
+# SQLite allows 32,766 bound parameters, PostgreSQL 65,535: chunk IN lists well below both.
+CHUNK = 900
+
+KEY_COLUMNS = {
+    "device_id": ObservationRow.k_device_id,
+    "mac": ObservationRow.k_mac,
+    "serial": ObservationRow.k_serial,
+    "endpoint_ref": ObservationRow.k_endpoint_ref,
+    "host_port": ObservationRow.k_host_port,
+}
+
+CAMERA_STATE_COLUMNS = ("extra", "conflicts", "region_code", "region_by_position", "region_by_code")
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+
+def get_or_create_source(session: Session, name: str, kind: SourceKind) -> Source:
+    source = session.scalar(select(Source).where(Source.name == name))
+    if source is None:
+        source = Source(name=name, kind=kind.value)
+        session.add(source)
+        session.flush()
+    return source
+
+
+def source_names(session: Session) -> dict[int, tuple[str, SourceKind]]:
+    return {s.id: (s.name, SourceKind(s.kind)) for s in session.scalars(select(Source))}
+
+
+# --- observations --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    id: int
+    camera_id: int
+    digest: str
+    removed: bool
+
+
+def source_observations(session: Session, source_id: int) -> dict[str, StoredObservation]:
+    o = ObservationRow
+    rows = session.execute(select(o.key, o.id, o.camera_id, o.digest, o.removed_at).where(o.source_id == source_id))
+    return {r.key: StoredObservation(r.id, r.camera_id, r.digest, r.removed_at is not None) for r in rows}
+
+
+def cameras_by_key(session: Session, kind: str, keys: Collection[str]) -> dict[str, int]:
+    """Identity key -> camera id, over every observation ever made (a removed camera can come back).
+
+    Where one key sits on several cameras the oldest camera wins, so matching is stable.
+    """
+    column = KEY_COLUMNS[kind]
+    found: dict[str, int] = {}
+    ordered = sorted(set(keys))
+    for part in chunks(ordered):
+        rows = session.execute(
+            select(column, func.min(ObservationRow.camera_id)).where(column.in_(part)).group_by(column)
+        )
+        for key, camera_id in rows:
+            found[key] = camera_id
+    return found
+
+
+def insert_observations(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(ObservationRow), list(rows))
+
+
+def update_observations(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows carry ``id`` plus the columns to set."""
+    if rows:
+        session.execute(update(ObservationRow), list(rows))
+
+
+def touch_observations(session: Session, source_id: int, now: datetime) -> None:
+    session.execute(
+        update(ObservationRow)
+        .where(ObservationRow.source_id == source_id, ObservationRow.removed_at.is_(None))
+        .values(seen_at=now)
+    )
+
+
+def mark_observations_removed(session: Session, ids: Sequence[int], now: datetime) -> None:
+    for part in chunks(ids):
+        session.execute(update(ObservationRow).where(ObservationRow.id.in_(part)).values(removed_at=now))
+
+
+@dataclass(frozen=True, slots=True)
+class LiveObservation:
+    camera_id: int
+    source: str
+    kind: SourceKind
+    key: str
+    fields: dict[str, Any]
+    extra: dict[str, Any] | None
+    updated_at: datetime
+    first_seen: datetime
+    line: int | None
+
+
+def live_observations(session: Session, camera_ids: Collection[int]) -> dict[int, list[LiveObservation]]:
+    o = ObservationRow
+    out: dict[int, list[LiveObservation]] = {}
+    for part in chunks(sorted(camera_ids)):
+        rows = session.execute(
+            select(o.camera_id, Source.name, Source.kind, o.key, o.fields, o.extra, o.updated_at, o.first_seen, o.line)
+            .join(Source, Source.id == o.source_id)
+            .where(o.camera_id.in_(part), o.removed_at.is_(None))
+        )
+        for r in rows:
+            out.setdefault(r.camera_id, []).append(
+                LiveObservation(
+                    r.camera_id,
+                    r.name,
+                    SourceKind(r.kind),
+                    r.key,
+                    r.fields,
+                    r.extra,
+                    _aware(r.updated_at),
+                    _aware(r.first_seen),
+                    r.line,
+                )
+            )
+    return out
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- cameras -------------------------------------------------------------------------------------------
+
+
+def insert_cameras(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert and return the new ids in input order (one round trip per batch: RETURNING)."""
+    ids: list[int] = []
+    for part in chunks(rows, 2000):
+        result = session.execute(insert(cameras).returning(cameras.c.id, sort_by_parameter_order=True), list(part))
+        ids.extend(r[0] for r in result)
+    return ids
+
+
+def update_cameras(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows carry ``_id`` plus every column to set (all rows the same columns)."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "_id"]
+    stmt = update(cameras).where(cameras.c.id == bindparam("_id")).values({c: bindparam(c) for c in columns})
+    session.connection().execute(stmt, list(rows))
+
+
+def camera_rows(session: Session, ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for part in chunks(sorted(ids)):
+        for r in session.execute(select(cameras).where(cameras.c.id.in_(part))):
+            out[r.id] = dict(r._mapping)
+    return out
+
+
+def camera(session: Session, camera_id: int) -> dict[str, Any] | None:
+    row = session.execute(select(cameras).where(cameras.c.id == camera_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def camera_ids_by_device_id(session: Session, device_id: str) -> list[int]:
+    return list(session.scalars(select(cameras.c.id).where(cameras.c.device_id == device_id)))
+
+
+def all_device_ids(session: Session) -> list[str]:
+    return [r for r in session.scalars(select(cameras.c.device_id).where(cameras.c.device_id.is_not(None)))]
+
+
+@dataclass(frozen=True, slots=True)
+class CameraFilter:
+    region: str | None = None  # region code, including sub-regions
+    status: str | None = None
+    source: str | None = None
+    search: str | None = None
+    include_removed: bool = False
+
+
+def _filtered(stmt: Any, flt: CameraFilter) -> Any:
+    if not flt.include_removed:
+        stmt = stmt.where(cameras.c.removed_at.is_(None))
+    if flt.region:
+        stmt = stmt.where((cameras.c.region_code == flt.region) | cameras.c.region_code.like(flt.region + "%"))
+    if flt.status:
+        stmt = stmt.where(cameras.c.status == flt.status)
+    if flt.search:
+        like = f"%{flt.search}%"
+        stmt = stmt.where(cameras.c.name.ilike(like) | cameras.c.device_id.like(like) | cameras.c.address.ilike(like))
+    if flt.source:
+        sub = (
+            select(ObservationRow.camera_id)
+            .join(Source, Source.id == ObservationRow.source_id)
+            .where(Source.name == flt.source, ObservationRow.removed_at.is_(None))
+        )
+        stmt = stmt.where(cameras.c.id.in_(sub))
+    return stmt
+
+
+def list_cameras(
+    session: Session,
+    flt: CameraFilter,
+    *,
+    columns: Sequence[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    cols = [cameras.c[c] for c in columns] if columns else [cameras]
+    stmt = _filtered(select(*cols), flt).order_by(cameras.c.id).offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def count_cameras(session: Session, flt: CameraFilter) -> int:
+    return int(session.scalar(_filtered(select(func.count()).select_from(cameras), flt)) or 0)
+
+
+def count_by(session: Session, column: str, *, include_removed: bool = False) -> list[tuple[str | None, int]]:
+    col = cameras.c[column]
+    stmt = select(col, func.count()).group_by(col).order_by(col)
+    if not include_removed:
+        stmt = stmt.where(cameras.c.removed_at.is_(None))
+    return [(r[0], int(r[1])) for r in session.execute(stmt)]
+
+
+def count_by_source(session: Session) -> list[tuple[str, str, int]]:
+    o = ObservationRow
+    stmt = (
+        select(Source.name, Source.kind, func.count(func.distinct(o.camera_id)))
+        .join(o, o.source_id == Source.id)
+        .join(cameras, cameras.c.id == o.camera_id)
+        .where(o.removed_at.is_(None), cameras.c.removed_at.is_(None))
+        .group_by(Source.name, Source.kind)
+        .order_by(Source.name)
+    )
+    return [(r[0], r[1], int(r[2])) for r in session.execute(stmt)]
+
+
+def camera_sources(session: Session, camera_ids: Collection[int] | None = None) -> dict[int, list[str]]:
+    """camera id -> names of the sources that currently list it."""
+    o = ObservationRow
+    stmt = select(o.camera_id, Source.name).join(Source, Source.id == o.source_id).where(o.removed_at.is_(None))
+    out: dict[int, list[str]] = {}
+    if camera_ids is None:
+        for cid, name in session.execute(stmt):
+            out.setdefault(cid, []).append(name)
+        return out
+    for part in chunks(sorted(camera_ids)):
+        for cid, name in session.execute(stmt.where(o.camera_id.in_(part))):
+            out.setdefault(cid, []).append(name)
+    return out
+
+
+def iter_camera_rows(
+    session: Session, columns: Sequence[str] | None = None, *, include_removed: bool = False, batch: int = 5000
+) -> Iterator[dict[str, Any]]:
+    cols = [cameras.c.id, *(cameras.c[c] for c in columns)] if columns else [cameras]
+    stmt = select(*cols).order_by(cameras.c.id)
+    if not include_removed:
+        stmt = stmt.where(cameras.c.removed_at.is_(None))
+    result = session.execute(stmt.execution_options(yield_per=batch))
+    for r in result:
+        yield dict(r._mapping)
+
+
+def all_camera_rows(session: Session, columns: Sequence[str] = FIELD_NAMES) -> list[Row[Any]]:
+    stmt = select(cameras.c.id, *(cameras.c[c] for c in columns), *(cameras.c[c] for c in CAMERA_STATE_COLUMNS))
+    return list(session.execute(stmt.where(cameras.c.removed_at.is_(None)).order_by(cameras.c.id)))
+
+
+# --- catalog nodes -------------------------------------------------------------------------------------
+
+
+def upsert_nodes(session: Session, nodes: Iterable[Mapping[str, Any]], source_id: int) -> int:
+    count = 0
+    for node in nodes:
+        row = session.get(CatalogNode, node["device_id"])
+        if row is None:
+            row = CatalogNode(device_id=node["device_id"])
+            session.add(row)
+        row.name = node.get("name")
+        row.parent_id = node.get("parent_id")
+        row.civil_code = node.get("civil_code")
+        row.source_id = source_id
+        row.updated_at = utcnow()
+        count += 1
+    return count
+
+
+def node_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(CatalogNode.device_id)))
+
+
+# --- regions -------------------------------------------------------------------------------------------
+
+
+def upsert_regions(session: Session, records: Iterable[Any]) -> tuple[int, int]:
+    """Insert or update RegionRecord-like objects; a record without geometry keeps a stored one."""
+    existing = {r.code: r for r in session.scalars(select(Region))}
+    created = updated = 0
+    for rec in records:
+        row = existing.get(rec.code)
+        if row is None:
+            row = Region(code=rec.code, name=rec.name, level=rec.level, source=rec.source)
+            session.add(row)
+            existing[rec.code] = row
+            created += 1
+        else:
+            updated += 1
+        row.name = rec.name or row.name
+        row.parent_code = rec.parent_code or row.parent_code
+        row.level = rec.level or row.level
+        if rec.geometry_wkb is not None:
+            row.geometry = rec.geometry_wkb
+        row.source = rec.source
+        row.updated_at = utcnow()
+    session.flush()
+    return created, updated
+
+
+def regions(session: Session, *, with_geometry: bool = False) -> list[Row[Any]]:
+    cols = [Region.code, Region.name, Region.parent_code, Region.level, Region.source]
+    if with_geometry:
+        cols.append(Region.geometry)
+    return list(session.execute(select(*cols).order_by(Region.code)))
+
+
+def polygon_regions(session: Session) -> list[tuple[str, bytes]]:
+    rows = session.execute(select(Region.code, Region.geometry).where(Region.geometry.is_not(None)))
+    return [(r[0], r[1]) for r in rows]
+
+
+def region_codes_and_names(session: Session) -> dict[str, str]:
+    return {r[0]: r[1] for r in session.execute(select(Region.code, Region.name))}
+
+
+# --- runs and audit ------------------------------------------------------------------------------------
+
+
+def record_import_run(
+    session: Session,
+    *,
+    source_id: int | None,
+    path: str,
+    fmt: str,
+    counts: dict[str, Any],
+    issues: dict[str, Any] | None,
+) -> int:
+    run = ImportRun(source_id=source_id, path=path, format=fmt, counts=counts, issues=issues)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def audit(
+    session: Session, *, actor: str, action: str, target: str | None = None, details: dict[str, Any] | None = None
+) -> None:
+    session.add(AuditEntry(actor=actor, action=action, target=target, details=details))
+
+
+def audit_entries(session: Session, limit: int = 100) -> list[AuditEntry]:
+    return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+
+
+def import_runs(session: Session, limit: int = 20) -> list[ImportRun]:
+    return list(session.scalars(select(ImportRun).order_by(ImportRun.id.desc()).limit(limit)))
+
+
+def source_of_observation(session: Session, camera_id: int) -> list[Row[Any]]:
+    o = ObservationRow
+    stmt = (
+        select(Source.name, Source.kind, o.key, o.line, o.first_seen, o.updated_at, o.seen_at, o.removed_at)
+        .join(Source, Source.id == o.source_id)
+        .where(and_(o.camera_id == camera_id))
+        .order_by(o.id)
+    )
+    return list(session.execute(stmt))
+
+
+def camera_identity_keys(session: Session, camera_ids: Collection[int]) -> dict[int, dict[str, set[str]]]:
+    """camera id -> identity kind -> keys, over all its observations."""
+    o = ObservationRow
+    cols = [o.camera_id, *KEY_COLUMNS.values()]
+    out: dict[int, dict[str, set[str]]] = {}
+    kinds = list(KEY_COLUMNS)
+    for part in chunks(sorted(camera_ids)):
+        for row in session.execute(select(*cols).where(o.camera_id.in_(part))):
+            known = out.setdefault(row[0], {})
+            for kind, key in zip(kinds, row[1:], strict=True):
+                if key:
+                    known.setdefault(kind, set()).add(key)
+    return out

@@ -1,0 +1,518 @@
+"""The service layer the CLI, the API and scheduled jobs call. Built by a factory from Settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from vms import repository as repo
+from vms.db import make_engine, make_sessionmaker, upgrade
+from vms.domain import Observation, RowIssue, SourceKind
+from vms.errors import NotFound, ValidationFailed
+from vms.fields import FIELD_NAMES
+from vms.inventory import IngestResult, ingest, load_region_context, observation_key, reassign_regions, remerge
+from vms.merge import SourcedRecord, merge_observations
+from vms.models import utcnow
+from vms.placement import RegionContext
+from vms.quality import QualityContext, QualityReport, check_all
+from vms.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_STORED_ISSUES = 1000
+CAMERA_TYPES = frozenset({"131", "132"})
+
+
+@dataclass
+class ImportReport:
+    path: str
+    source: str
+    kind: SourceKind
+    format: str
+    encoding: str | None
+    dry_run: bool
+    rows: int
+    accepted: int
+    rejected: int
+    nodes: int
+    issues: list[RowIssue]
+    result: IngestResult
+    run_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "source": self.source,
+            "kind": self.kind.value,
+            "format": self.format,
+            "encoding": self.encoding,
+            "dry_run": self.dry_run,
+            "rows": self.rows,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "catalog_nodes": self.nodes,
+            **self.result.counts(),
+            "changed": self.result.changed,
+            "issues": [_issue_dict(i) for i in self.issues],
+            "identity_conflicts": self.result.identity_conflicts,
+            "run_id": self.run_id,
+        }
+
+
+@dataclass
+class RegionImportReport:
+    path: str
+    created: int
+    updated: int
+    with_geometry: int
+    cameras_moved: int
+
+
+@dataclass
+class Stat:
+    key: str | None
+    name: str | None
+    count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(_stage: str, _done: int, _total: int) -> None:
+    return None
+
+
+class Inventory:
+    """Use cases over one database. Stateless apart from its engine; safe to share between threads."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.url)
+        self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
+
+    # --- plumbing --------------------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        upgrade(self.engine)
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        with self.sessions() as s:
+            try:
+                yield s
+                if write:
+                    s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def rank(self, source: str, kind: SourceKind) -> int:
+        return self.settings.priority_rank(source, kind)
+
+    def region_context(self, session: Session) -> RegionContext:
+        return load_region_context(session)
+
+    # --- imports ---------------------------------------------------------------------------------------
+
+    def import_file(
+        self,
+        path: Path,
+        *,
+        source: str | None = None,
+        kind: SourceKind | None = None,
+        fmt: str | None = None,
+        column_map: Mapping[str, str] | None = None,
+        encoding: str | None = None,
+        dry_run: bool = False,
+        snapshot: bool = True,
+        actor: str = "cli",
+        progress: Progress = _no_progress,
+    ) -> ImportReport:
+        from vms.columns import ColumnMap, load_column_map
+        from vms.importers import read_records
+
+        overrides: dict[str, str] = {}
+        if self.settings.column_map_file:
+            overrides.update(load_column_map(self.settings.column_map_file).overrides)
+        overrides.update(column_map or {})
+        progress("read", 0, 1)
+        read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding)
+        progress("read", 1, 1)
+        kind = kind or (SourceKind.CATALOG if read.format == "xml" else SourceKind.LEDGER)
+        source = source or f"{kind.value}:{path.stem}"
+        observations: list[Observation] = []
+        nodes: list[dict[str, Any]] = []
+        for row in read.rows:
+            if row.rejected:
+                continue
+            device_id = str(row.fields.get("device_id") or "")
+            if kind is SourceKind.CATALOG and device_id and device_id[10:13] not in CAMERA_TYPES:
+                # Platforms, NVRs, business groups and virtual organisations are tree nodes, not cameras.
+                nodes.append({**row.fields})
+                continue
+            observations.append(
+                Observation(source, kind, observation_key(row.fields, row.line), row.fields, row.extra, row.line)
+            )
+        progress("merge", 0, len(observations))
+        with self.session() as s:
+            ctx = self.region_context(s)
+            result = ingest(
+                s,
+                source=source,
+                kind=kind,
+                observations=observations,
+                rank=self.rank,
+                regions=ctx,
+                snapshot=snapshot,
+            )
+            src = repo.get_or_create_source(s, source, kind)
+            if nodes:
+                repo.upsert_nodes(s, nodes, src.id)
+            report = ImportReport(
+                path=str(path),
+                source=source,
+                kind=kind,
+                format=read.format,
+                encoding=read.encoding,
+                dry_run=dry_run,
+                rows=read.total_rows,
+                accepted=len(observations) + len(nodes),
+                rejected=sum(1 for r in read.rows if r.rejected),
+                nodes=len(nodes),
+                issues=list(read.issues),
+                result=result,
+            )
+            if dry_run:
+                s.rollback()
+                return report
+            report.run_id = repo.record_import_run(
+                s,
+                source_id=src.id,
+                path=str(path),
+                fmt=read.format,
+                counts=result.counts()
+                | {"rows": report.rows, "accepted": report.accepted, "rejected": report.rejected},
+                issues={
+                    "items": [_issue_dict(i) for i in report.issues[:MAX_STORED_ISSUES]],
+                    "truncated": max(0, len(report.issues) - MAX_STORED_ISSUES),
+                },
+            )
+            repo.audit(
+                s,
+                actor=actor,
+                action="import",
+                target=source,
+                details={"path": str(path), "run_id": report.run_id, **result.counts()},
+            )
+        progress("merge", len(observations), len(observations))
+        return report
+
+    def ingest_observations(
+        self,
+        observations: Sequence[Observation],
+        *,
+        source: str,
+        kind: SourceKind,
+        snapshot: bool,
+        actor: str,
+        pinned: Mapping[str, int] | None = None,
+    ) -> IngestResult:
+        """For producers other than files (discovery, API edits)."""
+        with self.session() as s:
+            result = ingest(
+                s,
+                source=source,
+                kind=kind,
+                observations=observations,
+                rank=self.rank,
+                regions=self.region_context(s),
+                snapshot=snapshot,
+                pinned=pinned,
+            )
+            if result.changed:
+                repo.audit(s, actor=actor, action=f"ingest:{kind.value}", target=source, details=result.counts())
+            return result
+
+    # --- regions ---------------------------------------------------------------------------------------
+
+    def import_regions(
+        self,
+        path: Path,
+        *,
+        crs: str = "auto",
+        code_property: str | None = None,
+        name_property: str | None = None,
+        actor: str = "cli",
+    ) -> RegionImportReport:
+        from vms.regions import read_regions
+
+        records = read_regions(path, crs=crs, code_property=code_property, name_property=name_property)
+        with self.session() as s:
+            created, updated = repo.upsert_regions(s, records)
+            moved = reassign_regions(s, self.region_context(s))
+            repo.audit(
+                s,
+                actor=actor,
+                action="regions.import",
+                target=str(path),
+                details={"created": created, "updated": updated, "cameras_moved": moved},
+            )
+        return RegionImportReport(str(path), created, updated, sum(1 for r in records if r.geometry_wkb), moved)
+
+    def list_regions(self) -> list[dict[str, Any]]:
+        with self.session(write=False) as s:
+            return [
+                {"code": r.code, "name": r.name, "parent_code": r.parent_code, "level": r.level, "source": r.source}
+                for r in repo.regions(s)
+            ]
+
+    # --- quality and statistics -----------------------------------------------------------------------
+
+    def quality_context(self, session: Session) -> QualityContext:
+        names = repo.region_codes_and_names(session)
+        numeric = {c for c in names if c.isdigit()}
+        governed = self.settings.governed_region or None
+        polygons = {code for code, _ in repo.polygon_regions(session)}
+        parents = set(repo.all_device_ids(session)) | repo.node_ids(session) | set(names)
+        return QualityContext(
+            governed=governed,
+            known_civil_codes=numeric or None,
+            has_polygons=bool(polygons),
+            governed_has_polygon=bool(governed and governed in polygons),
+            known_parents=parents,
+        )
+
+    def quality(self) -> tuple[QualityReport, dict[str, str]]:
+        with self.session(write=False) as s:
+            ctx = self.quality_context(s)
+            cams = [dict(r._mapping) for r in repo.all_camera_rows(s)]
+            sources = repo.camera_sources(s)
+            names = repo.region_codes_and_names(s)
+        return check_all(cams, ctx, sources=sources, target=self.settings.quality_target), names
+
+    def camera_problems(self, camera_id: int) -> list[str]:
+        report, _ = self.quality()
+        return report.problems.get(camera_id, [])
+
+    def stats(self, by: str) -> list[Stat]:
+        with self.session(write=False) as s:
+            if by == "region":
+                names = repo.region_codes_and_names(s)
+                return [Stat(k, names.get(k) if k else None, n) for k, n in repo.count_by(s, "region_code")]
+            if by == "status":
+                return [Stat(k, None, n) for k, n in repo.count_by(s, "status")]
+            if by == "source":
+                return [Stat(name, None, n, {"kind": kind}) for name, kind, n in repo.count_by_source(s)]
+            if by == "manufacturer":
+                return [Stat(k, None, n) for k, n in repo.count_by(s, "manufacturer")]
+        raise ValidationFailed(f"cannot group by {by!r}: choose region, status, source or manufacturer")
+
+    # --- cameras --------------------------------------------------------------------------------------
+
+    def list_cameras(
+        self, flt: repo.CameraFilter, *, limit: int | None = 100, offset: int = 0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        with self.session(write=False) as s:
+            return repo.count_cameras(s, flt), repo.list_cameras(s, flt, limit=limit, offset=offset)
+
+    def resolve_camera(self, session: Session, ref: str) -> int:
+        """A camera by database id or by GB device ID."""
+        if ref.isdigit() and len(ref) < 20:
+            if repo.camera(session, int(ref)) is not None:
+                return int(ref)
+        else:
+            ids = repo.camera_ids_by_device_id(session, ref)
+            if ids:
+                return ids[0]
+        raise NotFound(f"no camera {ref!r}")
+
+    def show_camera(self, ref: str) -> dict[str, Any]:
+        """The record, each field's provenance (source, when) and the values other sources disagree with."""
+        with self.session(write=False) as s:
+            cid = self.resolve_camera(s, ref)
+            row = repo.camera(s, cid)
+            assert row is not None
+            live = repo.live_observations(s, [cid]).get(cid, [])
+            merged = merge_observations(
+                [SourcedRecord(o.source, o.kind, o.fields, o.updated_at, o.extra) for o in live], self.rank
+            )
+            sources = [
+                {
+                    "source": r.name,
+                    "kind": r.kind,
+                    "key": r.key,
+                    "line": r.line,
+                    "first_seen": r.first_seen,
+                    "updated_at": r.updated_at,
+                    "seen_at": r.seen_at,
+                    "removed_at": r.removed_at,
+                }
+                for r in repo.source_of_observation(s, cid)
+            ]
+            names = repo.region_codes_and_names(s)
+        provenance = {
+            name: {
+                "source": p.source,
+                "kind": p.kind.value,
+                "at": p.at.isoformat(),
+                "conflicts": merged.conflicts.get(name),
+            }
+            for name, p in merged.provenance.items()
+        }
+        return {
+            "id": cid,
+            "record": {k: row[k] for k in FIELD_NAMES},
+            "extra": row["extra"],
+            "region_code": row["region_code"],
+            "region_name": names.get(row["region_code"] or ""),
+            "region_by_position": row["region_by_position"],
+            "region_by_code": row["region_by_code"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "removed_at": row["removed_at"],
+            "provenance": provenance,
+            "conflicts": row["conflicts"] or {},
+            "sources": sources,
+        }
+
+    def edit_camera(self, ref: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
+        """An operator's correction: stored as the 'api' source's observation, so it wins by priority."""
+        from vms.columns import parse_value
+        from vms.fields import BY_NAME
+
+        clean: dict[str, Any] = {}
+        for name, raw in changes.items():
+            f = BY_NAME.get(name)
+            if f is None:
+                raise ValidationFailed(f"unknown field {name!r}")
+            value, notes = parse_value(f, raw)
+            if any(n.fatal for n in notes):
+                raise ValidationFailed(f"{name}: " + "; ".join(n.message for n in notes))
+            clean[name] = value
+        with self.session() as s:
+            cid = self.resolve_camera(s, ref)
+            key = f"camera:{cid}"
+            previous = {o.key: o.fields for o in repo.live_observations(s, [cid]).get(cid, []) if o.source == "api"}
+            fields = {**previous.get(key, {}), **clean}
+            fields = {k: v for k, v in fields.items() if v is not None}
+            ingest(
+                s,
+                source="api",
+                kind=SourceKind.API,
+                observations=[Observation("api", SourceKind.API, key, fields)],
+                rank=self.rank,
+                regions=self.region_context(s),
+                snapshot=False,
+                pinned={key: cid},
+            )
+            repo.audit(s, actor=actor, action="camera.edit", target=str(cid), details={"fields": sorted(clean)})
+        return self.show_camera(str(cid))
+
+    def allocate_ids(
+        self,
+        *,
+        centre: str | None = None,
+        industry: str = "00",
+        type_code: str = "132",
+        network: str = "6",
+        actor: str = "cli",
+        dry_run: bool = False,
+    ) -> list[tuple[int, str]]:
+        """Give every camera without a GB ID a new one, per civil code, never colliding with a known ID."""
+        from vms.gbid import allocate_gb_ids
+
+        with self.session() as s:
+            existing = repo.all_device_ids(s) + sorted(repo.node_ids(s))
+            rows = [
+                r
+                for r in repo.list_cameras(s, repo.CameraFilter(), columns=["id", "device_id", "civil_code"])
+                if not r["device_id"]
+            ]
+            groups: dict[str, list[int]] = {}
+            for r in rows:
+                cc = centre or _centre_code(r["civil_code"], self.settings.governed_region)
+                if cc is None:
+                    continue
+                groups.setdefault(cc, []).append(r["id"])
+            allocated: list[tuple[int, str]] = []
+            for cc, ids in sorted(groups.items()):
+                new = allocate_gb_ids(
+                    existing, centre=cc, industry=industry, type_code=type_code, network=network, count=len(ids)
+                )
+                existing.extend(new)
+                allocated.extend(zip(ids, new, strict=True))
+            if dry_run or not allocated:
+                s.rollback()
+                return allocated
+            obs = [
+                Observation("gbid-allocator", SourceKind.API, f"camera:{cid}", {"device_id": gid})
+                for cid, gid in allocated
+            ]
+            ingest(
+                s,
+                source="gbid-allocator",
+                kind=SourceKind.API,
+                observations=obs,
+                rank=self.rank,
+                regions=self.region_context(s),
+                snapshot=False,
+                pinned={f"camera:{cid}": cid for cid, _ in allocated},
+            )
+            repo.audit(s, actor=actor, action="ids.allocate", details={"count": len(allocated)})
+        return allocated
+
+    def remerge_all(self) -> int:
+        """Recompute every record (after the source priority changes)."""
+        with self.session() as s:
+            ids = {r["id"] for r in repo.list_cameras(s, repo.CameraFilter(include_removed=True), columns=["id"])}
+            return len(remerge(s, ids, rank=self.rank, regions=self.region_context(s), now=utcnow()))
+
+    # --- export ---------------------------------------------------------------------------------------
+
+    def export(
+        self, path: Path, *, fmt: str | None = None, flt: repo.CameraFilter | None = None, actor: str = "cli"
+    ) -> int:
+        from vms import exporters
+
+        fmt = fmt or _format_from_suffix(path)
+        with self.session() as s:
+            rows = repo.list_cameras(s, flt or repo.CameraFilter())
+            records = [{**{k: r[k] for k in FIELD_NAMES}, "extra": r["extra"] or {}} for r in rows]
+            if fmt == "csv":
+                exporters.write_csv(records, path)
+            elif fmt == "geojson":
+                exporters.write_geojson(records, path)
+            elif fmt == "xml":
+                exporters.write_catalog_xml(records, path)
+            else:
+                raise ValidationFailed(f"unknown export format {fmt!r}: csv, geojson or xml")
+            repo.audit(s, actor=actor, action="export", target=str(path), details={"format": fmt, "count": len(rows)})
+        return len(records)
+
+
+def _format_from_suffix(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    return {"json": "geojson", "geojson": "geojson", "xml": "xml", "csv": "csv"}.get(suffix, suffix)
+
+
+def _centre_code(civil_code: str | None, governed: str) -> str | None:
+    code = (civil_code or "").strip() or governed
+    if not code.isdigit():
+        return None
+    if len(code) >= 8:
+        return code[:8]
+    if len(code) == 6:
+        return code + "00"
+    return None
+
+
+def _issue_dict(issue: RowIssue) -> dict[str, Any]:
+    return {"line": issue.line, "code": issue.code, "reason": issue.reason, "fatal": issue.fatal, "field": issue.field}

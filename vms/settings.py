@@ -1,0 +1,94 @@
+"""One validated settings model. Values come from VMS_* environment variables or a .env file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vms.domain import DEFAULT_PRIORITY, SourceKind
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "vms"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VMS_", env_file=".env", extra="ignore")
+
+    environment: str = Field("development", description="development | production")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="SQLite file, key file, exports")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+    governed_region: str = Field("371311", description="civil code of the governed region (2-8 digits)")
+    source_priority: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PRIORITY),
+        description="source kinds or names, strongest first; the first one with a value wins a field",
+    )
+    column_map_file: Path | None = Field(None, description="JSON/TOML {header: field} added to the defaults")
+    secret_key: SecretStr | None = Field(None, description="Fernet key for camera credentials")
+    secret_key_file: Path | None = Field(None, description="file holding the Fernet key")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_open_reads: bool = Field(True, description="allow reads without an API key (writes always need one)")
+    log_level: str = "INFO"
+    quality_target: float = Field(0.95, description="data-quality pass-rate target")
+
+    @field_validator("governed_region")
+    @classmethod
+    def _civil_code_digits(cls, value: str) -> str:
+        value = value.strip()
+        if value and (not value.isdigit() or len(value) not in (2, 4, 6, 8)):
+            raise ValueError("governed_region must be a civil code of 2, 4, 6 or 8 digits")
+        return value
+
+    @field_validator("source_priority", mode="before")
+    @classmethod
+    def _split_priority(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @cached_property
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'vms.sqlite3'}"
+
+    def key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
+
+    def fernet_key(self) -> bytes:
+        """The credential key: from settings, else a key file created once with owner-only permissions."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.key_file()
+        if path.exists():
+            return path.read_bytes().strip()
+        if self.environment == "production":
+            raise RuntimeError("production needs VMS_SECRET_KEY or VMS_SECRET_KEY_FILE; refusing to invent one")
+        from cryptography.fernet import Fernet
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key
+
+    def priority_rank(self, source: str, kind: SourceKind) -> int:
+        """Lower is stronger: the position of the source's name in the list, else of its kind."""
+        order = self.source_priority
+        if source in order:
+            return order.index(source)
+        if kind.value in order:
+            return order.index(kind.value)
+        return len(order)
+
+
+def new_api_key() -> str:
+    return secrets.token_urlsafe(32)
