@@ -487,4 +487,6 @@ def run(
 
 def main() -> None:
     logging.basicConfig(level=Settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every start; the schema version is shown by `vms db upgrade` when it matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app()

@@ -61,11 +61,11 @@ def test_same_camera_from_ledger_catalog_and_discovery_is_one_record(inventory):
     r = ingest(
         inventory,
         "onvif",
-        O,
+        ON,
         [
             obs(
                 "onvif",
-                O,
+                ON,
                 endpoint_ref="urn:uuid:abc",
                 mac="00:11:22:33:44:55",
                 serial_number="SN1",

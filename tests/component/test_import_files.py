@@ -1,0 +1,195 @@
+"""File imports into a real database (SQLite and PostgreSQL): bad rows, idempotence, merge, round trips."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from shapely.geometry import Point, shape
+
+from vms import repository as repo
+
+HEADER = "设备编码,设备名称,经度,纬度,行政区域,摄像机类型,IP地址,端口,录像保存天数\n"
+GOOD = [
+    "37131100001326000001,沂河路与通达路交叉口东,118.2841,34.9972,371311,球机,127.0.1.1,80,30",
+    "37131100001326000002,双月湖公园南门,118.2702,34.9881,371311,3,127.0.1.2,80,\"1,000\"",
+    "37131100001326000003,罗庄区政府西侧,34.9902,118.2788,371311,枪机,127.0.1.3,80,90",  # swapped
+    "37131100001326000004,盛庄街道办事处,,,371311,2,127.0.1.4,80,30",  # no coordinates
+]
+BAD = [
+    ("3713110000132600000X,坏编码,118.28,34.99,371311,1,127.0.1.9,80,30", "ID-MALFORMED"),
+    ("37131100001326000001,重复编码,118.29,34.98,371311,1,127.0.1.10,80,30", "ID-DUPLICATE"),
+    ("37131100001326000006,乱码坐标,东经118度,abc,371311,1,127.0.1.11,80,30", "COORD-GARBAGE"),
+    ("37131100001326000007,沂河路与通达路交叉口东,118.2841,34.9972,371311,1,127.0.1.12,80,30",
+     "DUPLICATE-NAME-POSITION"),
+]
+
+
+def write_ledger(path: Path, encoding: str = "utf-8") -> dict[int, str]:
+    """The ledger file, and the line of each bad row -> its expected code."""
+    lines = [HEADER.rstrip("\n")]
+    expected: dict[int, str] = {}
+    for row in GOOD[:2]:
+        lines.append(row)
+    for row, code in BAD:
+        lines.append(row)
+        expected[len(lines)] = code
+    lines.extend(GOOD[2:])
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return expected
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])
+def test_broken_ledger_lands_good_rows_and_reports_bad_ones(inventory, tmp_path, encoding):
+    path = tmp_path / "ledger.csv"
+    expected = write_ledger(path, encoding)
+    rep = inventory.import_file(path)
+    fatal = {i.line: i.code for i in rep.issues if i.fatal}
+    assert fatal == expected
+    assert all(str(line) in i.reason or f"line {line}" in i.reason or i.line == line
+               for line, i in ((i.line, i) for i in rep.issues))
+    assert rep.accepted == 4 and rep.rejected == 4
+    notes = {(i.line, i.code) for i in rep.issues if not i.fatal}
+    assert (len(GOOD[:2]) + len(BAD) + 2, "COORD-SWAPPED") in notes
+    assert (len(GOOD[:2]) + len(BAD) + 3, "COORD-MISSING") in notes
+    assert any(code == "NUMBER-FORMAT" for _, code in notes)
+
+    total, rows = inventory.list_cameras(repo.CameraFilter(), limit=10)
+    assert total == 4
+    by_id = {r["device_id"]: r for r in rows}
+    assert by_id["37131100001326000002"]["record_save_days"] == 1000
+    assert by_id["37131100001326000003"]["longitude"] == pytest.approx(118.2788)
+    assert by_id["37131100001326000001"]["ptz_type"] == "1"
+    assert by_id["37131100001326000001"]["name"] == "沂河路与通达路交叉口东"
+
+    again = inventory.import_file(path)
+    assert not again.result.changed
+    assert again.result.observations_unchanged == 4
+
+
+def test_wrong_encoding_rows_are_reported_not_lost(inventory, tmp_path):
+    path = tmp_path / "mixed.csv"
+    good = (HEADER + GOOD[0] + "\n" + GOOD[1] + "\n").encode("utf-8")
+    bad = "37131100001326000009,".encode() + "错误编码行".encode("gbk") + b",118.28,34.99,371311,1,127.0.1.9,80,30\n"
+    path.write_bytes(good + bad)
+    rep = inventory.import_file(path)
+    assert [(i.line, i.code) for i in rep.issues if i.fatal] == [(4, "ENCODING")]
+    assert rep.accepted == 2
+
+
+def test_dry_run_changes_nothing(inventory, tmp_path):
+    path = tmp_path / "ledger.csv"
+    write_ledger(path)
+    rep = inventory.import_file(path, dry_run=True)
+    assert rep.result.cameras_created == 4
+    assert inventory.list_cameras(repo.CameraFilter())[0] == 0
+    rep = inventory.import_file(path)
+    assert rep.result.cameras_created == 4
+
+
+CATALOG = """<?xml version="1.0" encoding="GB2312"?>
+<Response>
+<CmdType>Catalog</CmdType>
+<SN>17</SN>
+<DeviceID>37131100002000000001</DeviceID>
+<SumNum>3</SumNum>
+<DeviceList Num="3">
+<Item><DeviceID>37131100002150000001</DeviceID><Name>罗庄分局</Name><ParentID>37131100002000000001</ParentID></Item>
+<Item>
+<DeviceID>37131100001326000001</DeviceID><Name>沂河路通达路口东</Name><Manufacturer>Hikvision</Manufacturer>
+<Model>DS-2DE4425IW</Model><Owner>Owner</Owner><CivilCode>371311</CivilCode><Address>沂河路</Address>
+<Parental>0</Parental><ParentID>37131100002150000001</ParentID><RegisterWay>1</RegisterWay><Secrecy>0</Secrecy>
+<IPAddress>127.0.1.1</IPAddress><Port>5060</Port><Status>ON</Status>
+<Longitude>118.2841</Longitude><Latitude>34.9972</Latitude>
+<Info><PTZType>1</PTZType><Resolution>5/6</Resolution></Info>
+</Item>
+<Item><DeviceID>37131100001326000099</DeviceID><Name>新目录点位</Name><Status>OFF</Status>
+<ParentID>37131100002150000001</ParentID><CivilCode>371311</CivilCode></Item>
+</DeviceList>
+</Response>
+"""
+
+
+def test_same_camera_from_ledger_and_catalog_is_one_record(inventory, tmp_path):
+    ledger = tmp_path / "ledger.csv"
+    write_ledger(ledger)
+    inventory.import_file(ledger, source="ledger:police")
+    xml = tmp_path / "catalog.xml"
+    xml.write_bytes(CATALOG.encode("gb18030"))
+    rep = inventory.import_file(xml, source="catalog:platform")
+    assert rep.nodes == 1  # the business group is a tree node, not a camera
+    assert rep.result.cameras_created == 1 and rep.result.cameras_updated == 1
+    assert inventory.list_cameras(repo.CameraFilter())[0] == 5
+    shown = inventory.show_camera("37131100001326000001")
+    assert {s["source"] for s in shown["sources"]} == {"ledger:police", "catalog:platform"}
+    assert shown["record"]["manufacturer"] == "Hikvision"
+    assert shown["record"]["name"] == "沂河路通达路口东"
+    assert shown["provenance"]["name"]["conflicts"]["ledger:police"] == "沂河路与通达路交叉口东"
+    assert shown["record"]["resolution"] == "5/6"
+    report, _ = inventory.quality()
+    cid = shown["id"]
+    assert "PARENT-UNRESOLVED" not in report.problems.get(cid, [])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "geojson", "xml"])
+def test_export_round_trips_through_import(inventory, tmp_path, fmt, settings):
+    ledger = tmp_path / "ledger.csv"
+    write_ledger(ledger)
+    inventory.import_file(ledger)
+    xml = tmp_path / "catalog.xml"
+    xml.write_bytes(CATALOG.encode("gb18030"))
+    inventory.import_file(xml)
+    out = tmp_path / f"export.{fmt}"
+    assert inventory.export(out, fmt=fmt) == 5
+    _, before = inventory.list_cameras(repo.CameraFilter(), limit=None)
+
+    from vms.fields import CATALOG_FIELDS, FIELD_NAMES
+    from vms.services import Inventory
+
+    fresh = Inventory(settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"}))
+    fresh.upgrade()
+    rep = fresh.import_file(out)
+    assert rep.rejected == 0, rep.issues
+    _, after = fresh.list_cameras(repo.CameraFilter(), limit=None)
+    names = [f.name for f in CATALOG_FIELDS] if fmt == "xml" else list(FIELD_NAMES)
+    key = lambda r: r["device_id"]  # noqa: E731
+    assert [{n: r[n] for n in names} for r in sorted(before, key=key)] == [
+        {n: r[n] for n in names} for r in sorted(after, key=key)
+    ]
+    fresh.engine.dispose()
+
+
+def independent_district_counts(shared: Path) -> dict[str | None, int]:
+    """Point-in-polygon with plain shapely over the raw files: no code of ours.
+
+    One camera (K209F, on Boundary Street) lies where two simplified district polygons overlap; like the
+    inventory, count it in the smaller one.
+    """
+    districts = json.loads((shared / "cameras/hk_18_districts.geojson").read_text())["features"]
+    shapes = [(f["properties"]["name_en"], shape(f["geometry"])) for f in districts]
+    counts: dict[str | None, int] = {}
+    with open(shared / "cameras/hk_traffic_cameras.csv", encoding="utf-8-sig") as fh:
+        for row in csv.DictReader(fh):
+            p = Point(float(row["longitude"]), float(row["latitude"]))
+            hits = sorted((poly.area, name) for name, poly in shapes if poly.covers(p))
+            hit = hits[0][1] if hits else None
+            counts[hit] = counts.get(hit, 0) + 1
+    return counts
+
+
+def test_hk_cameras_per_district_match_independent_count(inventory, shared_data):
+    inventory.import_regions(shared_data / "cameras/hk_18_districts.geojson")
+    rep = inventory.import_file(shared_data / "cameras/hk_traffic_cameras.csv")
+    assert rep.accepted == 210 and rep.rejected == 0
+    ours = {s.key: s.count for s in inventory.stats("region")}
+    expected = independent_district_counts(shared_data)
+    assert ours == expected
+    assert expected.get(None, 0) > 0  # real out-of-region cameras exist in this data
+
+    report, _ = inventory.quality()
+    flagged = {cid for cid, codes in report.problems.items() if "COORD-OUTSIDE-REGIONS" in codes}
+    _, rows = inventory.list_cameras(repo.CameraFilter(), limit=None)
+    outside = {r["id"] for r in rows if r["region_code"] is None}
+    assert flagged == outside and len(flagged) == expected[None]

@@ -1,0 +1,176 @@
+"""Writers for canonical camera records: CSV (for Excel), GeoJSON (for GIS) and GB/T 28181 Catalog XML.
+
+Each writer streams record by record, and what it writes reads back through :mod:`vms.importers` with the
+same fields (round trip without loss for the fields each format carries).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from vms.columns import ColumnMap
+from vms.fields import CATALOG_FIELDS, FIELD_NAMES, FIELDS, Kind
+
+__all__ = ["INFO_FIELDS", "write_catalog_xml", "write_csv", "write_geojson"]
+
+# GB/T 28181-2022 nests PTZType .. Resolution and the fields the 2022 edition added in an <Info> block.
+_FIRST_INFO = FIELD_NAMES.index("ptz_type")
+INFO_FIELDS: frozenset[str] = frozenset(f.name for f in FIELDS[_FIRST_INFO:] if f.xml)
+_CORE_XML = tuple(f for f in CATALOG_FIELDS if f.name not in INFO_FIELDS)
+_INFO_XML = tuple(f for f in CATALOG_FIELDS if f.name in INFO_FIELDS)
+
+_JSON_FIELDS = frozenset(f.name for f in FIELDS if f.kind is Kind.JSON)
+# XML 1.0 forbids most control characters; ledgers pasted from other systems do contain them.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# Excel runs a cell starting with one of these as a formula (CSV injection); "'" makes it plain text.
+_FORMULA_START = ("=", "+", "-", "@")
+
+_DEFAULT_MAP = ColumnMap()
+
+
+def _as_list(records: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    return records if isinstance(records, Sequence) else list(records)
+
+
+def _extra(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    extra = record.get("extra")
+    return extra if isinstance(extra, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back as the same float
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+def _csv_cell(name: str | None, value: Any) -> str:
+    if name in _JSON_FIELDS and value is not None:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = _text(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def write_csv(records: Iterable[Mapping[str, Any]], path: Path) -> int:
+    """UTF-8 with BOM (so Excel detects the encoding); canonical columns in registry order, then extras."""
+    rows = _as_list(records)
+    extra_keys = sorted({str(k) for r in rows for k in _extra(r)})
+    with Path(path).open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\r\n")
+        writer.writerow([*FIELD_NAMES, *extra_keys])
+        for record in rows:
+            extra = _extra(record)
+            writer.writerow(
+                [_csv_cell(name, record.get(name)) for name in FIELD_NAMES]
+                + [_csv_cell(None, extra.get(key)) for key in extra_keys]
+            )
+    return len(rows)
+
+
+def _feature(record: Mapping[str, Any]) -> dict[str, Any]:
+    lon, lat = record.get("longitude"), record.get("latitude")
+    has_point = lon is not None and lat is not None
+    props: dict[str, Any] = {}
+    for name in FIELD_NAMES:
+        value = record.get(name)
+        if value is None or (has_point and name in {"longitude", "latitude"}):
+            continue
+        props[name] = value
+    for key, value in _extra(record).items():
+        if value is None or value == "":
+            continue
+        key = str(key)
+        # An extra column whose name is also a header spelling ("地址") would read back as that field:
+        # write the field as null first, so the canonical key claims the field and the extra stays extra.
+        target = _DEFAULT_MAP.field_for(key)
+        if target and target not in props and target != key:
+            props[target] = None
+        props.setdefault(key, value)
+    geometry = {"type": "Point", "coordinates": [lon, lat]} if has_point else None
+    return {"type": "Feature", "geometry": geometry, "properties": props}
+
+
+def write_geojson(records: Iterable[Mapping[str, Any]], path: Path) -> int:
+    """FeatureCollection of Points ([lon, lat], WGS-84); null geometry for a record without coordinates."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8", newline="\n") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [\n')
+        for record in records:
+            if count:
+                fh.write(",\n")
+            fh.write(json.dumps(_feature(record), ensure_ascii=False))
+            count += 1
+        fh.write("\n]}\n")
+    return count
+
+
+def _xml_text(value: Any) -> str:
+    return _XML_INVALID.sub("", _text(value))
+
+
+def _item(record: Mapping[str, Any]) -> Any:
+    item = etree.Element("Item")
+    for f in _CORE_XML:
+        value = record.get(f.name)
+        if value is not None and value != "":
+            etree.SubElement(item, f.xml or f.name).text = _xml_text(value)
+    info_values = [(f, record.get(f.name)) for f in _INFO_XML]
+    info_values = [(f, v) for f, v in info_values if v is not None and v != ""]
+    if info_values:
+        info = etree.SubElement(item, "Info")
+        for f, value in info_values:
+            etree.SubElement(info, f.xml or f.name).text = _xml_text(value)
+    return item
+
+
+def write_catalog_xml(
+    records: Iterable[Mapping[str, Any]],
+    path: Path,
+    *,
+    platform_id: str = "00000000000000000000",
+    sn: int = 1,
+    encoding: str = "UTF-8",
+) -> int:
+    """One GB/T 28181 Catalog ``<Response>`` holding every record; only catalog fields are written."""
+    rows = _as_list(records)  # SumNum comes before the items
+    with Path(path).open("wb") as raw:
+        # Declaration written by hand: xmlfile refuses text outside the root, and the newline keeps each
+        # element on its own line for people reading the file.
+        raw.write(f'<?xml version="1.0" encoding="{encoding}"?>\n'.encode("ascii"))
+        with etree.xmlfile(raw, encoding=encoding) as xf:
+            _write_response(xf, rows, platform_id=platform_id, sn=sn)
+        raw.write(b"\n")
+    return len(rows)
+
+
+def _write_response(xf: Any, rows: Sequence[Mapping[str, Any]], *, platform_id: str, sn: int) -> None:
+    with xf.element("Response"):
+        xf.write("\n")
+        for tag, text in (("CmdType", "Catalog"), ("SN", str(sn)), ("DeviceID", platform_id)):
+            el = etree.Element(tag)
+            el.text = text
+            xf.write(el, "\n")
+        el = etree.Element("SumNum")
+        el.text = str(len(rows))
+        xf.write(el, "\n")
+        with xf.element("DeviceList", Num=str(len(rows))):
+            xf.write("\n")
+            for n, record in enumerate(rows, start=1):
+                xf.write(_item(record), pretty_print=True)
+                if n % 1000 == 0:
+                    xf.flush()
+        xf.write("\n")
