@@ -298,8 +298,11 @@ def load_column_map(path: Path | str, *, use_defaults: bool = True) -> ColumnMap
 _EMPTY = frozenset({"", "-", "--", "/", "无", "null", "none", "n/a", "na", "nan", "#n/a", "—", "－"})
 
 
+_EMPTY_ANY_CASE = frozenset(v for e in _EMPTY for v in (e, e.upper(), e.title(), e.capitalize()))
+
+
 def _empty(text: str) -> bool:
-    return len(text) <= 4 and text.lower() in _EMPTY
+    return text in _EMPTY_ANY_CASE or (len(text) <= 4 and text.lower() in _EMPTY)
 
 
 def _nfkc(text: str) -> str:
@@ -409,13 +412,15 @@ def _make_int_parser(f: Field) -> Parser:
     zero_is_none = f.name == "port"  # GB/T 28181: 0 means "not reported"
 
     def parse(raw: object) -> tuple[Any, Notes]:
-        if isinstance(raw, str):
+        if type(raw) is int:
+            return (None if zero_is_none and raw == 0 else raw), _NO_NOTES
+        if type(raw) is str:
             text = raw.strip()
-            if _empty(text):
-                return None, _NO_NOTES
-            if text.isascii() and text.isdigit():
+            if text.isdigit() and text.isascii():
                 value = int(text)
                 return (None if zero_is_none and value == 0 else value), _NO_NOTES
+            if _empty(text):
+                return None, _NO_NOTES
         value_f, fixes = _parse_number(raw)
         if value_f is None or not value_f.is_integer():
             return None, (ValueNote(VALUE_DROPPED, f"{_cell_text(raw)!r} is not a whole number: dropped"),)
@@ -455,14 +460,32 @@ def _parse_dms(text: str) -> float | None:
     return sign * (deg + minutes / 60 + seconds / 3600)
 
 
+_INF = float("inf")
+
+
+def _plain_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _make_float_parser(f: Field) -> Parser:
     coordinate = f.name in {"longitude", "latitude"}
 
     def parse(raw: object) -> tuple[Any, Notes]:
-        if isinstance(raw, str):
-            text = raw.strip()
-            if _empty(text):
+        number: float | None = None
+        if type(raw) is float or type(raw) is int:  # XLSX / JSON cells
+            number = float(raw)
+        elif type(raw) is str:
+            if raw.isascii() and "_" not in raw:  # float() alone would also take "1_0" and full-width digits
+                number = _plain_float(raw)
+            if number is None and _empty(raw.strip()):
                 return None, _NO_NOTES
+        if number is not None:
+            if number != number or number in (_INF, -_INF) or (coordinate and number == 0):
+                return None, _NO_NOTES  # nan / inf; coordinate 0 = "not reported" (GB/T 28181)
+            return number, _NO_NOTES
         value, fixes = _parse_number(raw)
         if value is None and coordinate and isinstance(raw, str):
             value = _parse_dms(raw)
@@ -609,7 +632,7 @@ def _make_enum_parser(f: Field) -> Parser:
         return text.strip()
 
     def parse(raw: object) -> tuple[Any, Notes]:
-        text = _cell_text(raw)
+        text = raw if type(raw) is str else _cell_text(raw)
         hit = cache.get(text)
         if hit is None and text not in cache:
             hit = resolve(text)
@@ -624,8 +647,8 @@ def _make_enum_parser(f: Field) -> Parser:
 
 
 def _parse_text(raw: object) -> tuple[Any, Notes]:
-    text = raw.strip() if isinstance(raw, str) else _cell_text(raw).strip()
-    if _empty(text):
+    text = raw.strip() if type(raw) is str else _cell_text(raw).strip()
+    if text in _EMPTY_ANY_CASE or (len(text) <= 4 and text.lower() in _EMPTY):
         return None, _NO_NOTES
     return text, _NO_NOTES
 
@@ -634,6 +657,10 @@ _SCIENTIFIC = re.compile(r"[+-]?(\d+(?:\.\d*)?)[eE]\+?(\d+)")
 
 
 def _parse_device_id(raw: object) -> tuple[Any, Notes]:
+    if type(raw) is str:
+        text = raw.strip()
+        if len(text) == 20 and text.isdigit() and text.isascii():
+            return text, _NO_NOTES
     if isinstance(raw, bool):
         return None, (ValueNote(ID_MALFORMED, f"{raw!r} is not a 20-digit ID", fatal=True),)
     if isinstance(raw, int):
@@ -678,8 +705,13 @@ _HOSTNAME = re.compile(
 )
 
 
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
 def _parse_ip(raw: object) -> tuple[Any, Notes]:
     text = _cell_text(raw).strip()
+    if _IPV4.fullmatch(text):  # the common case, without ipaddress' per-octet Python parsing
+        return text, _NO_NOTES
     if _empty(text):
         return None, _NO_NOTES
     try:
@@ -701,8 +733,14 @@ def _parse_ip(raw: object) -> tuple[Any, Notes]:
     return value, (ValueNote(NUMBER_FORMAT, f"{text!r} read as {value}"),)
 
 
+_MAC_PLAIN = re.compile(r"[0-9A-Fa-f]{2}([-:])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
+
+
 def _parse_mac(raw: object) -> tuple[Any, Notes]:
     text = _cell_text(raw).strip()
+    m = _MAC_PLAIN.fullmatch(text)
+    if m and text[0:2] + text[3:5] + text[6:8] + text[9:11] + text[12:14] + text[15:17] != "000000000000":
+        return text.lower().replace("-", ":"), _NO_NOTES  # same result as domain.normalize_mac, faster
     if _empty(text):
         return None, _NO_NOTES
     return normalize_mac(_nfkc(text)) or text, _NO_NOTES
@@ -718,7 +756,21 @@ _DATE_PATTERNS = (
 _EXCEL_EPOCH = datetime(1899, 12, 30)  # Excel serial dates are naive local dates
 
 
+_TIME_CACHE: dict[str, tuple[Any, Notes]] = {}
+
+
 def _parse_install_time(raw: object) -> tuple[Any, Notes]:
+    if type(raw) is str:
+        hit = _TIME_CACHE.get(raw)
+        if hit is None:
+            hit = _parse_install_time_uncached(raw)
+            if len(_TIME_CACHE) < 8192:  # ledgers repeat the same few installation dates
+                _TIME_CACHE[raw] = hit
+        return hit
+    return _parse_install_time_uncached(raw)
+
+
+def _parse_install_time_uncached(raw: object) -> tuple[Any, Notes]:
     if isinstance(raw, datetime):
         if raw.time() == time(0):
             return raw.date().isoformat(), _NO_NOTES
@@ -728,7 +780,7 @@ def _parse_install_time(raw: object) -> tuple[Any, Notes]:
     if isinstance(raw, int | float) and not isinstance(raw, bool) and 20000 <= raw <= 80000:
         # A date cell whose number format was lost: Excel serial day number.
         moment = _EXCEL_EPOCH + timedelta(days=float(raw))
-        return _parse_install_time(moment.replace(microsecond=0))
+        return _parse_install_time_uncached(moment.replace(microsecond=0))
     text = _cell_text(raw).strip()
     if _empty(text):
         return None, _NO_NOTES

@@ -60,7 +60,9 @@ HEADER_SEARCH_ROWS = 10  # title and note lines above the header in real ledgers
 MIN_HEADER_FIELDS = 2
 
 # Fields that let the inventory recognise a camera at all (see domain.identity_keys, plus the ledger key).
-_IDENTITY_FIELDS = ("device_id", "name", "ip_address", "mac", "serial_number", "local_id", "endpoint_ref")
+_IDENTITY_SET = frozenset(
+    ("device_id", "name", "ip_address", "mac", "serial_number", "local_id", "endpoint_ref")
+)
 
 # Row issue codes (stable: reports and tests key on them).
 ID_DUPLICATE = "ID-DUPLICATE"
@@ -148,33 +150,47 @@ class _Assembler:
         extra: dict[str, str],
         pre: Sequence[RowIssue] = (),
     ) -> ParsedRow:
-        where = f"{self.unit} {line}"
+        # Hot path (100,000-row ledgers): no per-row strings or generator expressions unless something is wrong.
         issues: list[RowIssue] = list(pre)
         fields: dict[str, Any] = {}
         id_given = False
+        parsers = _PARSERS
         for name, raw in values:
-            value, notes = _PARSERS[name](raw)
-            for note in notes:
-                issues.append(RowIssue(line, note.code, f"{where}: {name}: {note.message}", note.fatal, name))
-                if note.code == ID_MALFORMED:
-                    id_given = True
+            value, notes = parsers[name](raw)
+            if notes:
+                where = self.where(line)
+                for note in notes:
+                    issues.append(RowIssue(line, note.code, f"{where}: {name}: {note.message}", note.fatal, name))
+                    if note.code == ID_MALFORMED:
+                        id_given = True
             if value is not None:
                 fields[name] = value
-        self._check_coordinates(line, where, fields, issues)
-        if not id_given and not any(k in fields for k in _IDENTITY_FIELDS):
+        lon = fields.get("longitude")
+        lat = fields.get("latitude")
+        if (
+            issues
+            or lon is None
+            or lat is None
+            or not -90 <= lat <= 90
+            or not -180 <= lon <= 180
+            or (3 <= lon <= 54 and lat >= 73)
+        ):
+            self._check_coordinates(line, self.where(line), fields, issues)
+        if not id_given and _IDENTITY_SET.isdisjoint(fields):
             issues.append(
                 RowIssue(
                     line,
                     NO_IDENTITY,
-                    f"{where}: nothing identifies the camera (no device ID, name, IP, MAC, serial or local ID)",
+                    f"{self.where(line)}: nothing identifies the camera "
+                    "(no device ID, name, IP, MAC, serial or local ID)",
                 )
             )
-        rejected = any(i.fatal for i in issues)
-        if not rejected:
-            self._check_duplicates(line, where, fields, issues)
+        if not issues or not any(i.fatal for i in issues):
+            self._check_duplicates(line, fields, issues)
         row = ParsedRow(line=line, fields=fields, extra=extra, issues=issues)
         self.rows.append(row)
-        self.issues.extend(issues)
+        if issues:
+            self.issues.extend(issues)
         return row
 
     def _check_coordinates(self, line: int, where: str, fields: dict[str, Any], issues: list[RowIssue]) -> None:
@@ -221,7 +237,7 @@ class _Assembler:
                 )
             )
 
-    def _check_duplicates(self, line: int, where: str, fields: dict[str, Any], issues: list[RowIssue]) -> None:
+    def _check_duplicates(self, line: int, fields: dict[str, Any], issues: list[RowIssue]) -> None:
         device_id = fields.get("device_id")
         if device_id is not None:
             first = self._ids.get(device_id)
@@ -230,13 +246,14 @@ class _Assembler:
                     RowIssue(
                         line,
                         ID_DUPLICATE,
-                        f"{where}: device ID {device_id} already appears on {self.unit} {first}",
+                        f"{self.where(line)}: device ID {device_id} already appears on {self.unit} {first}",
                         field="device_id",
                     )
                 )
                 return
         name, lon, lat = fields.get("name"), fields.get("longitude"), fields.get("latitude")
-        key = (name, round(lon, 7), round(lat, 7)) if name and lon is not None and lat is not None else None
+        # Same text gives the same float, so exact comparison finds copied rows.
+        key = (name, lon, lat) if name and lon is not None and lat is not None else None
         if key is not None:
             first = self._name_pos.get(key)
             if first is not None:
@@ -244,7 +261,7 @@ class _Assembler:
                     RowIssue(
                         line,
                         DUPLICATE_NAME_POSITION,
-                        f"{where}: same name {name!r} and position as {self.unit} {first}",
+                        f"{self.where(line)}: same name {name!r} and position as {self.unit} {first}",
                         field="name",
                     )
                 )
@@ -394,16 +411,15 @@ def _decode_csv(data: bytes, encoding: str | None) -> tuple[str | list[str], str
             return body.decode("utf-8"), ("utf-8-sig" if bom else "utf-8"), set()
         except UnicodeDecodeError:
             pass
+        # One C-level pass: bytes that are not UTF-8 become lone surrogates, so a line's validity is a search.
         not_utf8 = 0
-        for number, raw in enumerate(body.split(b"\n"), start=1):
-            if raw.isascii():
+        view = body.decode("utf-8", errors="surrogateescape")
+        for number, line in enumerate(view.split("\n"), start=1):
+            if line.isascii():
                 continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
+            if _SURROGATE.search(line):
                 not_utf8 += 1
-                continue
-            if _CJK.search(text):
+            elif _CJK.search(line):
                 utf8_lines.add(number)
         enc = "utf-8" if bom or len(utf8_lines) > not_utf8 else "gb18030"
         if enc == "utf-8":
@@ -434,6 +450,7 @@ def _decode_csv(data: bytes, encoding: str | None) -> tuple[str | list[str], str
 
 
 _CJK = re.compile("[\u4e00-\u9fff]")
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def _csv_source(text: str | list[str]) -> Iterator[str]:
@@ -483,7 +500,8 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
                 field_cols = list(plan.fields.items())
                 extra_cols = list(plan.extra.items())
                 continue
-            if not cells or not "".join(cells).strip():
+            joined = "".join(cells)
+            if not joined or joined.isspace():
                 continue  # blank separator rows
             pre: list[RowIssue] = []
             if bad_lines and any(n in bad_lines for n in range(start, prev + 1)):
@@ -495,11 +513,12 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
                         "(re-save the whole file in one encoding)",
                     )
                 )
-            cells = [_unescape_formula(c.strip()) for c in cells]
+            if "'" in joined:
+                cells = [_unescape_formula(c.strip()) for c in cells]
             n = len(cells)
-            extra = {key: cells[idx] for idx, key in extra_cols if idx < n and cells[idx]}
+            extra = {key: text for idx, key in extra_cols if idx < n and (text := cells[idx].strip())}
             if n > len(headers):
-                surplus = {f"column {i + 1}": v for i, v in enumerate(cells) if i >= len(headers) and v}
+                surplus = {f"column {i + 1}": v.strip() for i, v in enumerate(cells) if i >= len(headers) and v.strip()}
                 if surplus:
                     extra.update(surplus)
                     pre.append(
@@ -511,7 +530,7 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
                             fatal=False,
                         )
                     )
-            asm.add(start, _row_values(cells, field_cols), extra, pre)
+            asm.add(start, [(name, cells[idx]) for idx, name in field_cols if idx < n and cells[idx]], extra, pre)
     except csv.Error as exc:
         raise ReadError(f"CSV line {reader.line_num}: {exc}") from exc
     return asm.result("csv", label)
@@ -616,8 +635,13 @@ def _is_geojson(obj: object) -> bool:
     return False
 
 
+_NESTED_KEYS = frozenset({"Info", "info", "INFO", "extra", "Extra", "EXTRA"})
+
+
 def _flatten(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Record keys with a nested ``Info`` block lifted up (the catalog's own nesting) and ``extra`` split off."""
+    if not _NESTED_KEYS.intersection(record):
+        return dict(record), {}  # the common flat record
     flat: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for key, value in record.items():
@@ -766,7 +790,11 @@ def _local(tag: object) -> str:
 def _read_xml(data: bytes, cmap: ColumnMap, encoding: str | None) -> ReadResult:
     text, label = _decode_xml(data, encoding)
     # Drop declarations (lxml refuses a str that declares an encoding), keeping line numbers intact.
-    text = _XML_DECL.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    if text.count("<?xml") == 1 and text.startswith("<?xml"):
+        end = text.index("?>") + 2
+        text = "\n" * text.count("\n", 0, end) + text[end:]
+    else:
+        text = _XML_DECL.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     parser = safe_xml_parser()
     try:
         documents = [etree.fromstring(text, parser)]
@@ -811,23 +839,26 @@ def _add_item(asm: _Assembler, item: Any, cmap: ColumnMap) -> None:
     tags: list[str] = []
     texts: list[str] = []
     for child in item:
-        name = _local(child.tag)
-        if not name:
-            continue  # entity references, processing instructions
-        if name.lower() == "info" and len(child):
+        tag = child.tag
+        if type(tag) is not str:
+            continue  # comments, entity references, processing instructions
+        if tag[0] == "{":
+            tag = tag[tag.index("}") + 1 :]
+        if (tag == "Info" or tag.lower() == "info") and len(child):
             for sub in child:
-                if _local(sub.tag):
-                    tags.append(_local(sub.tag))
+                sub_tag = sub.tag
+                if type(sub_tag) is str:
+                    tags.append(sub_tag[sub_tag.index("}") + 1 :] if sub_tag[0] == "{" else sub_tag)
                     texts.append((sub.text or "").strip())
         else:
-            tags.append(name)
+            tags.append(tag)
             texts.append((child.text or "").strip())
     line = item.sourceline or 0
     plan = cmap.plan(tags)
     asm.note_plan(tags, plan)
     values = [(name, texts[idx]) for idx, name in plan.fields.items() if texts[idx]]
     device_id = next((v for n, v in values if n == "device_id"), "")
-    if device_id.isdigit() and len(device_id) in {2, 4, 6, 8}:
+    if len(device_id) in {2, 4, 6, 8} and device_id.isdigit():
         # Administrative-region nodes of the catalog tree carry their civil code as DeviceID: not devices.
         name = next((str(v) for n, v in values if n == "name"), "")
         asm.file_issue(

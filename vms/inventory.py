@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -60,6 +61,7 @@ class IngestResult:
     cameras_restored: int = 0
     identity_conflicts: list[str] = field(default_factory=list)
     created_ids: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, for operators and benchmarks
     updated_ids: list[int] = field(default_factory=list)
 
     @property
@@ -191,6 +193,8 @@ def ingest(
         else:
             result.observations_unchanged += 1
     repo.touch_observations(session, src.id, now)
+    lap = _Lap(result.timings)
+    lap("compare")
 
     # Identity: which camera does each new observation describe?
     keysets = [identity_keys(ob.fields) for ob, _ in fresh]
@@ -209,6 +213,7 @@ def ingest(
         matcher.remember(target, keys)
         targets.append(target)
     result.identity_conflicts = matcher.conflicts
+    lap("identity")
 
     # New cameras: merge their observations (usually one) and insert.
     placeholder_ids = list(new_groups)
@@ -217,10 +222,13 @@ def ingest(
         for p in placeholder_ids
     ]
     rows = [camera_row(m) for m in merged_new]
+    lap("merge")
     _place(rows, regions)
+    lap("place")
     for row in rows:
         row["created_at"] = row["updated_at"] = now
     real_ids = repo.insert_cameras(session, rows)
+    lap("insert_cameras")
     id_of = dict(zip(placeholder_ids, real_ids, strict=True))
     result.cameras_created = len(real_ids)
     result.created_ids = real_ids
@@ -245,6 +253,7 @@ def ingest(
             }
         )
     repo.insert_observations(session, obs_rows)
+    lap("insert_observations")
     result.observations_new = len(obs_rows)
     repo.update_observations(
         session,
@@ -273,7 +282,19 @@ def ingest(
         touched |= {st.camera_id for _, st in gone}
 
     remerge(session, touched, rank=rank, regions=regions, now=now, result=result)
+    lap("remerge")
     return result
+
+
+class _Lap:
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.into[stage] = round(self.into.get(stage, 0.0) + now - self.t, 3)
+        self.t = now
 
 
 def _plain(fields: Mapping[str, Any]) -> dict[str, Any]:

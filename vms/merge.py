@@ -56,12 +56,24 @@ def same_value(name: str, a: Any, b: Any) -> bool:
     return False
 
 
+def _single(rec: SourcedRecord) -> Merged:
+    # One source (a new camera): nothing to rank or compare.
+    fields = {k: v for k, v in rec.fields.items() if k in _FIELD_SET and v is not None and v != ""}
+    prov = Provenance(rec.source, rec.kind, rec.updated_at)
+    return Merged(fields=fields, provenance=dict.fromkeys(fields, prov), extra=dict(rec.extra or {}))
+
+
+_FIELD_SET = frozenset(FIELD_NAMES)
+
+
 def merge_observations(records: Sequence[SourcedRecord], rank: Rank) -> Merged:
     """The strongest source with a value wins each field; disagreeing values are kept as conflicts.
 
     Order: configured priority (lower rank first), then the most recently updated, then source name so the
     result never depends on input order.
     """
+    if len(records) == 1:
+        return _single(records[0])
     ordered = sorted(records, key=lambda r: (rank(r.source, r.kind), -r.updated_at.timestamp(), r.source))
     merged = Merged(fields={}, provenance={})
     for name in FIELD_NAMES:

@@ -21,6 +21,7 @@ from vms.inventory import IngestResult, ingest, load_region_context, observation
 from vms.merge import SourcedRecord, merge_observations
 from vms.models import utcnow
 from vms.placement import RegionContext
+from vms.quality import COLUMNS as QUALITY_COLUMNS
 from vms.quality import QualityContext, QualityReport, check_all
 from vms.settings import Settings
 
@@ -293,7 +294,7 @@ class Inventory:
     def quality(self) -> tuple[QualityReport, dict[str, str]]:
         with self.session(write=False) as s:
             ctx = self.quality_context(s)
-            cams = [dict(r._mapping) for r in repo.all_camera_rows(s)]
+            cams = repo.camera_dicts(s, QUALITY_COLUMNS)
             sources = repo.camera_sources(s)
             names = repo.region_codes_and_names(s)
         return check_all(cams, ctx, sources=sources, target=self.settings.quality_target), names

@@ -12,6 +12,7 @@ from vms.columns import (
     IGNORE,
     ColumnMap,
     ColumnMapError,
+    ValueNote,
     default_aliases,
     load_column_map,
     normalize_header,
@@ -34,7 +35,7 @@ from vms.fields import FIELDS
         *[(h, "civil_code") for h in ("行政区划", "行政区域", "行政区划代码", "CivilCode")],
         *[(h, "ip_address") for h in ("IP地址", "IP", "IPAddress", "ＩＰ地址", "ip_address")],
         ("端口", "port"), ("Port", "port"),
-        ("厂商", "manufacturer"), ("设备厂商", "manufacturer"), ("品牌", "manufacturer"), ("Manufacturer", "manufacturer"),
+        *[(h, "manufacturer") for h in ("厂商", "设备厂商", "品牌", "Manufacturer")],
         ("型号", "model"), ("设备型号", "model"), ("Model", "model"),
         ("安装地址", "address"), ("地址", "address"), ("Address", "address"),
         ("摄像机类型", "ptz_type"), ("PTZType", "ptz_type"),
@@ -161,7 +162,7 @@ def test_zero_means_not_reported() -> None:
     assert parse_value("record_save_days", "0")[0] == 0
 
 
-def codes(notes: tuple) -> list[str]:
+def codes(notes: tuple[ValueNote, ...]) -> list[str]:
     return [n.code for n in notes]
 
 

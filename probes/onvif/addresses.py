@@ -1,0 +1,126 @@
+"""Device address handling: parse targets, rewrite advertised addresses, strip credentials from URIs.
+
+Cameras behind NAT, on a second NIC, or with a half-configured network stack advertise XAddrs, stream and
+snapshot URIs naming private, 0.0.0.0 or loopback hosts (DOMAIN 7.4). We rewrite those to the host that actually
+answered and keep the original. Credentials some firmwares embed in URIs are always removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = [
+    "DEVICE_SERVICE_PATH",
+    "Target",
+    "format_hostport",
+    "parse_target",
+    "rewrite_uri",
+    "strip_credentials",
+]
+
+DEVICE_SERVICE_PATH = "/onvif/device_service"
+
+# Query parameters some encoders use to carry a login in stream/snapshot URIs (never keep them in results).
+_SECRET_PARAMS = frozenset({"user", "username", "usr", "login", "pass", "password", "pwd", "passwd", "auth"})
+_USERINFO = re.compile(r"(?<=//)[^/@?#]*@")
+_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class Target(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{format_hostport(self.host, self.port)}{self.path}"
+
+    @property
+    def key(self) -> str:
+        """host:port, the unit of the failed-login budget and of per-device concurrency."""
+        return format_hostport(self.host, self.port)
+
+
+def format_hostport(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def parse_target(target: str, *, port: int = 80, path: str = DEVICE_SERVICE_PATH) -> Target:
+    """Accept an XAddr URL, ``host``, ``host:port`` or ``[v6]:port``; credentials in a URL are dropped."""
+    text = target.strip()
+    if not text:
+        raise ValueError("empty target")
+    if "://" not in text:
+        text = f"http://{text}"
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {scheme!r} in target")
+    host = parts.hostname
+    if not host:
+        raise ValueError("target has no host")
+    default = 443 if scheme == "https" else 80
+    given_port = parts.port  # raises ValueError for a bad port
+    if given_port is None:
+        given_port = default if "://" in target else port
+    return Target(scheme, host, given_port, (parts.path or path) + (f"?{parts.query}" if parts.query else ""))
+
+
+def _needs_rewrite(uri_host: str | None, answered_host: str) -> bool:
+    if not uri_host:
+        return True  # "http:///onvif/..." seen on devices with no address configured
+    host = uri_host.lower()
+    if host == answered_host.lower():
+        return False
+    if host in _LOCAL_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a DNS name is the operator's choice: keep it
+    # Private, CGNAT, loopback, link-local and 0.0.0.0 are not reachable as given from where we stand;
+    # multicast stream addresses are meant as they are.
+    return not ip.is_global and not ip.is_multicast
+
+
+def strip_credentials(uri: str) -> str:
+    """Remove user:password@ and login query parameters (some encoders put them in stream URIs)."""
+    try:
+        parts = urlsplit(uri)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            kept = [(k, v) for k, v in pairs if k.lower() not in _SECRET_PARAMS]
+            if len(kept) != len(pairs):
+                query = urlencode(kept, safe="/:")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return _USERINFO.sub("", uri)
+
+
+def rewrite_uri(uri: str, answered_host: str, answered_port: int | None, *, answered_scheme: str = "http") -> str:
+    """``uri`` without credentials, its host replaced by ``answered_host`` when it names a private, NAT,
+    0.0.0.0 or other loopback address (DOMAIN 7.4). For an HTTP(S) URI of the scheme we talked, the port is
+    replaced too (a NAT forwards one port to the device's web server); RTSP keeps its port, which we cannot know.
+    """
+    clean = strip_credentials(uri.strip())
+    try:
+        parts = urlsplit(clean)
+        uri_host = parts.hostname
+        uri_port = parts.port
+    except ValueError:
+        return clean
+    if not parts.scheme or not _needs_rewrite(uri_host, answered_host):
+        return clean
+    port = uri_port
+    if answered_port is not None and parts.scheme.lower() == answered_scheme.lower():
+        port = answered_port
+    default = {"http": 80, "https": 443, "rtsp": 554}.get(parts.scheme.lower())
+    netloc = format_hostport(answered_host, None if port == default else port)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,342 @@
+"""Pure functions from ONVIF reply payloads (lxml elements) to plain values.
+
+Everything matches by local name (vendors use tt/tds/trt/tr2 or no prefix at all) and tolerates missing
+elements: a value the device did not send becomes None, a value that cannot be read raises ValueError only
+where the whole step is meaningless without it (the device time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import unquote
+
+from probes.onvif.soap import NS, child, children, descendant, descendants, local, path, text_of
+
+__all__ = [
+    "CAPABILITY_NAMESPACES",
+    "DeviceInfo",
+    "DeviceTime",
+    "ProfileInfo",
+    "ScopeFields",
+    "normalise_encoding",
+    "normalise_mac",
+    "parse_capabilities",
+    "parse_device_information",
+    "parse_hostname",
+    "parse_media2_profiles",
+    "parse_media_profiles",
+    "parse_network_interfaces",
+    "parse_scopes",
+    "parse_services",
+    "parse_system_date_and_time",
+    "parse_uri",
+    "scope_fields",
+]
+
+MEDIA_NS: Final = NS["trt"]
+MEDIA2_NS: Final = NS["tr2"]
+DEVICE_NS: Final = NS["tds"]
+
+# GetCapabilities names services by category; map them to the namespaces GetServices would have given.
+CAPABILITY_NAMESPACES: Final = {
+    "Device": DEVICE_NS,
+    "Media": MEDIA_NS,
+    "Events": "http://www.onvif.org/ver10/events/wsdl",
+    "PTZ": "http://www.onvif.org/ver20/ptz/wsdl",
+    "Imaging": "http://www.onvif.org/ver20/imaging/wsdl",
+    "Analytics": "http://www.onvif.org/ver20/analytics/wsdl",
+    "DeviceIO": "http://www.onvif.org/ver10/deviceIO/wsdl",
+    "Recording": "http://www.onvif.org/ver10/recording/wsdl",
+    "Search": "http://www.onvif.org/ver10/search/wsdl",
+    "Replay": "http://www.onvif.org/ver10/replay/wsdl",
+    "Receiver": "http://www.onvif.org/ver10/receiver/wsdl",
+    "Display": "http://www.onvif.org/ver10/display/wsdl",
+    "AnalyticsDevice": "http://www.onvif.org/ver10/analyticsdevice/wsdl",
+    "Media2": MEDIA2_NS,  # a few firmwares list it under Capabilities/Extension
+}
+
+_ENCODINGS: Final = {
+    "H264": "H264",
+    "H.264": "H264",
+    "AVC": "H264",
+    "H265": "H265",
+    "H.265": "H265",
+    "HEVC": "H265",
+    "JPEG": "JPEG",
+    "MJPEG": "JPEG",
+    "MPEG4": "MPEG4",
+    "MPV4-ES": "MPEG4",  # Media2 uses MIME subtype names
+    "MP4V-ES": "MPEG4",
+}
+_SCOPE_PREFIX: Final = "onvif://www.onvif.org/"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTime:
+    utc: dt.datetime  # aware, UTC, as the device reports it
+    from_local: bool  # the device sent no UTCDateTime; its LocalDateTime was taken as UTC
+    ntp: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    manufacturer: str | None
+    model: str | None
+    firmware: str | None
+    serial: str | None
+    hardware_id: str | None
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.manufacturer, self.model, self.firmware, self.serial, self.hardware_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeFields:
+    name: str | None
+    location: str | None
+    hardware: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    token: str
+    name: str | None
+    encoding: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    bitrate: int | None
+
+
+def _positive_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(float(value))
+    except (ValueError, OverflowError):
+        return None
+    return number if number > 0 else None
+
+
+def _positive_float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if 0 < number < 1e6 else None
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("\x00", "").strip()
+    return value or None
+
+
+def _date_time(el: Any) -> dt.datetime | None:
+    if el is None:
+        return None
+    date, time = child(el, "Date"), child(el, "Time")
+    if date is None or time is None:
+        return None
+    parts = [
+        text_of(child(date, "Year")),
+        text_of(child(date, "Month")),
+        text_of(child(date, "Day")),
+        text_of(child(time, "Hour")),
+        text_of(child(time, "Minute")),
+        text_of(child(time, "Second")),
+    ]
+    if any(p is None for p in parts):
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(p or "") for p in parts)
+        # Some firmwares send second 60 (leap) or hour 24 at midnight; roll them over instead of failing.
+        base = dt.datetime(year, month, day, tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise ValueError(f"invalid device date: {exc}") from None
+    if not (0 <= hour <= 24 and 0 <= minute <= 59 and 0 <= second <= 60):
+        raise ValueError(f"invalid device time {hour}:{minute}:{second}")
+    return base + dt.timedelta(hours=hour, minutes=minute, seconds=second)
+
+
+def parse_system_date_and_time(payload: Any) -> DeviceTime:
+    """GetSystemDateAndTimeResponse -> the device's idea of UTC (DOMAIN 7.1).
+
+    A camera that keeps local time but labels it UTC simply shows up as an offset; that is what WS-Security
+    needs, since the camera checks Created against that same clock."""
+    sdt = descendant(payload, "SystemDateAndTime")
+    if sdt is None:
+        raise ValueError("no SystemDateAndTime in reply")
+    ntp_text = (text_of(child(sdt, "DateTimeType")) or "").lower()
+    ntp = None if not ntp_text else ntp_text == "ntp"
+    utc = _date_time(child(sdt, "UTCDateTime"))
+    if utc is not None:
+        return DeviceTime(utc, False, ntp)
+    local_time = _date_time(child(sdt, "LocalDateTime"))
+    if local_time is not None:
+        return DeviceTime(local_time, True, ntp)
+    raise ValueError("no UTCDateTime or LocalDateTime in reply")
+
+
+def parse_device_information(payload: Any) -> DeviceInfo:
+    def field(name: str) -> str | None:
+        return _clean(text_of(descendant(payload, name)))
+
+    return DeviceInfo(
+        manufacturer=field("Manufacturer"),
+        model=field("Model"),
+        firmware=field("FirmwareVersion"),
+        serial=field("SerialNumber"),
+        hardware_id=field("HardwareId"),
+    )
+
+
+def parse_services(payload: Any) -> dict[str, str]:
+    """GetServicesResponse -> {namespace: XAddr as sent}."""
+    services: dict[str, str] = {}
+    for service in descendants(payload, "Service"):
+        namespace = _clean(text_of(child(service, "Namespace")))
+        xaddr = _clean(text_of(child(service, "XAddr")))
+        if namespace and xaddr:
+            services.setdefault(namespace, xaddr)
+    return services
+
+
+def parse_capabilities(payload: Any) -> dict[str, str]:
+    """GetCapabilitiesResponse -> {namespace: XAddr as sent}, for devices without GetServices (DOMAIN 7.7)."""
+    services: dict[str, str] = {}
+    capabilities = descendant(payload, "Capabilities")
+    if capabilities is None:
+        return services
+    for category in capabilities.iter():
+        name = local(category.tag)
+        namespace = CAPABILITY_NAMESPACES.get(name)
+        xaddr = _clean(text_of(child(category, "XAddr")))
+        if namespace and xaddr:
+            services.setdefault(namespace, xaddr)
+    return services
+
+
+def parse_scopes(payload: Any) -> tuple[str, ...]:
+    items = (_clean(text_of(child(scope, "ScopeItem"))) for scope in descendants(payload, "Scopes"))
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+def scope_fields(scopes: Iterable[str]) -> ScopeFields:
+    """name/location/hardware from onvif://www.onvif.org/... scopes, URL-decoded."""
+    found: dict[str, list[str]] = {"name": [], "location": [], "hardware": []}
+    for scope in scopes:
+        if scope[: len(_SCOPE_PREFIX)].lower() != _SCOPE_PREFIX:
+            continue
+        category, _, value = scope[len(_SCOPE_PREFIX) :].partition("/")
+        bucket = found.get(category.lower())
+        value = unquote(value, errors="replace").strip()
+        if bucket is not None and value:
+            bucket.append(value)
+    return ScopeFields(
+        name=found["name"][0] if found["name"] else None,
+        location=", ".join(dict.fromkeys(found["location"])) or None,
+        hardware=found["hardware"][0] if found["hardware"] else None,
+    )
+
+
+def normalise_mac(value: str | None) -> str | None:
+    """``00-1A-2B-3C-4D-5E`` / ``001a2b3c4d5e`` -> ``00:1a:2b:3c:4d:5e`` (the inventory's form)."""
+    if not value:
+        return None
+    digits = "".join(c for c in value.lower() if c not in ":-. ")
+    if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    if digits in ("000000000000", "ffffffffffff"):
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def parse_network_interfaces(payload: Any, prefer_address: str | None = None) -> str | None:
+    """MAC of the interface that carries ``prefer_address``, else of the first enabled one (DOMAIN 7.11)."""
+    candidates: list[tuple[int, str]] = []
+    for rank, interface in enumerate(descendants(payload, "NetworkInterfaces")):
+        mac = normalise_mac(text_of(path(interface, "Info", "HwAddress")))
+        if mac is None:
+            continue
+        addresses = {text_of(a) for a in descendants(child(interface, "IPv4"), "Address")}
+        enabled = (text_of(child(interface, "Enabled")) or "true").lower() != "false"
+        if prefer_address and prefer_address in addresses:
+            return mac
+        candidates.append((rank if enabled else rank + 10_000, mac))
+    return min(candidates)[1] if candidates else None
+
+
+def parse_hostname(payload: Any) -> str | None:
+    return _clean(text_of(descendant(descendant(payload, "HostnameInformation"), "Name")))
+
+
+def normalise_encoding(value: str | None) -> str | None:
+    value = _clean(value)
+    if value is None:
+        return None
+    return _ENCODINGS.get(value.upper(), value)
+
+
+def parse_media_profiles(payload: Any) -> list[ProfileInfo]:
+    """Media (ver10) GetProfilesResponse."""
+    profiles: list[ProfileInfo] = []
+    for profile in children(payload, "Profiles") or list(descendants(payload, "Profiles")):
+        token = _clean(profile.get("token"))
+        if token is None:
+            continue
+        encoder = child(profile, "VideoEncoderConfiguration")
+        profiles.append(_profile_info(token, profile, encoder))
+    return profiles
+
+
+def parse_media2_profiles(payload: Any) -> list[ProfileInfo]:
+    """Media2 (ver20) GetProfilesResponse: encoders sit under Configurations/VideoEncoder."""
+    profiles: list[ProfileInfo] = []
+    for profile in children(payload, "Profiles") or list(descendants(payload, "Profiles")):
+        token = _clean(profile.get("token"))
+        if token is None:
+            continue
+        encoder = child(child(profile, "Configurations"), "VideoEncoder")
+        profiles.append(_profile_info(token, profile, encoder))
+    return profiles
+
+
+def _profile_info(token: str, profile: Any, encoder: Any) -> ProfileInfo:
+    name = _clean(text_of(child(profile, "Name")))
+    if encoder is None:
+        return ProfileInfo(token, name, None, None, None, None, None)
+    resolution = child(encoder, "Resolution")
+    rate = child(encoder, "RateControl")
+    return ProfileInfo(
+        token=token,
+        name=name,
+        encoding=normalise_encoding(text_of(child(encoder, "Encoding"))),
+        width=_positive_int(text_of(child(resolution, "Width"))),
+        height=_positive_int(text_of(child(resolution, "Height"))),
+        fps=_positive_float(text_of(child(rate, "FrameRateLimit"))),
+        bitrate=_positive_int(text_of(child(rate, "BitrateLimit"))),
+    )
+
+
+def parse_uri(payload: Any) -> str | None:
+    """GetStreamUri/GetSnapshotUri of Media (MediaUri/Uri) and Media2 (Uri)."""
+    return _clean(text_of(descendant(payload, "Uri")))
+
+
+def unique_tokens(profiles: Sequence[ProfileInfo]) -> list[ProfileInfo]:
+    """Drop repeated tokens (seen on NVR firmwares listing a profile once per channel view)."""
+    seen: set[str] = set()
+    out: list[ProfileInfo] = []
+    for profile in profiles:
+        if profile.token not in seen:
+            seen.add(profile.token)
+            out.append(profile)
+    return out

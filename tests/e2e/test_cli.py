@@ -1,0 +1,93 @@
+"""The operator's path through the real `vms` command, in a subprocess, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.component.test_import_files import independent_district_counts, write_ledger
+
+VMS = [sys.executable, "-m", "vms"]
+
+
+@pytest.fixture
+def run(settings, tmp_path):
+    env = {
+        **os.environ,
+        "VMS_DATA_DIR": str(tmp_path / "data"),
+        "VMS_DATABASE_URL": settings.url,
+        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "VMS_LOG_LEVEL": "WARNING",
+    }
+
+    def vms(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*VMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+        if ok:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc
+
+    return vms
+
+
+def test_hk_counts_quality_and_show(run, shared_data):
+    run("db", "upgrade")
+    run("regions", "import", str(shared_data / "cameras/hk_18_districts.geojson"))
+    imported = json.loads(run("import", str(shared_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)
+    assert (imported["accepted"], imported["rejected"], imported["cameras_created"]) == (210, 0, 210)
+
+    stats = json.loads(run("stats", "--by", "region", "--json").stdout)
+    assert {r["region"]: r["count"] for r in stats} == independent_district_counts(shared_data)
+
+    quality = json.loads(run("quality", "--json", "--cameras").stdout)
+    outside = [r for r in quality["by_rule"] if r["code"] == "COORD-OUTSIDE-REGIONS"]
+    assert outside and outside[0]["cameras"] == independent_district_counts(shared_data)[None]
+    assert quality["total"] == 210
+
+    listing = json.loads(run("cameras", "list", "--search", "Aberdeen Praya", "--json").stdout)
+    assert listing["total"] == 1
+    shown = json.loads(run("cameras", "show", str(listing["items"][0]["id"]), "--json").stdout)
+    assert shown["record"]["local_id"] == "H429F"
+    assert shown["region_code"] == "SOUTHERN"
+    assert shown["provenance"]["name"]["source"] == "ledger:hk_traffic_cameras"
+
+    again = json.loads(run("import", str(shared_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)
+    assert again["changed"] is False
+
+
+def test_broken_ledger_report_dry_run_and_export(run, tmp_path):
+    ledger = tmp_path / "台账.csv"
+    expected = write_ledger(ledger, "gbk")
+    dry = json.loads(run("import", str(ledger), "--dry-run", "--json").stdout)
+    assert dry["dry_run"] and dry["cameras_created"] == 4
+    assert json.loads(run("cameras", "list", "--json").stdout)["total"] == 0
+
+    proc = run("import", str(ledger))
+    for line, code in expected.items():
+        assert code in proc.stdout and str(line) in proc.stdout
+    strict = run("import", str(ledger), "--strict", ok=False)
+    assert strict.returncode == 1  # rows were rejected; nothing changed
+    assert "0 new, 0 updated" in strict.stdout
+
+    out = tmp_path / "export.xml"
+    run("export", str(out))
+    assert out.read_bytes().count(b"<Item>") == 4
+
+    explain = json.loads(run("ids", "explain", "37131100001326000123", "--json").stdout)
+    assert explain["type_code"] == "132" or "132" in json.dumps(explain)
+    bad = run("ids", "explain", "123", ok=False)
+    assert bad.returncode == 2 and "20" in bad.stderr
+
+    audit = json.loads(run("audit", "--json").stdout)
+    assert {"import", "export"} <= {a["action"] for a in audit}
+
+
+def test_missing_file_is_a_clear_error(run, tmp_path: Path):
+    proc = run("import", str(tmp_path / "nope.csv"), ok=False)
+    assert proc.returncode == 2
+    assert "nope.csv" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,3 @@
+from vms.cli import main
+
+main()
