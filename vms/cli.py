@@ -30,6 +30,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(regions_app, name="regions")
 app.add_typer(cameras_app, name="cameras")
 app.add_typer(ids_app, name="ids")
+credentials_app = typer.Typer(no_args_is_help=True, help="Camera logins, encrypted at rest, per address range.")
+app.add_typer(credentials_app, name="credentials")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
 app.add_typer(apikey_app, name="apikey")
 
@@ -410,6 +412,52 @@ def ids_allocate(
     console.print(f"{'would allocate' if dry_run else 'allocated'} {len(pairs)} IDs")
     for cid, gid in pairs[:50]:
         console.print(f"camera {cid}: {gid}")
+
+
+@credentials_app.command("add")
+def credentials_add(
+    name: str,
+    username: Annotated[str, typer.Option(help="camera account")],
+    scope: Annotated[str | None, typer.Option(help="address range (CIDR) the set applies to")] = None,
+    default: Annotated[bool, typer.Option("--default", help="try this set where no range matches")] = False,
+    password_env: Annotated[str | None, typer.Option(help="read the password from this environment variable")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="overwrite a set of the same name")] = False,
+) -> None:
+    """Add a credential set. The password is prompted for (or read from --password-env), never an argument."""
+    import os
+
+    from vms.credentials import Cipher, add_credential
+
+    if password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            err.print(f"[red]error:[/red] environment variable {password_env} is not set")
+            raise typer.Exit(2)
+    else:
+        password = typer.prompt("password", hide_input=True)
+    inv = inventory()
+    with errors_to_exit(), inv.session() as s:
+        add_credential(s, Cipher(inv.settings.fernet_key()), name=name, username=username, password=password,
+                       scope=scope, default=default, actor="cli", replace=replace)
+    console.print(f"credential set {name} stored (encrypted)")
+
+
+@credentials_app.command("list")
+def credentials_list(as_json: JsonOpt = False) -> None:
+    """Credential sets (never their passwords)."""
+    from vms.credentials import list_credentials
+
+    inv = inventory()
+    with inv.session(write=False) as s:
+        rows = [{"id": c.id, "name": c.name, "username": c.username, "scope": c.scope,
+                 "default": c.is_default} for c in list_credentials(s)]
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table("name", "username", "scope", "default")
+    for r in rows:
+        t.add_row(r["name"], r["username"], r["scope"] or "", "yes" if r["default"] else "")
+    console.print(t)
 
 
 @apikey_app.command("create")

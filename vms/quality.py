@@ -157,7 +157,8 @@ def check_camera(cam: Mapping[str, Any], ctx: QualityContext, _cache: dict[str, 
         by_pos, by_code = cam.get("region_by_position"), cam.get("region_by_code")
         if ctx.has_polygons and by_pos is None:
             problems.append("COORD-OUTSIDE-REGIONS")
-        if ctx.governed_has_polygon and ctx.governed and not (by_pos or "").startswith(ctx.governed):
+        # Outside every polygon is reported once, as COORD-OUTSIDE-REGIONS.
+        if ctx.governed_has_polygon and ctx.governed and by_pos is not None and not by_pos.startswith(ctx.governed):
             problems.append("COORD-OUTSIDE-GOVERNED")
         if by_pos and by_code and not related(by_pos, by_code):
             problems.append("REGION-MISMATCH")

@@ -475,3 +475,12 @@ def camera_identity_keys(session: Session, camera_ids: Collection[int]) -> dict[
                 if key:
                     known.setdefault(kind, set()).add(key)
     return out
+
+
+def link_credential(session: Session, host: str, credential_id: int) -> None:
+    """Point cameras at this address to a credential set, unless they already have one."""
+    session.execute(
+        update(cameras)
+        .where(cameras.c.ip_address == host, cameras.c.credential_id.is_(None))
+        .values(credential_id=credential_id)
+    )

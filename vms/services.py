@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from vms import repository as repo
+from vms.credentials import store_url_logins, url_logins
 from vms.db import make_engine, make_sessionmaker, upgrade
 from vms.domain import Observation, RowIssue, SourceKind
 from vms.errors import NotFound, ValidationFailed
@@ -175,6 +176,9 @@ class Inventory:
                 snapshot=snapshot,
             )
             src = repo.get_or_create_source(s, source, kind)
+            logins = url_logins(o.fields for o in observations)
+            if logins:
+                store_url_logins(self, s, logins, actor)
             if nodes:
                 repo.upsert_nodes(s, nodes, src.id)
             report = ImportReport(
@@ -404,6 +408,9 @@ class Inventory:
             previous = {o.key: o.fields for o in repo.live_observations(s, [cid]).get(cid, []) if o.source == "api"}
             fields = {**previous.get(key, {}), **clean}
             fields = {k: v for k, v in fields.items() if v is not None}
+            logins = url_logins([clean])
+            if logins:
+                store_url_logins(self, s, logins, actor)
             ingest(
                 s,
                 source="api",

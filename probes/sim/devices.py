@@ -288,7 +288,8 @@ def build_fleet(
     if count < 0:
         raise ValueError("count must be >= 0")
     mix = dict(DEFAULT_FAULT_MIX if fault_mix is None else fault_mix)
-    _check_faults(mix)
+    if set(mix) - FAULTS:
+        raise ValueError(f"unknown faults in fault_mix: {sorted(set(mix) - FAULTS)}")
     if sum(mix.values()) > 1.0 + 1e-9 or any(v < 0 for v in mix.values()):
         raise ValueError("fault_mix shares must be >= 0 and sum to at most 1")
     pinned = {i: _check_faults(f) for i, f in (faults_by_index or {}).items()}

@@ -193,3 +193,30 @@ def test_hk_cameras_per_district_match_independent_count(inventory, shared_data)
     _, rows = inventory.list_cameras(repo.CameraFilter(), limit=None)
     outside = {r["id"] for r in rows if r["region_code"] is None}
     assert flagged == outside and len(flagged) == expected[None]
+
+
+def test_excel_ledger_with_title_row(inventory, tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["罗庄区公安分局视频监控点位台账（2025年）"])  # title row above the header, as departments do
+    ws.append(HEADER.strip().split(","))
+    # Excel keeps numbers as doubles: a 20-digit ID typed as a number has lost its last digits.
+    ws.append([37131100001326000009, "数字格式编码", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80, 30])
+    ws.append(["37131100001326000001", "沂河路与通达路交叉口东", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80,
+               30])
+    ws.append(["37131100001326000002", "双月湖公园南门", "118.2702", "34.9881", 371311, "3", "127.0.1.2", "80", "1,000"])
+    ws.append(["3713110000132600000", "短编码", 118.28, 34.99, "371311", 1, "127.0.1.9", 80, 30])
+    ws.append(["37131100001326000004", "坐标乱码", "N/A?", "xx", "371311", 1, "127.0.1.4", 80, 30])
+    path = tmp_path / "台账.xlsx"
+    wb.save(path)
+    rep = inventory.import_file(path)
+    fatal = {i.line: i for i in rep.issues if i.fatal}
+    assert {line: i.code for line, i in fatal.items()} == {3: "ID-MALFORMED", 6: "ID-MALFORMED", 7: "COORD-GARBAGE"}
+    assert "lost its last digits" in fatal[3].reason
+    assert rep.accepted == 2
+    shown = inventory.show_camera("37131100001326000001")
+    assert shown["record"]["ptz_type"] == "1" and shown["record"]["port"] == 80
+    assert shown["sources"][0]["line"] == 4
+    assert not inventory.import_file(path).result.changed

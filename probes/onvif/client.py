@@ -1,0 +1,864 @@
+"""Fast async ONVIF client: aiohttp + prebuilt envelopes + lxml (FIELD-NOTES: ~10x cheaper than zeep).
+
+:func:`interrogate` walks one device through the standard read-only calls and returns a
+:class:`~probes.results.DeviceReport`; :func:`interrogate_many` does it for a fleet with bounded concurrency.
+Every camera misbehaviour ends up as a :class:`~probes.errors.Failure` in the report, never as an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from probes.errors import LOGIN_BUDGET_EXHAUSTED, Cause, Failure, ProbeError, scrub
+from probes.onvif.addresses import Target, parse_target, rewrite_uri
+from probes.onvif.auth import (
+    Credential,
+    DigestChallenge,
+    LoginBudget,
+    digest_authorization,
+    parse_digest_challenges,
+    wsse_header,
+)
+from probes.onvif.parse import (
+    MEDIA2_NS,
+    MEDIA_NS,
+    ProfileInfo,
+    parse_capabilities,
+    parse_device_information,
+    parse_hostname,
+    parse_media2_profiles,
+    parse_media_profiles,
+    parse_network_interfaces,
+    parse_scopes,
+    parse_services,
+    parse_system_date_and_time,
+    parse_uri,
+    scope_fields,
+    unique_tokens,
+)
+from probes.onvif.soap import (
+    Fault,
+    MalformedReply,
+    Operation,
+    Ops,
+    Reply,
+    SoapVersion,
+    build_envelope,
+    fault_cause,
+    parse_reply,
+    request_headers,
+    status_cause,
+)
+from probes.results import AuthMethod, DeviceReport, MediaProfile, MediaSource, StepResult
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_TIMEOUT",
+    "MAX_REPLY_BYTES",
+    "interrogate",
+    "interrogate_many",
+    "interrogate_stream",
+    "make_session",
+    "post_soap",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT: Final = 3.0  # per call, connect + read
+DEFAULT_DEADLINE: Final = 30.0  # per device, all calls
+MAX_REPLY_BYTES: Final = 2 * 1024 * 1024  # a hostile or broken device cannot make us buffer more
+# HA warns at 5 s; WS-Security servers accept about +-5 min. Beyond that an unsigned-clock login would fail,
+# so the operator should hear about it even though we sign with the device's clock (DOMAIN 7.1).
+CLOCK_SKEW_WARN_S: Final = 300.0
+_MAX_PROFILES: Final = 128  # a 64-channel NVR lists ~2 profiles per channel
+_TRANSPORT_STREAK_STOP: Final = 2  # consecutive silent calls before we leave an overloaded device alone (7.8)
+_READ_CHUNK: Final = 64 * 1024
+
+_AuthKind = Literal["wsse", "digest", "none"]
+
+
+def make_session(
+    *,
+    limit: int = 1024,
+    limit_per_host: int = 2,
+    keepalive_s: float = 3.0,
+    verify_tls: bool = False,
+) -> aiohttp.ClientSession:
+    """The shared HTTP session for probes.
+
+    ``limit_per_host`` caps concurrent calls per device process-wide (NVRs fall over under parallel polling,
+    DOMAIN 7.8). Keep-alive is short: a sweep touches each device once, and idle sockets of thousands of
+    devices would exhaust file descriptors. Camera certificates are self-signed almost everywhere, hence
+    ``verify_tls=False`` by default; we send no secrets in clear because digest and WS-UsernameToken hash them.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=limit_per_host,
+        keepalive_timeout=keepalive_s,
+        ssl=None if verify_tls else False,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # no cookies carried from one camera to the next
+        trust_env=False,  # never send camera traffic through an environment proxy
+        headers={"User-Agent": "vms-probe/0.1", "Accept-Encoding": "identity"},
+    )
+
+
+# --- HTTP exchange ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Http:
+    status: int
+    body: bytes
+    challenges: list[DigestChallenge]
+    location: str | None
+
+
+class _Disconnected(ProbeError):
+    """The server closed the connection without a reply; often a stale keep-alive socket, worth one retry."""
+
+
+def _transport_failure(exc: BaseException, step: str) -> Failure:
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return Failure(Cause.TIMEOUT, step, "no reply in time")
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+        return Failure(Cause.TLS, step, type(exc).__name__)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno if exc.os_error is not None else None
+        if errno == 111 or isinstance(exc.os_error, ConnectionRefusedError):
+            return Failure(Cause.REFUSED, step, "connection refused")
+        return Failure(Cause.UNREACHABLE, step, exc.os_error.strerror or str(exc.os_error) if exc.os_error else "")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return Failure(Cause.PROTOCOL, step, f"bad HTTP reply: {type(exc).__name__}")
+    if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError):
+        return Failure(Cause.REFUSED, step, "connection reset")
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return Failure(Cause.UNREACHABLE, step, type(exc).__name__)
+    return Failure(Cause.PROTOCOL, step, type(exc).__name__)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, step: str) -> bytes:
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise ProbeError(Failure(Cause.PROTOCOL, step, f"reply of {resp.content_length} bytes exceeds {max_bytes}"))
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await resp.content.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise ProbeError(Failure(Cause.PROTOCOL, step, f"reply exceeds {max_bytes} bytes"))
+        chunks.append(chunk)
+
+
+async def post_soap(
+    session: aiohttp.ClientSession,
+    url: str,
+    data: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: aiohttp.ClientTimeout,
+    max_bytes: int,
+    step: str,
+) -> _Http:
+    """POST one envelope; transport problems become :class:`ProbeError` with a classified cause."""
+    try:
+        async with session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False) as resp:
+            body = await _read_capped(resp, max_bytes, step)
+            challenges = parse_digest_challenges(resp.headers.getall("WWW-Authenticate", [])) if resp.status == 401 else []
+            return _Http(resp.status, body, challenges, resp.headers.get("Location"))
+    except ProbeError:
+        raise
+    except aiohttp.ServerDisconnectedError:
+        raise _Disconnected(Failure(Cause.PROTOCOL, step, "connection closed without a reply")) from None
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        raise ProbeError(_transport_failure(exc, step)) from None
+
+
+# --- one device ------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: int | None
+    reply: Reply | None
+    failure: Failure | None
+    # The device got past authentication: a 2xx, or a SOAP fault that is not about credentials.
+    accepted: bool
+    fault: Fault | None = None
+
+
+class _AuthImpossible(ProbeError):
+    """No credential works, none is configured, or our budget forbids another try: the device is failed."""
+
+
+class _Stop(Exception):
+    """Leave the device alone (it stopped answering); what we have so far is reported."""
+
+
+@dataclass
+class _Findings:
+    clock_offset_s: float | None = None
+    device_time_utc: dt.datetime | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    hardware_id: str | None = None
+    mac: str | None = None
+    hostname: str | None = None
+    scopes: tuple[str, ...] = ()
+    services: dict[str, str] = field(default_factory=dict)
+    services_original: dict[str, str] = field(default_factory=dict)
+    profiles: list[MediaProfile] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+    fatal: Failure | None = None
+
+
+class _Device:
+    """Per-device call state: SOAP version, clock offset, proven auth method and digest nonce."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        session: aiohttp.ClientSession,
+        credentials: Sequence[Credential],
+        budget: LoginBudget,
+        timeout: float,
+        max_reply_bytes: int,
+        auth_hint: AuthMethod | None,
+        findings: _Findings,
+    ) -> None:
+        self.target = target
+        self.session = session
+        self.credentials = tuple(credentials)
+        self.budget = budget
+        self.client_timeout = aiohttp.ClientTimeout(total=timeout)
+        self.max_reply_bytes = max_reply_bytes
+        self.auth_hint = auth_hint
+        self.findings = findings
+        self.secrets = tuple(c.password for c in self.credentials)
+        self.soap: SoapVersion = "1.2"
+        self.clock_offset_s: float | None = None
+        self.method: _AuthKind | None = None  # settled for this interrogation
+        self.credential: Credential | None = None
+        self.challenge: DigestChallenge | None = None
+        self.nc = 0
+        self.heard = False  # the device spoke SOAP (or 2xx) at least once
+        self.streak = 0
+        self.login_lock = asyncio.Lock()
+
+    # -- transport + classification -------------------------------------------------------------------------
+
+    def _failure(self, cause: Cause, step: str, detail: str) -> Failure:
+        return Failure(cause, step, scrub(detail, self.secrets))
+
+    def _classify(self, step: str, http: _Http) -> _Outcome:
+        reply: Reply | None = None
+        parse_error: str | None = None
+        try:
+            reply = parse_reply(http.body)
+        except MalformedReply as exc:
+            parse_error = str(exc)
+        if 200 <= http.status < 300:
+            self.heard = True
+            if reply is None:
+                return _Outcome(http.status, None, self._failure(Cause.MALFORMED, step, parse_error or ""), True)
+            if reply.fault is not None:  # some firmwares send faults with 200 OK
+                cause = fault_cause(reply.fault)
+                accepted = cause not in (Cause.AUTH, Cause.CLOCK_SKEW)
+                return _Outcome(http.status, reply, self._failure(cause, step, str(reply.fault)), accepted, reply.fault)
+            return _Outcome(http.status, reply, None, True)
+        fault = reply.fault if reply is not None else None
+        if fault is not None:
+            self.heard = True
+            cause = fault_cause(fault)
+            if http.status == 401 and cause not in (Cause.AUTH, Cause.CLOCK_SKEW):
+                cause = Cause.AUTH
+            detail = f"HTTP {http.status}: {fault}"
+        else:
+            cause = status_cause(http.status)
+            detail = f"HTTP {http.status}"
+            if 300 <= http.status < 400 and http.location:
+                detail += f" redirect to {rewrite_uri(http.location, self.target.host, None)}"
+        accepted = fault is not None and cause not in (Cause.AUTH, Cause.CLOCK_SKEW)
+        return _Outcome(http.status, reply, self._failure(cause, step, detail), accepted, fault)
+
+    async def _attempt(self, step: str, url: str, op: Operation, method: _AuthKind, cred: Credential | None) -> _Outcome:
+        """One logical request, including the digest challenge round trip, a stale-nonce refresh, a switch to
+        SOAP 1.1 for devices that refuse 1.2 (DOMAIN 7.9) and one retry of a dropped keep-alive socket."""
+        swapped = refreshed = retried = False
+        request_uri = _request_uri(url)
+        outcome: _Outcome | None = None
+        for _ in range(5):  # bounded: each branch below can only fire once or twice
+            header = ""
+            headers = request_headers(op, self.soap)
+            if method == "wsse" and cred is not None:
+                header = wsse_header(cred, clock_offset_s=self.clock_offset_s or 0.0)
+            data = build_envelope(op, header=header, soap=self.soap)
+            used_nonce: str | None = None
+            if method == "digest" and cred is not None and self.challenge is not None:
+                self.nc += 1
+                used_nonce = self.challenge.nonce
+                headers["Authorization"] = digest_authorization(
+                    self.challenge, cred, method="POST", uri=request_uri, nc=self.nc, body=data
+                )
+            try:
+                http = await post_soap(
+                    self.session,
+                    url,
+                    data,
+                    headers,
+                    timeout=self.client_timeout,
+                    max_bytes=self.max_reply_bytes,
+                    step=step,
+                )
+            except _Disconnected as exc:
+                if not retried:
+                    retried = True
+                    continue
+                return _Outcome(None, None, exc.failure, False)
+            except ProbeError as exc:
+                return _Outcome(None, None, exc.failure, False)
+            if http.status == 401 and http.challenges:
+                fresh = http.challenges[0]
+                if method == "digest" and cred is not None:
+                    first_contact = used_nonce is None
+                    # A reused nonce may expire without stale=true on some firmwares: refresh once, no charge.
+                    expired = fresh.stale or (fresh.nonce != used_nonce and self.nc > 1)
+                    if first_contact or (expired and not refreshed):
+                        refreshed = refreshed or not first_contact
+                        self.challenge, self.nc = fresh, 0
+                        continue
+                else:
+                    self.challenge, self.nc = fresh, 0  # remember: the device speaks digest
+            outcome = self._classify(step, http)
+            version_refused = http.status == 415 or (outcome.fault is not None and outcome.fault.code == "VersionMismatch")
+            if version_refused and not swapped:
+                swapped = True
+                self.soap = "1.1" if self.soap == "1.2" else "1.2"
+                continue
+            return outcome
+        assert outcome is not None
+        return outcome
+
+    # -- authentication -----------------------------------------------------------------------------------
+
+    def _methods(self, cred: Credential) -> list[Literal["wsse", "digest"]]:
+        order: list[Literal["wsse", "digest"]] = []
+        remembered = self.budget.preferred_method(self.target.key, cred)
+        if remembered is not None:
+            order.append(remembered)
+        if self.auth_hint in ("wsse", "digest"):
+            order.append("wsse" if self.auth_hint == "wsse" else "digest")
+        if self.challenge is not None:
+            order.append("digest")  # the HTTP layer asked for digest: it is certainly spoken (DOMAIN 7.2)
+        order += ["wsse", "digest"]
+        return list(dict.fromkeys(order))
+
+    async def _login(self, step: str, url: str, op: Operation) -> _Outcome:
+        """Find a working credential+method without exceeding the login budget (DOMAIN 7.3)."""
+        key = self.target.key
+        if not self.credentials:
+            raise _AuthImpossible(self._failure(Cause.AUTH, step, "device requires authentication; no credentials"))
+        last: Failure | None = None
+        for cred in self.budget.order(key, self.credentials):
+            for method in self._methods(cred):
+                if method == "digest" and self.challenge is None:
+                    continue  # never challenged: the device does not speak HTTP digest here
+                if self.budget.is_bad(key, cred, method):
+                    continue
+                if not self.budget.try_charge(key):
+                    raise _AuthImpossible(Failure(Cause.LOCKED_OUT, step, LOGIN_BUDGET_EXHAUSTED))
+                outcome = await self._attempt(step, url, op, method, cred)
+                failure = outcome.failure
+                if failure is None or outcome.accepted:
+                    self.budget.refund(key)
+                    self.budget.mark_good(key, cred, method)
+                    self.method, self.credential = method, cred
+                    return outcome
+                if failure.cause not in (Cause.AUTH, Cause.CLOCK_SKEW):
+                    self.budget.refund(key)  # no verdict on the credentials (timeout, ...): not a failed login
+                    return outcome
+                if failure.cause is Cause.AUTH and outcome.status != 403:
+                    # 403 is how some vendors block the client after failed logins: not the password's fault.
+                    self.budget.mark_bad(key, cred, method)
+                detail = failure.detail
+                if method == "wsse" and self.clock_offset_s is None:
+                    detail += "; device clock unknown, WS-UsernameToken may fail on clock skew"
+                last = self._failure(failure.cause, step, f"{method} login rejected: {detail}")
+        if last is None:
+            last = self._failure(Cause.AUTH, step, "every configured credential was rejected earlier; not retrying")
+        raise _AuthImpossible(last)
+
+    async def _authenticated(self, step: str, url: str, op: Operation) -> _Outcome:
+        if self.method in ("wsse", "digest"):
+            return await self._attempt(step, url, op, self.method, self.credential)
+        if self.method is None and self.auth_hint == "wsse" and self.credentials:
+            async with self.login_lock:
+                if self.method is None:
+                    return await self._login(step, url, op)
+            return await self._authenticated(step, url, op)
+        # Ask anonymously first: the refusal tells which scheme the device speaks without costing a login.
+        outcome = await self._attempt(step, url, op, "none", None)
+        if outcome.failure is None or outcome.accepted:
+            if self.method is None and outcome.status is not None and 200 <= outcome.status < 300:
+                self.method = "none"
+            return outcome
+        if outcome.failure.cause not in (Cause.AUTH, Cause.CLOCK_SKEW):
+            return outcome
+        async with self.login_lock:
+            if self.method in ("wsse", "digest"):  # a parallel call logged in meanwhile
+                return await self._attempt(step, url, op, self.method, self.credential)
+            return await self._login(step, url, op)
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    async def call(self, step: str, url: str, op: Operation, *, anonymous: bool = False) -> Reply:
+        """Run one step; record it. Raises ProbeError (step failed), _AuthImpossible or _Stop."""
+        started = time.perf_counter()
+        try:
+            if anonymous:
+                outcome = await self._attempt(step, url, op, "none", None)
+            else:
+                outcome = await self._authenticated(step, url, op)
+        except _AuthImpossible as exc:
+            self._record(step, started, exc.failure)
+            raise
+        failure = outcome.failure
+        if failure is None and outcome.reply is None:
+            failure = self._failure(Cause.MALFORMED, step, "no reply body")
+        self._record(step, started, failure, recovered=outcome.reply is not None and outcome.reply.recovered)
+        if failure is not None:
+            if failure.cause.is_transport:
+                self.streak += 1
+                if self.streak >= _TRANSPORT_STREAK_STOP or failure.cause is not Cause.TIMEOUT:
+                    self.findings.failures.append(failure)
+                    raise _Stop
+            raise ProbeError(failure)
+        self.streak = 0
+        assert outcome.reply is not None
+        return outcome.reply
+
+    def _record(self, step: str, started: float, failure: Failure | None, *, recovered: bool = False) -> None:
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        if failure is None:
+            detail = "recovered from a malformed reply" if recovered else ""
+            self.findings.steps.append(StepResult(step, True, elapsed, None, detail))
+        else:
+            self.findings.steps.append(StepResult(step, False, elapsed, failure.cause, failure.detail))
+
+
+def _request_uri(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+# --- the interrogation -----------------------------------------------------------------------------------------
+
+
+class _Interrogation:
+    def __init__(self, device: _Device, *, media2: bool, snapshots: bool, per_device_concurrency: int) -> None:
+        self.dev = device
+        self.f = device.findings
+        self.media2 = media2
+        self.snapshots = snapshots
+        self.slots = asyncio.Semaphore(max(1, min(2, per_device_concurrency)))  # NVRs fall over (DOMAIN 7.8)
+        target = device.target
+        self.url = target.url
+
+    def rewrite(self, uri: str) -> str:
+        t = self.dev.target
+        return rewrite_uri(uri, t.host, t.port, answered_scheme=t.scheme)
+
+    async def optional(self, step: str, url: str, op: Operation, *, anonymous: bool = False) -> Reply | None:
+        """A step whose failure is recorded but does not fail the device."""
+        try:
+            return await self.dev.call(step, url, op, anonymous=anonymous)
+        except _AuthImpossible:
+            raise
+        except ProbeError as exc:
+            self.f.failures.append(exc.failure)
+            return None
+
+    async def run(self) -> None:
+        clock_needs_auth = await self.read_clock(anonymous=True)
+        await self.read_identity()
+        if clock_needs_auth and self.dev.method in ("wsse", "digest"):
+            await self.read_clock(anonymous=False)
+        await self.read_services()
+        await self.read_scopes()
+        await self.read_network()
+        media_profiles = await self.read_media()
+        if self.media2 and MEDIA2_NS in self.f.services:
+            await self.read_media2(media_profiles)
+
+    async def read_clock(self, *, anonymous: bool) -> bool:
+        """GetSystemDateAndTime without auth first (DOMAIN 7.1). Returns True when the device demanded auth."""
+        step = Ops.GET_SYSTEM_DATE_AND_TIME.name
+        sent = time.time()
+        try:
+            reply = await self.dev.call(step, self.url, Ops.GET_SYSTEM_DATE_AND_TIME, anonymous=anonymous)
+        except _AuthImpossible:
+            raise
+        except ProbeError as exc:
+            if anonymous and exc.failure.cause is Cause.AUTH:
+                return True  # some firmwares (Axis among them) authenticate every call; retried after login
+            self.f.failures.append(exc.failure)
+            return False
+        received = time.time()
+        try:
+            device_time = parse_system_date_and_time(reply.payload)
+        except ValueError as exc:
+            self.f.failures.append(self.dev._failure(Cause.MALFORMED, step, str(exc)))
+            return False
+        midpoint = dt.datetime.fromtimestamp((sent + received) / 2, dt.UTC)
+        offset = round((device_time.utc - midpoint).total_seconds(), 3)
+        self.dev.clock_offset_s = offset
+        self.f.clock_offset_s = offset
+        self.f.device_time_utc = device_time.utc
+        if abs(offset) > CLOCK_SKEW_WARN_S:
+            label = " (local time labelled UTC?)" if device_time.from_local or abs(offset) % 1800 < 120 else ""
+            self.f.failures.append(Failure(Cause.CLOCK_SKEW, step, f"device clock off by {offset:+.0f} s{label}"))
+        return False
+
+    async def read_identity(self) -> None:
+        step = Ops.GET_DEVICE_INFORMATION.name
+        reply = await self.optional(step, self.url, Ops.GET_DEVICE_INFORMATION)
+        if reply is None or reply.payload is None:
+            return
+        info = parse_device_information(reply.payload)
+        if info.empty and reply.recovered:
+            self.f.failures.append(Failure(Cause.MALFORMED, step, "nothing readable in the reply"))
+        self.f.manufacturer, self.f.model, self.f.firmware = info.manufacturer, info.model, info.firmware
+        self.f.serial, self.f.hardware_id = info.serial, info.hardware_id
+
+    async def read_services(self) -> None:
+        original: dict[str, str] = {}
+        try:
+            reply = await self.dev.call(Ops.GET_SERVICES.name, self.url, Ops.GET_SERVICES)
+            original = parse_services(reply.payload)
+        except ProbeError as exc:
+            if exc.failure.cause is not Cause.NOT_SUPPORTED:
+                self.f.failures.append(exc.failure)
+        if not original:
+            # Older firmwares lack GetServices (DOMAIN 7.7); GetCapabilities names the main services.
+            reply_caps = await self.optional(Ops.GET_CAPABILITIES.name, self.url, Ops.GET_CAPABILITIES)
+            if reply_caps is not None:
+                original = parse_capabilities(reply_caps.payload)
+        self.f.services_original = original
+        self.f.services = {ns: self.rewrite(xaddr) for ns, xaddr in original.items()}
+
+    async def read_scopes(self) -> None:
+        reply = await self.optional(Ops.GET_SCOPES.name, self.url, Ops.GET_SCOPES)
+        if reply is not None:
+            self.f.scopes = parse_scopes(reply.payload)
+
+    async def read_network(self) -> None:
+        reply = await self.optional(Ops.GET_NETWORK_INTERFACES.name, self.url, Ops.GET_NETWORK_INTERFACES)
+        if reply is not None:
+            self.f.mac = parse_network_interfaces(reply.payload, self.dev.target.host)
+        reply = await self.optional(Ops.GET_HOSTNAME.name, self.url, Ops.GET_HOSTNAME)
+        if reply is not None:
+            self.f.hostname = parse_hostname(reply.payload)
+
+    async def read_media(self) -> dict[str, MediaProfile]:
+        services = self.f.services
+        if services and MEDIA_NS not in services:
+            if MEDIA2_NS not in services:
+                self.f.failures.append(Failure(Cause.NOT_SUPPORTED, "GetProfiles", "no media service advertised"))
+            return {}
+        # Unknown services (GetServices and GetCapabilities both failed): many stacks serve every service on the
+        # device endpoint, so try it rather than give up.
+        url = services.get(MEDIA_NS, self.url)
+        reply = await self.optional(Ops.MEDIA_GET_PROFILES.name, url, Ops.MEDIA_GET_PROFILES)
+        if reply is None:
+            return {}
+        infos = self._capped(unique_tokens(parse_media_profiles(reply.payload)), Ops.MEDIA_GET_PROFILES.name)
+        results = await asyncio.gather(*(self._media_profile(url, info) for info in infos))
+        self.f.profiles.extend(results)
+        return {p.token: p for p in results}
+
+    def _capped(self, infos: list[ProfileInfo], step: str) -> list[ProfileInfo]:
+        if len(infos) > _MAX_PROFILES:
+            self.f.failures.append(Failure(Cause.PROTOCOL, step, f"{len(infos)} profiles; kept {_MAX_PROFILES}"))
+        return infos[:_MAX_PROFILES]
+
+    async def _media_profile(self, url: str, info: ProfileInfo) -> MediaProfile:
+        async with self.slots:
+            stream = await self._uri("GetStreamUri", url, Ops.media_stream_uri(info.token))
+            snapshot = None
+            if self.snapshots:
+                snapshot = await self._uri("GetSnapshotUri", url, Ops.media_snapshot_uri(info.token))
+        return self._profile(info, stream, snapshot, "media")
+
+    async def _uri(self, step: str, url: str, op: Operation) -> str | None:
+        reply = await self.optional(step, url, op)
+        return parse_uri(reply.payload) if reply is not None else None
+
+    def _profile(self, info: ProfileInfo, stream: str | None, snapshot: str | None, source: MediaSource) -> MediaProfile:
+        return MediaProfile(
+            token=info.token,
+            name=info.name,
+            encoding=info.encoding,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            bitrate=info.bitrate,
+            stream_uri=self.rewrite(stream) if stream else None,
+            stream_uri_original=rewrite_uri(stream, "", None) if stream else None,
+            snapshot_uri=self.rewrite(snapshot) if snapshot else None,
+            snapshot_uri_original=rewrite_uri(snapshot, "", None) if snapshot else None,
+            source=source,
+        )
+
+    async def read_media2(self, media: dict[str, MediaProfile]) -> None:
+        """Media2 profiles that Media cannot show: new tokens, or the same token with another encoding, typically
+        H.265 (DOMAIN 7.7). Each such profile replaces its Media entry so tokens stay unique."""
+        url = self.f.services[MEDIA2_NS]
+        reply = await self.optional("Media2.GetProfiles", url, Ops.MEDIA2_GET_PROFILES)
+        if reply is None:
+            return
+        infos = self._capped(unique_tokens(parse_media2_profiles(reply.payload)), "Media2.GetProfiles")
+        wanted = [i for i in infos if i.token not in media or (i.encoding and i.encoding != media[i.token].encoding)]
+        results = await asyncio.gather(*(self._media2_profile(url, info, media.get(info.token)) for info in wanted))
+        replaced = {p.token for p in results}
+        self.f.profiles = [p for p in self.f.profiles if p.token not in replaced] + list(results)
+
+    async def _media2_profile(self, url: str, info: ProfileInfo, known: MediaProfile | None) -> MediaProfile:
+        async with self.slots:
+            stream: str | None = None
+            try:
+                reply = await self.dev.call("Media2.GetStreamUri", url, Ops.media2_stream_uri(info.token))
+                stream = parse_uri(reply.payload)
+            except ProbeError as exc:
+                if exc.failure.cause.is_transport or exc.failure.cause.is_auth or isinstance(exc, _AuthImpossible):
+                    if isinstance(exc, _AuthImpossible):
+                        raise
+                    self.f.failures.append(exc.failure)
+                else:
+                    # "RtspUnicast" came with Media2 1.x; some firmwares only know the older "RTSP" value.
+                    stream = await self._uri("Media2.GetStreamUri", url, Ops.media2_stream_uri(info.token, "RTSP"))
+            snapshot = None
+            if self.snapshots:
+                snapshot = await self._uri("Media2.GetSnapshotUri", url, Ops.media2_snapshot_uri(info.token))
+        if snapshot is None and known is not None:
+            snapshot = known.snapshot_uri_original
+        return self._profile(info, stream, snapshot, "media2")
+
+
+async def interrogate(
+    xaddr_or_host: str,
+    *,
+    credentials: Sequence[Credential],
+    session: aiohttp.ClientSession,
+    budget: LoginBudget,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
+    auth_hint: AuthMethod | None = None,
+    port: int = 80,
+    max_reply_bytes: int = MAX_REPLY_BYTES,
+    media2: bool = True,
+    snapshots: bool = True,
+    per_device_concurrency: int = 2,
+) -> DeviceReport:
+    """Interrogate one device: clock, identity, services, scopes, MAC, hostname, Media and Media2 profiles.
+
+    ``xaddr_or_host`` is a device-service URL, ``host`` or ``host:port`` (``port`` and /onvif/device_service
+    are assumed when absent). ``budget`` must outlive the call: it is what keeps repeated sweeps from locking
+    accounts. ``auth_hint`` is the ``auth_method`` of an earlier report. Never raises for device behaviour.
+    """
+    started = time.perf_counter()
+    try:
+        target = parse_target(xaddr_or_host, port=port)
+    except ValueError as exc:
+        fatal = Failure(Cause.PROTOCOL, "target", scrub(str(exc)))
+        return DeviceReport(address=xaddr_or_host, port=port, xaddr=xaddr_or_host, ok=False, fatal=fatal)
+    findings = _Findings()
+    device = _Device(
+        target,
+        session=session,
+        credentials=credentials,
+        budget=budget,
+        timeout=timeout,
+        max_reply_bytes=max_reply_bytes,
+        auth_hint=auth_hint,
+        findings=findings,
+    )
+    run = _Interrogation(device, media2=media2, snapshots=snapshots, per_device_concurrency=per_device_concurrency)
+    try:
+        async with asyncio.timeout(deadline):
+            await run.run()
+    except _AuthImpossible as exc:
+        findings.fatal = exc.failure
+    except _Stop:
+        pass
+    except TimeoutError:
+        findings.failures.append(Failure(Cause.TIMEOUT, "deadline", f"per-device deadline of {deadline:g} s reached"))
+    except Exception as exc:  # a bug or a reply shape we never imagined: report it, never crash a sweep
+        log.exception("interrogation of %s failed unexpectedly", target.key)
+        findings.failures.append(Failure(Cause.PROTOCOL, "internal", scrub(repr(exc), device.secrets)))
+    if findings.fatal is None and not device.heard:
+        transport = [f for f in findings.failures if f.cause.is_transport]
+        findings.fatal = (transport or findings.failures or [Failure(Cause.PROTOCOL, "interrogate", "no reply")])[0]
+    auth_method: AuthMethod | None = None
+    if device.method in ("wsse", "digest", "none"):
+        auth_method = device.method
+    return DeviceReport(
+        address=target.host,
+        port=target.port,
+        xaddr=target.url,
+        ok=findings.fatal is None,
+        clock_offset_s=findings.clock_offset_s,
+        device_time_utc=findings.device_time_utc,
+        manufacturer=findings.manufacturer,
+        model=findings.model,
+        firmware=findings.firmware,
+        serial=findings.serial,
+        hardware_id=findings.hardware_id,
+        mac=findings.mac,
+        hostname=findings.hostname,
+        scopes=findings.scopes,
+        **_scope_kwargs(findings.scopes),
+        services=findings.services,
+        services_original=findings.services_original,
+        profiles=tuple(findings.profiles),
+        auth_method=auth_method,
+        failures=tuple(findings.failures),
+        fatal=findings.fatal,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+        steps=tuple(findings.steps),
+    )
+
+
+def _scope_kwargs(scopes: Sequence[str]) -> dict[str, str | None]:
+    fields = scope_fields(scopes)
+    return {"name": fields.name, "location": fields.location, "hardware": fields.hardware}
+
+
+# --- many devices ----------------------------------------------------------------------------------------------
+
+
+async def interrogate_stream(
+    targets: Iterable[str],
+    *,
+    credentials_for: Callable[[str], Sequence[Credential]],
+    budget: LoginBudget,
+    session: aiohttp.ClientSession | None = None,
+    concurrency: int = 200,
+    auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
+    port: int = 80,
+    media2: bool = True,
+    snapshots: bool = True,
+) -> AsyncIterator[DeviceReport]:
+    """Yield reports as devices finish, at most ``concurrency`` devices at a time (a worker pool over the
+    iterator: a fleet of 100,000 never becomes 100,000 tasks)."""
+    own_session = session is None
+    http = session or make_session(limit=max(16, concurrency * 2))
+    queue: asyncio.Queue[DeviceReport | None] = asyncio.Queue(maxsize=max(1, concurrency))
+    source = iter(targets)
+
+    async def worker() -> None:
+        try:
+            for target in source:  # shared iterator: each target is taken by exactly one worker
+                report = await interrogate(
+                    target,
+                    credentials=credentials_for(target),
+                    session=http,
+                    budget=budget,
+                    timeout=timeout,
+                    deadline=deadline,
+                    auth_hint=auth_hint_for(target) if auth_hint_for else None,
+                    port=port,
+                    media2=media2,
+                    snapshots=snapshots,
+                )
+                await queue.put(report)
+        finally:
+            await queue.put(None)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+    try:
+        finished = 0
+        while finished < len(workers):
+            item = await queue.get()
+            if item is None:
+                finished += 1
+            else:
+                yield item
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        if own_session:
+            await http.close()
+
+
+async def interrogate_many(
+    targets: Iterable[str],
+    *,
+    credentials_for: Callable[[str], Sequence[Credential]],
+    budget: LoginBudget,
+    session: aiohttp.ClientSession | None = None,
+    concurrency: int = 200,
+    auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
+    port: int = 80,
+    media2: bool = True,
+    snapshots: bool = True,
+) -> list[DeviceReport]:
+    """Reports in the order of ``targets``; ``progress(done, total)`` after each device."""
+    items = list(targets)
+    results: list[DeviceReport | None] = [None] * len(items)
+    own_session = session is None
+    http = session or make_session(limit=max(16, concurrency * 2))
+    jobs = iter(enumerate(items))
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for index, target in jobs:
+            results[index] = await interrogate(
+                target,
+                credentials=credentials_for(target),
+                session=http,
+                budget=budget,
+                timeout=timeout,
+                deadline=deadline,
+                auth_hint=auth_hint_for(target) if auth_hint_for else None,
+                port=port,
+                media2=media2,
+                snapshots=snapshots,
+            )
+            done += 1
+            if progress is not None:
+                with contextlib.suppress(Exception):  # a broken progress bar must not stop a sweep
+                    result = progress(done, len(items))
+                    if isinstance(result, Awaitable):
+                        await result
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+    finally:
+        if own_session:
+            await http.close()
+    return [r for r in results if r is not None]

@@ -1,0 +1,159 @@
+"""Camera credential sets, encrypted at rest (Fernet) and chosen per address range.
+
+Only ``secrets_for`` decrypts, for the probes that log in; nothing here returns a password to the API or logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from vms import repository as repo
+from vms.errors import Conflict, ValidationFailed
+from vms.models import Credential
+
+if TYPE_CHECKING:
+    from vms.services import Inventory
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A decrypted login. ``repr`` hides the password so it cannot reach a log by accident."""
+
+    credential_id: int
+    name: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Login(name={self.name!r}, username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    id: int
+    name: str
+    username: str
+    scope: str | None
+    is_default: bool
+
+
+class Cipher:
+    def __init__(self, key: bytes) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except (ValueError, TypeError) as exc:
+            raise ValidationFailed("the credential key is not a valid Fernet key (32 url-safe base64 bytes)") from exc
+
+    def encrypt(self, secret: str) -> bytes:
+        return self._fernet.encrypt(secret.encode())
+
+    def decrypt(self, token: bytes) -> str:
+        try:
+            return self._fernet.decrypt(token).decode()
+        except InvalidToken as exc:
+            raise ValidationFailed("a stored credential cannot be decrypted with the configured key") from exc
+
+
+def _network(scope: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not scope:
+        return None
+    try:
+        return ipaddress.ip_network(scope, strict=False)
+    except ValueError as exc:
+        raise ValidationFailed(f"scope {scope!r} is not an address range (CIDR)") from exc
+
+
+def add_credential(
+    session: Session,
+    cipher: Cipher,
+    *,
+    name: str,
+    username: str,
+    password: str,
+    scope: str | None = None,
+    default: bool = False,
+    actor: str,
+    replace: bool = False,
+) -> int:
+    net = _network(scope)
+    row = session.scalar(select(Credential).where(Credential.name == name))
+    if row is not None and not replace:
+        raise Conflict(f"a credential set named {name!r} exists")
+    if default:
+        session.execute(update(Credential).values(is_default=False))
+    if row is None:
+        row = Credential(name=name, username=username, secret=cipher.encrypt(password))
+        session.add(row)
+    row.username = username
+    row.secret = cipher.encrypt(password)
+    row.scope = str(net) if net else None
+    row.is_default = default
+    session.flush()
+    repo.audit(session, actor=actor, action="credential.set", target=name,
+               details={"username": username, "scope": row.scope, "default": default})
+    return row.id
+
+
+def list_credentials(session: Session) -> list[CredentialInfo]:
+    rows = session.scalars(select(Credential).order_by(Credential.name))
+    return [CredentialInfo(r.id, r.name, r.username, r.scope, r.is_default) for r in rows]
+
+
+def logins_for(session: Session, cipher: Cipher, host: str) -> list[Login]:
+    """Logins to try on ``host``: the most specific matching range first, then the default set."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    scoped: list[tuple[int, Credential]] = []
+    default: list[Credential] = []
+    for row in session.scalars(select(Credential)):
+        net = _network(row.scope)
+        if net is not None and addr is not None and addr.version == net.version and addr in net:
+            scoped.append((net.prefixlen, row))
+        elif row.is_default:
+            default.append(row)
+    ordered = [r for _, r in sorted(scoped, key=lambda x: -x[0])] + default
+    return [Login(r.id, r.name, r.username, cipher.decrypt(r.secret)) for r in ordered]
+
+
+def url_logins(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """host -> (username, password) found as userinfo in imported stream/snapshot URLs."""
+    from urllib.parse import unquote, urlsplit
+
+    found: dict[str, tuple[str, str]] = {}
+    for rec in records:
+        for name in ("stream_uri", "snapshot_uri", "device_service_url"):
+            value = rec.get(name)
+            if not isinstance(value, str) or "@" not in value:
+                continue
+            try:
+                parts = urlsplit(value)
+            except ValueError:
+                continue
+            if parts.username and parts.hostname:
+                found.setdefault(parts.hostname, (unquote(parts.username), unquote(parts.password or "")))
+    return found
+
+
+def store_url_logins(inv: Inventory, session: Session, logins: Mapping[str, tuple[str, str]], actor: str) -> int:
+    """Keep credentials found in imported URLs as per-host credential sets (the URLs are stored without them)."""
+    cipher = Cipher(inv.settings.fernet_key())
+    stored = 0
+    for host, (username, password) in logins.items():
+        try:
+            scope = str(ipaddress.ip_network(host))
+        except ValueError:
+            continue  # a host name: no range to scope it to
+        cid = add_credential(session, cipher, name=f"url:{host}", username=username, password=password,
+                             scope=scope, actor=actor, replace=True)
+        repo.link_credential(session, host, cid)
+        stored += 1
+    return stored
