@@ -437,8 +437,17 @@ def credentials_add(
         password = typer.prompt("password", hide_input=True)
     inv = inventory()
     with errors_to_exit(), inv.session() as s:
-        add_credential(s, Cipher(inv.settings.fernet_key()), name=name, username=username, password=password,
-                       scope=scope, default=default, actor="cli", replace=replace)
+        add_credential(
+            s,
+            Cipher(inv.settings.fernet_key()),
+            name=name,
+            username=username,
+            password=password,
+            scope=scope,
+            default=default,
+            actor="cli",
+            replace=replace,
+        )
     console.print(f"credential set {name} stored (encrypted)")
 
 
@@ -449,14 +458,16 @@ def credentials_list(as_json: JsonOpt = False) -> None:
 
     inv = inventory()
     with inv.session(write=False) as s:
-        rows = [{"id": c.id, "name": c.name, "username": c.username, "scope": c.scope,
-                 "default": c.is_default} for c in list_credentials(s)]
+        rows = [
+            {"id": c.id, "name": c.name, "username": c.username, "scope": c.scope, "default": c.is_default}
+            for c in list_credentials(s)
+        ]
     if as_json:
         emit_json(rows)
         return
     t = Table("name", "username", "scope", "default")
     for r in rows:
-        t.add_row(r["name"], r["username"], r["scope"] or "", "yes" if r["default"] else "")
+        t.add_row(str(r["name"]), str(r["username"]), str(r["scope"] or ""), "yes" if r["default"] else "")
     console.print(t)
 
 

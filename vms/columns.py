@@ -74,21 +74,58 @@ _NO_NOTES: Notes = ()
 # The field's own name, its catalog XML name and its Chinese label are added automatically.
 _ALIASES: dict[str, tuple[str, ...]] = {
     "device_id": (
-        "设备编码", "国标编码", "国标ID", "国标编号", "设备国标编码", "国标设备编码", "摄像机编码",
-        "设备ID", "通道编码", "通道国标编码", "通道ID", "DeviceID", "device_id", "gb_id", "gbid",
-        "gb28181_id", "channel_id",
+        "设备编码",
+        "国标编码",
+        "国标ID",
+        "国标编号",
+        "设备国标编码",
+        "国标设备编码",
+        "摄像机编码",
+        "设备ID",
+        "通道编码",
+        "通道国标编码",
+        "通道ID",
+        "DeviceID",
+        "device_id",
+        "gb_id",
+        "gbid",
+        "gb28181_id",
+        "channel_id",
     ),
     "name": (
-        "设备名称", "点位名称", "摄像机名称", "名称", "通道名称", "监控点名称", "点位名", "设备名",
-        "Name", "description", "camera_name",
+        "设备名称",
+        "点位名称",
+        "摄像机名称",
+        "名称",
+        "通道名称",
+        "监控点名称",
+        "点位名",
+        "设备名",
+        "Name",
+        "description",
+        "camera_name",
     ),
     "manufacturer": (
-        "厂商", "设备厂商", "品牌", "厂家", "生产厂商", "Manufacturer", "vendor", "brand", "make",
+        "厂商",
+        "设备厂商",
+        "品牌",
+        "厂家",
+        "生产厂商",
+        "Manufacturer",
+        "vendor",
+        "brand",
+        "make",
     ),
     "model": ("型号", "设备型号", "规格型号", "Model"),
     "owner": ("设备归属", "归属", "Owner"),
     "civil_code": (
-        "行政区划", "行政区域", "行政区划代码", "行政区划编码", "区划代码", "区划编码", "所属区划",
+        "行政区划",
+        "行政区域",
+        "行政区划代码",
+        "行政区划编码",
+        "区划代码",
+        "区划编码",
+        "所属区划",
         "CivilCode",
     ),
     "block": ("警区", "Block"),
@@ -131,7 +168,13 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "media_profiles": ("profiles",),
     "stream_uri": ("视频流地址", "取流地址", "RTSP地址", "rtsp", "stream_uri", "StreamUri", "stream_url"),
     "snapshot_uri": (
-        "url", "snapshot", "抓图地址", "截图地址", "snapshot_uri", "SnapshotUri", "snapshot_url",
+        "url",
+        "snapshot",
+        "抓图地址",
+        "截图地址",
+        "snapshot_uri",
+        "SnapshotUri",
+        "snapshot_url",
     ),
 }
 
@@ -253,7 +296,7 @@ def _unknown_target_message(header: str, target: str) -> str:
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return (
         f"column map: {header!r} -> {target!r}: {target!r} is not a known field{suggestion}; "
-        f"use one of the field names in vms.fields, or \"\" / \"-\" to ignore the column"
+        f'use one of the field names in vms.fields, or "" / "-" to ignore the column'
     )
 
 

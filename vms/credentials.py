@@ -96,8 +96,13 @@ def add_credential(
     row.scope = str(net) if net else None
     row.is_default = default
     session.flush()
-    repo.audit(session, actor=actor, action="credential.set", target=name,
-               details={"username": username, "scope": row.scope, "default": default})
+    repo.audit(
+        session,
+        actor=actor,
+        action="credential.set",
+        target=name,
+        details={"username": username, "scope": row.scope, "default": default},
+    )
     return row.id
 
 
@@ -152,8 +157,16 @@ def store_url_logins(inv: Inventory, session: Session, logins: Mapping[str, tupl
             scope = str(ipaddress.ip_network(host))
         except ValueError:
             continue  # a host name: no range to scope it to
-        cid = add_credential(session, cipher, name=f"url:{host}", username=username, password=password,
-                             scope=scope, actor=actor, replace=True)
+        cid = add_credential(
+            session,
+            cipher,
+            name=f"url:{host}",
+            username=username,
+            password=password,
+            scope=scope,
+            actor=actor,
+            replace=True,
+        )
         repo.link_credential(session, host, cid)
         stored += 1
     return stored

@@ -62,9 +62,7 @@ HEADER_SEARCH_ROWS = 10  # title and note lines above the header in real ledgers
 MIN_HEADER_FIELDS = 2
 
 # Fields that let the inventory recognise a camera at all (see domain.identity_keys, plus the ledger key).
-_IDENTITY_SET = frozenset(
-    ("device_id", "name", "ip_address", "mac", "serial_number", "local_id", "endpoint_ref")
-)
+_IDENTITY_SET = frozenset(("device_id", "name", "ip_address", "mac", "serial_number", "local_id", "endpoint_ref"))
 
 # Row issue codes (stable: reports and tests key on them).
 ID_DUPLICATE = "ID-DUPLICATE"
@@ -332,9 +330,7 @@ def read_records(
         return _read_records(Path(path), fmt=fmt, column_map=column_map, encoding=encoding)
 
 
-def _read_records(
-    path: Path, *, fmt: str | None, column_map: ColumnMap | None, encoding: str | None
-) -> ReadResult:
+def _read_records(path: Path, *, fmt: str | None, column_map: ColumnMap | None, encoding: str | None) -> ReadResult:
     cmap = column_map or ColumnMap()
     if fmt is not None:
         fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
@@ -377,9 +373,7 @@ def _no_header_error(what: str) -> ReadError:
     )
 
 
-def _header_plan(
-    asm: _Assembler, headers: list[str], header_line: int, cmap: ColumnMap
-) -> HeaderPlan:
+def _header_plan(asm: _Assembler, headers: list[str], header_line: int, cmap: ColumnMap) -> HeaderPlan:
     plan = cmap.plan(headers)
     asm.note_plan(headers, plan)
     for idx, name in plan.shadowed.items():
@@ -392,9 +386,7 @@ def _header_plan(
     return plan
 
 
-def _row_values(
-    cells: Sequence[object], field_cols: list[tuple[int, str]]
-) -> list[tuple[str, object]]:
+def _row_values(cells: Sequence[object], field_cols: list[tuple[int, str]]) -> list[tuple[str, object]]:
     n = len(cells)
     values: list[tuple[str, object]] = []
     for idx, name in field_cols:
@@ -714,8 +706,7 @@ def _read_json(data: bytes, cmap: ColumnMap, encoding: str | None, *, geojson: b
     records = _find_list(obj)
     if records is None:
         raise ReadError(
-            "JSON: expected a list of camera objects, or an object holding one under "
-            + "/".join(_LIST_KEYS)
+            "JSON: expected a list of camera objects, or an object holding one under " + "/".join(_LIST_KEYS)
         )
     asm = _Assembler("record")
     for number, record in enumerate(records, start=1):

@@ -63,6 +63,7 @@ class RegionContext:
         out: list[Placement] = []
         for rec, by_pos in zip(records, positions, strict=True):
             by_code = self.code_region(rec.get("civil_code"), rec.get("device_id"))
+            effective: str | None
             if by_pos is not None and by_code is not None:
                 effective = (by_code if len(by_code) > len(by_pos) else by_pos) if related(by_pos, by_code) else by_pos
             else:

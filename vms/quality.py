@@ -91,10 +91,24 @@ _ENUM_CHECKS = tuple((f.name, f"ENUM-{f.xml.upper()}", f.values, f.multi) for f 
 
 # Columns the rules read (the quality report loads only these for 100,000 cameras).
 COLUMNS = (
-    "device_id", "name", "civil_code", "longitude", "latitude", "mac", "serial_number", "manufacturer",
-    "parent_id", "point_type", "install_time", "contact_info", "record_save_days",
+    "device_id",
+    "name",
+    "civil_code",
+    "longitude",
+    "latitude",
+    "mac",
+    "serial_number",
+    "manufacturer",
+    "parent_id",
+    "point_type",
+    "install_time",
+    "contact_info",
+    "record_save_days",
     *(name for name, _, _, _ in _ENUM_CHECKS),
-    "region_code", "region_by_position", "region_by_code", "conflicts",
+    "region_code",
+    "region_by_position",
+    "region_by_code",
+    "conflicts",
 )
 
 
@@ -162,15 +176,15 @@ def check_camera(cam: Mapping[str, Any], ctx: QualityContext, _cache: dict[str, 
             problems.append("COORD-OUTSIDE-GOVERNED")
         if by_pos and by_code and not related(by_pos, by_code):
             problems.append("REGION-MISMATCH")
-    for name, code, values, multi in _ENUM_CHECKS:
-        value = cam.get(name)
+    for field_name, code, values, multi in _ENUM_CHECKS:
+        value = cam.get(field_name)
         if value is None or value == "" or value in values:
             continue
         if not multi or any(p.strip() not in values for p in str(value).split("/")):
             problems.append(code)
-    name = name_problem(cam.get("name"))
-    if name:
-        problems.append(name)
+    naming = name_problem(cam.get("name"))
+    if naming:
+        problems.append(naming)
     parent = cam.get("parent_id")
     if parent and str(parent) not in ctx.known_parents:
         problems.append("PARENT-UNRESOLVED")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Row, Table, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
@@ -24,7 +24,6 @@ KEY_COLUMNS = {
     "endpoint_ref": ObservationRow.k_endpoint_ref,
     "host_port": ObservationRow.k_host_port,
 }
-
 
 
 def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -115,7 +114,8 @@ def cameras_by_key(session: Session, kind: str, keys: Collection[str]) -> dict[s
             select(column, func.min(ObservationRow.camera_id)).where(column.in_(part)).group_by(column)
         )
         for key, camera_id in rows:
-            found[key] = camera_id
+            if key is not None:
+                found[key] = camera_id
     return found
 
 
@@ -404,7 +404,7 @@ def upsert_regions(session: Session, records: Iterable[Any]) -> tuple[int, int]:
 
 
 def regions(session: Session, *, with_geometry: bool = False) -> list[Row[Any]]:
-    cols = [Region.code, Region.name, Region.parent_code, Region.level, Region.source]
+    cols: list[Any] = [Region.code, Region.name, Region.parent_code, Region.level, Region.source]
     if with_geometry:
         cols.append(Region.geometry)
     return list(session.execute(select(*cols).order_by(Region.code)))
@@ -412,7 +412,7 @@ def regions(session: Session, *, with_geometry: bool = False) -> list[Row[Any]]:
 
 def polygon_regions(session: Session) -> list[tuple[str, bytes]]:
     rows = session.execute(select(Region.code, Region.geometry).where(Region.geometry.is_not(None)))
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1]) for r in rows if r[1] is not None]
 
 
 def region_codes_and_names(session: Session) -> dict[str, str]:
@@ -470,10 +470,10 @@ def camera_identity_keys(session: Session, camera_ids: Collection[int]) -> dict[
     kinds = list(KEY_COLUMNS)
     for part in chunks(sorted(camera_ids)):
         for row in session.execute(select(*cols).where(o.camera_id.in_(part))):
-            known = out.setdefault(row[0], {})
+            known = out.setdefault(cast(int, row[0]), {})
             for kind, key in zip(kinds, row[1:], strict=True):
                 if key:
-                    known.setdefault(kind, set()).add(key)
+                    known.setdefault(kind, set()).add(str(key))
     return out
 
 

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from probes.errors import LOGIN_BUDGET_EXHAUSTED, Cause, Failure, ProbeError, scrub
-from probes.onvif.addresses import Target, parse_target, rewrite_uri
+from probes.onvif.addresses import Target, parse_target, rewrite_uri, strip_credentials
 from probes.onvif.auth import (
     Credential,
     DigestChallenge,
@@ -69,7 +69,6 @@ __all__ = [
     "interrogate_many",
     "interrogate_stream",
     "make_session",
-    "post_soap",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def make_session(
         limit=limit,
         limit_per_host=limit_per_host,
         keepalive_timeout=keepalive_s,
-        ssl=None if verify_tls else False,
+        ssl=verify_tls,
         ttl_dns_cache=300,
     )
     return aiohttp.ClientSession(
@@ -140,7 +139,8 @@ def _transport_failure(exc: BaseException, step: str) -> Failure:
         errno = exc.os_error.errno if exc.os_error is not None else None
         if errno == 111 or isinstance(exc.os_error, ConnectionRefusedError):
             return Failure(Cause.REFUSED, step, "connection refused")
-        return Failure(Cause.UNREACHABLE, step, exc.os_error.strerror or str(exc.os_error) if exc.os_error else "")
+        reason = (exc.os_error.strerror or str(exc.os_error)) if exc.os_error is not None else ""
+        return Failure(Cause.UNREACHABLE, step, reason)
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
         return Failure(Cause.PROTOCOL, step, f"bad HTTP reply: {type(exc).__name__}")
     if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError):
@@ -165,7 +165,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, step: str) 
         chunks.append(chunk)
 
 
-async def post_soap(
+async def _post(
     session: aiohttp.ClientSession,
     url: str,
     data: bytes,
@@ -202,8 +202,12 @@ class _Outcome:
     fault: Fault | None = None
 
 
-class _AuthImpossible(ProbeError):
+class _AuthImpossible(Exception):
     """No credential works, none is configured, or our budget forbids another try: the device is failed."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
 
 
 class _Stop(Exception):
@@ -320,7 +324,7 @@ class _Device:
                     self.challenge, cred, method="POST", uri=request_uri, nc=self.nc, body=data
                 )
             try:
-                http = await post_soap(
+                http = await _post(
                     self.session,
                     url,
                     data,
@@ -448,7 +452,9 @@ class _Device:
         if failure is not None:
             if failure.cause.is_transport:
                 self.streak += 1
-                if self.streak >= _TRANSPORT_STREAK_STOP or failure.cause is not Cause.TIMEOUT:
+                # Nobody listening, or an overloaded device that stopped answering: leave it alone (DOMAIN 7.8).
+                absent = not self.heard and failure.cause is not Cause.TIMEOUT
+                if absent or self.streak >= _TRANSPORT_STREAK_STOP:
                     self.findings.failures.append(failure)
                     raise _Stop
             raise ProbeError(failure)
@@ -491,8 +497,6 @@ class _Interrogation:
         """A step whose failure is recorded but does not fail the device."""
         try:
             return await self.dev.call(step, url, op, anonymous=anonymous)
-        except _AuthImpossible:
-            raise
         except ProbeError as exc:
             self.f.failures.append(exc.failure)
             return None
@@ -515,8 +519,6 @@ class _Interrogation:
         sent = time.time()
         try:
             reply = await self.dev.call(step, self.url, Ops.GET_SYSTEM_DATE_AND_TIME, anonymous=anonymous)
-        except _AuthImpossible:
-            raise
         except ProbeError as exc:
             if anonymous and exc.failure.cause is Cause.AUTH:
                 return True  # some firmwares (Axis among them) authenticate every call; retried after login
@@ -622,9 +624,9 @@ class _Interrogation:
             fps=info.fps,
             bitrate=info.bitrate,
             stream_uri=self.rewrite(stream) if stream else None,
-            stream_uri_original=rewrite_uri(stream, "", None) if stream else None,
+            stream_uri_original=strip_credentials(stream) if stream else None,
             snapshot_uri=self.rewrite(snapshot) if snapshot else None,
-            snapshot_uri_original=rewrite_uri(snapshot, "", None) if snapshot else None,
+            snapshot_uri_original=strip_credentials(snapshot) if snapshot else None,
             source=source,
         )
 
@@ -648,13 +650,11 @@ class _Interrogation:
                 reply = await self.dev.call("Media2.GetStreamUri", url, Ops.media2_stream_uri(info.token))
                 stream = parse_uri(reply.payload)
             except ProbeError as exc:
-                if exc.failure.cause.is_transport or exc.failure.cause.is_auth or isinstance(exc, _AuthImpossible):
-                    if isinstance(exc, _AuthImpossible):
-                        raise
-                    self.f.failures.append(exc.failure)
-                else:
-                    # "RtspUnicast" came with Media2 1.x; some firmwares only know the older "RTSP" value.
+                if exc.failure.cause in (Cause.NOT_SUPPORTED, Cause.PROTOCOL):
+                    # Some firmwares reject the "RtspUnicast" stream type but know the plain "RTSP" one.
                     stream = await self._uri("Media2.GetStreamUri", url, Ops.media2_stream_uri(info.token, "RTSP"))
+                else:
+                    self.f.failures.append(exc.failure)
             snapshot = None
             if self.snapshots:
                 snapshot = await self._uri("Media2.GetSnapshotUri", url, Ops.media2_snapshot_uri(info.token))
@@ -777,37 +777,36 @@ async def interrogate_stream(
     source = iter(targets)
 
     async def worker() -> None:
+        for target in source:  # shared iterator: each target is taken by exactly one worker
+            report = await interrogate(
+                target,
+                credentials=credentials_for(target),
+                session=http,
+                budget=budget,
+                timeout=timeout,
+                deadline=deadline,
+                auth_hint=auth_hint_for(target) if auth_hint_for else None,
+                port=port,
+                media2=media2,
+                snapshots=snapshots,
+            )
+            await queue.put(report)
+
+    async def run_all() -> None:
         try:
-            for target in source:  # shared iterator: each target is taken by exactly one worker
-                report = await interrogate(
-                    target,
-                    credentials=credentials_for(target),
-                    session=http,
-                    budget=budget,
-                    timeout=timeout,
-                    deadline=deadline,
-                    auth_hint=auth_hint_for(target) if auth_hint_for else None,
-                    port=port,
-                    media2=media2,
-                    snapshots=snapshots,
-                )
-                await queue.put(report)
+            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         finally:
             await queue.put(None)
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+    runner = asyncio.create_task(run_all())
     try:
-        finished = 0
-        while finished < len(workers):
-            item = await queue.get()
-            if item is None:
-                finished += 1
-            else:
-                yield item
+        while (item := await queue.get()) is not None:
+            yield item
+        await runner  # surfaces a bug in a worker instead of hiding it
     finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if not runner.done():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
         if own_session:
             await http.close()
 
@@ -820,7 +819,7 @@ async def interrogate_many(
     session: aiohttp.ClientSession | None = None,
     concurrency: int = 200,
     auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
-    progress: Callable[[int, int], object] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float = DEFAULT_DEADLINE,
     port: int = 80,
@@ -853,9 +852,7 @@ async def interrogate_many(
             done += 1
             if progress is not None:
                 with contextlib.suppress(Exception):  # a broken progress bar must not stop a sweep
-                    result = progress(done, len(items))
-                    if isinstance(result, Awaitable):
-                        await result
+                    progress(done, len(items))
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
     finally:

@@ -26,8 +26,22 @@ ROWS = int(os.environ.get("VMS_BENCH_ROWS", "100000"))
 NAIVE_ROWS = 3000
 ROADS = ["沂河路", "通达路", "双月湖路", "罗七路", "湖北路", "银雀山路", "罗西街", "盛庄路", "傅庄路", "高都路"]
 TOWNS = ["371311", "37131100", "37131101", "37131102"]
-HEADER = ["设备编码", "设备名称", "经度", "纬度", "行政区域", "摄像机类型", "IP地址", "端口", "厂商", "录像保存天数",
-          "点位类型", "安装地址", "安装时间", "联系方式"]
+HEADER = [
+    "设备编码",
+    "设备名称",
+    "经度",
+    "纬度",
+    "行政区域",
+    "摄像机类型",
+    "IP地址",
+    "端口",
+    "厂商",
+    "录像保存天数",
+    "点位类型",
+    "安装地址",
+    "安装时间",
+    "联系方式",
+]
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> None:
@@ -42,12 +56,24 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
             device_id = f"3713110000132{rnd.choice('56')}{i:06d}"
             if i % 200 == 0:
                 device_id = device_id[:-1]  # a broken ID now and then
-            w.writerow([
-                device_id, f"罗庄区{road}{i}号点位", f"{lon:.6f}", f"{lat:.6f}", rnd.choice(TOWNS),
-                rnd.choice(["球机", "枪机", "半球", "3"]), f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}", "80",
-                rnd.choice(["海康威视", "大华", "宇视"]), rnd.choice(["30", "90", "1,000"]), rnd.choice(["1", "2", "3"]),
-                f"临沂市罗庄区{road}{i}号", f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}", "0539-8221234",
-            ])
+            w.writerow(
+                [
+                    device_id,
+                    f"罗庄区{road}{i}号点位",
+                    f"{lon:.6f}",
+                    f"{lat:.6f}",
+                    rnd.choice(TOWNS),
+                    rnd.choice(["球机", "枪机", "半球", "3"]),
+                    f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}",
+                    "80",
+                    rnd.choice(["海康威视", "大华", "宇视"]),
+                    rnd.choice(["30", "90", "1,000"]),
+                    rnd.choice(["1", "2", "3"]),
+                    f"临沂市罗庄区{road}{i}号",
+                    f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                    "0539-8221234",
+                ]
+            )
 
 
 def floor_load(path: Path, db: Path) -> float:
@@ -74,8 +100,13 @@ def naive_load(inv: Inventory, path: Path, limit: int) -> float:
             if n >= limit:
                 break
             found = s.execute(select(cameras.c.id).where(cameras.c.device_id == row["设备编码"])).first()
-            values = {"device_id": row["设备编码"], "name": row["设备名称"], "longitude": float(row["经度"]),
-                      "latitude": float(row["纬度"]), "civil_code": row["行政区域"]}
+            values = {
+                "device_id": row["设备编码"],
+                "name": row["设备名称"],
+                "longitude": float(row["经度"]),
+                "latitude": float(row["纬度"]),
+                "civil_code": row["行政区域"],
+            }
             if found:
                 s.execute(cameras.update().where(cameras.c.id == found[0]).values(**values))
             else:
@@ -87,8 +118,12 @@ def naive_load(inv: Inventory, path: Path, limit: int) -> float:
 def test_bench_inventory_100k(tmp_path: Path, shared_data: Path) -> None:
     ledger = tmp_path / "ledger.csv"
     generate(ledger, ROWS)
-    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'vms.sqlite3'}",
-                        secret_key="x" * 43 + "=", _env_file=None)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'vms.sqlite3'}",
+        secret_key="x" * 43 + "=",
+        _env_file=None,
+    )
     inv = Inventory(settings)
     inv.upgrade()
     inv.import_regions(shared_data / "geo/luozhuang_gcj02.json")
@@ -121,10 +156,14 @@ def test_bench_inventory_100k(tmp_path: Path, shared_data: Path) -> None:
     print(f"re-import (nothing changes):   {t_reimport:>10.2f} s")
     print(f"quality report ({n:,}):      {t_quality:>10.2f} s   pass rate {report.overall.rate:.1%}")
     print(f"end to end (import + quality): {total:>10.2f} s   goal < 30 s; quality goal < 5 s")
-    print(f"baseline floor (csv+sqlite3):  {t_floor:>10.2f} s   ours/floor = {t_import / t_floor:.1f}x slower "
-          "(mapping, validation, identity, provenance)")
-    print(f"baseline naive per-row ORM:    {naive_per_row * 1e3:>10.3f} ms/row on {NAIVE_ROWS:,} rows "
-          f"(~{naive_per_row * ROWS:.0f} s for {ROWS:,}); ours {ours_per_row * 1e3:.3f} ms/row: "
-          f"{naive_per_row / ours_per_row:.1f}x faster")
+    print(
+        f"baseline floor (csv+sqlite3):  {t_floor:>10.2f} s   ours/floor = {t_import / t_floor:.1f}x slower "
+        "(mapping, validation, identity, provenance)"
+    )
+    print(
+        f"baseline naive per-row ORM:    {naive_per_row * 1e3:>10.3f} ms/row on {NAIVE_ROWS:,} rows "
+        f"(~{naive_per_row * ROWS:.0f} s for {ROWS:,}); ours {ours_per_row * 1e3:.3f} ms/row: "
+        f"{naive_per_row / ours_per_row:.1f}x faster"
+    )
     inv.engine.dispose()
     naive_inv.engine.dispose()

@@ -14,7 +14,7 @@ from vms import repository as repo
 HEADER = "设备编码,设备名称,经度,纬度,行政区域,摄像机类型,IP地址,端口,录像保存天数\n"
 GOOD = [
     "37131100001326000001,沂河路与通达路交叉口东,118.2841,34.9972,371311,球机,127.0.1.1,80,30",
-    "37131100001326000002,双月湖公园南门,118.2702,34.9881,371311,3,127.0.1.2,80,\"1,000\"",
+    '37131100001326000002,双月湖公园南门,118.2702,34.9881,371311,3,127.0.1.2,80,"1,000"',
     "37131100001326000003,罗庄区政府西侧,34.9902,118.2788,371311,枪机,127.0.1.3,80,90",  # swapped
     "37131100001326000004,盛庄街道办事处,,,371311,2,127.0.1.4,80,30",  # no coordinates
 ]
@@ -22,8 +22,10 @@ BAD = [
     ("3713110000132600000X,坏编码,118.28,34.99,371311,1,127.0.1.9,80,30", "ID-MALFORMED"),
     ("37131100001326000001,重复编码,118.29,34.98,371311,1,127.0.1.10,80,30", "ID-DUPLICATE"),
     ("37131100001326000006,乱码坐标,东经118度,abc,371311,1,127.0.1.11,80,30", "COORD-GARBAGE"),
-    ("37131100001326000007,沂河路与通达路交叉口东,118.2841,34.9972,371311,1,127.0.1.12,80,30",
-     "DUPLICATE-NAME-POSITION"),
+    (
+        "37131100001326000007,沂河路与通达路交叉口东,118.2841,34.9972,371311,1,127.0.1.12,80,30",
+        "DUPLICATE-NAME-POSITION",
+    ),
 ]
 
 
@@ -48,8 +50,10 @@ def test_broken_ledger_lands_good_rows_and_reports_bad_ones(inventory, tmp_path,
     rep = inventory.import_file(path)
     fatal = {i.line: i.code for i in rep.issues if i.fatal}
     assert fatal == expected
-    assert all(str(line) in i.reason or f"line {line}" in i.reason or i.line == line
-               for line, i in ((i.line, i) for i in rep.issues))
+    assert all(
+        str(line) in i.reason or f"line {line}" in i.reason or i.line == line
+        for line, i in ((i.line, i) for i in rep.issues)
+    )
     assert rep.accepted == 4 and rep.rejected == 4
     notes = {(i.line, i.code) for i in rep.issues if not i.fatal}
     assert (len(GOOD[:2]) + len(BAD) + 2, "COORD-SWAPPED") in notes
@@ -72,7 +76,7 @@ def test_broken_ledger_lands_good_rows_and_reports_bad_ones(inventory, tmp_path,
 def test_wrong_encoding_rows_are_reported_not_lost(inventory, tmp_path):
     path = tmp_path / "mixed.csv"
     good = (HEADER + GOOD[0] + "\n" + GOOD[1] + "\n").encode("utf-8")
-    bad = "37131100001326000009,".encode() + "错误编码行".encode("gbk") + b",118.28,34.99,371311,1,127.0.1.9,80,30\n"
+    bad = b"37131100001326000009," + "错误编码行".encode("gbk") + b",118.28,34.99,371311,1,127.0.1.9,80,30\n"
     path.write_bytes(good + bad)
     rep = inventory.import_file(path)
     assert [(i.line, i.code) for i in rep.issues if i.fatal] == [(4, "ENCODING")]
@@ -204,9 +208,12 @@ def test_excel_ledger_with_title_row(inventory, tmp_path):
     ws.append(HEADER.strip().split(","))
     # Excel keeps numbers as doubles: a 20-digit ID typed as a number has lost its last digits.
     ws.append([37131100001326000009, "数字格式编码", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80, 30])
-    ws.append(["37131100001326000001", "沂河路与通达路交叉口东", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80,
-               30])
-    ws.append(["37131100001326000002", "双月湖公园南门", "118.2702", "34.9881", 371311, "3", "127.0.1.2", "80", "1,000"])
+    ws.append(
+        ["37131100001326000001", "沂河路与通达路交叉口东", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80, 30]
+    )
+    ws.append(
+        ["37131100001326000002", "双月湖公园南门", "118.2702", "34.9881", 371311, "3", "127.0.1.2", "80", "1,000"]
+    )
     ws.append(["3713110000132600000", "短编码", 118.28, 34.99, "371311", 1, "127.0.1.9", 80, 30])
     ws.append(["37131100001326000004", "坐标乱码", "N/A?", "xx", "371311", 1, "127.0.1.4", 80, 30])
     path = tmp_path / "台账.xlsx"

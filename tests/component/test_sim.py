@@ -42,10 +42,15 @@ TIMEOUT = aiohttp.ClientTimeout(total=5)
 LAYOUT = covering_fault_layout(healthy=6)
 HEALTHY = range(len(FAULTS), len(LAYOUT))
 # healthy devices cover every auth mode and both media versions
-AUTH = {HEALTHY[0]: "wsse", HEALTHY[1]: "digest", HEALTHY[2]: "both", HEALTHY[3]: "both", HEALTHY[4]: "wsse",
-        HEALTHY[5]: "digest"}
-MEDIA2 = {HEALTHY[0]: True, HEALTHY[1]: False, HEALTHY[2]: True, HEALTHY[3]: False, HEALTHY[4]: False,
-          HEALTHY[5]: True}
+AUTH = {
+    HEALTHY[0]: "wsse",
+    HEALTHY[1]: "digest",
+    HEALTHY[2]: "both",
+    HEALTHY[3]: "both",
+    HEALTHY[4]: "wsse",
+    HEALTHY[5]: "digest",
+}
+MEDIA2 = {HEALTHY[0]: True, HEALTHY[1]: False, HEALTHY[2]: True, HEALTHY[3]: False, HEALTHY[4]: False, HEALTHY[5]: True}
 
 
 def _test_base_host() -> str:
@@ -136,8 +141,11 @@ async def post(
     soap12: bool = True,
     action: str = "",
 ) -> tuple[int, dict[str, str], bytes]:
-    headers = {"Content-Type": "application/soap+xml; charset=utf-8"} if soap12 else {
-        "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
+    headers = (
+        {"Content-Type": "application/soap+xml; charset=utf-8"}
+        if soap12
+        else {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
+    )
     async with session.post(f"http://{d.host}:{d.port}{path}", data=body, headers=headers) as resp:
         return resp.status, dict(resp.headers), await resp.read()
 
@@ -159,8 +167,15 @@ async def device_clock(session: aiohttp.ClientSession, d: DeviceSpec) -> datetim
     def num(path: str) -> int:
         return int(utc.findtext(path, namespaces=NS) or "0")
 
-    return datetime(num("tt:Date/tt:Year"), num("tt:Date/tt:Month"), num("tt:Date/tt:Day"), num("tt:Time/tt:Hour"),
-                    num("tt:Time/tt:Minute"), num("tt:Time/tt:Second"), tzinfo=UTC)
+    return datetime(
+        num("tt:Date/tt:Year"),
+        num("tt:Date/tt:Month"),
+        num("tt:Date/tt:Day"),
+        num("tt:Time/tt:Hour"),
+        num("tt:Time/tt:Minute"),
+        num("tt:Time/tt:Second"),
+        tzinfo=UTC,
+    )
 
 
 # --- fleet layout ----------------------------------------------------------------------------------------------
@@ -294,19 +309,20 @@ async def test_lockout_after_three_failed_logins(fleet: SimFleet, http: aiohttp.
         bad = envelope(op("GetScopes"), header=wsse_header(h.username, "guess", datetime.now(UTC)))
         assert (await post(http, h, bad))[0] == 400
     assert not fleet.is_locked(h.index)
-    assert (await post(http, h, envelope(op("GetScopes"), header=wsse_header(h.username, h.password,
-                                                                              datetime.now(UTC)))))[0] == 200
+    assert (
+        await post(http, h, envelope(op("GetScopes"), header=wsse_header(h.username, h.password, datetime.now(UTC))))
+    )[0] == 200
 
 
 async def test_clock_skew_needs_the_device_clock(fleet: SimFleet, http: aiohttp.ClientSession) -> None:
     d = dev(fleet, "clock_skew")
-    signed_locally = envelope(op("GetDeviceInformation"), header=wsse_header(d.username, d.password,
-                                                                              datetime.now(UTC)))
+    signed_locally = envelope(op("GetDeviceInformation"), header=wsse_header(d.username, d.password, datetime.now(UTC)))
     status, _h, raw = await post(http, d, signed_locally)
     assert status == 400 and "ter:NotAuthorized" in fault_subcodes(parse(raw))
     offset = (await device_clock(http, d)) - datetime.now(UTC)
-    signed = envelope(op("GetDeviceInformation"), header=wsse_header(d.username, d.password,
-                                                                      datetime.now(UTC) + offset))
+    signed = envelope(
+        op("GetDeviceInformation"), header=wsse_header(d.username, d.password, datetime.now(UTC) + offset)
+    )
     status, _h, raw = await post(http, d, signed)
     assert status == 200, raw
 
@@ -375,14 +391,16 @@ async def test_private_and_zero_addresses_appear_only_in_text(fleet: SimFleet, h
 
 async def test_no_get_services_falls_back_to_get_capabilities(fleet: SimFleet, http: aiohttp.ClientSession) -> None:
     d = dev(fleet, "no_get_services")
-    status, _h, raw = await post(http, d, envelope(op("GetServices", inner="<IncludeCapability>false"
-                                                                            "</IncludeCapability>")))
+    status, _h, raw = await post(
+        http, d, envelope(op("GetServices", inner="<IncludeCapability>false</IncludeCapability>"))
+    )
     assert status == 500 and "ter:ActionNotSupported" in fault_subcodes(parse(raw))
     status, _h, raw = await post(http, d, envelope(op("GetCapabilities", inner="<Category>All</Category>")))
     assert status == 200 and parse(raw).find(".//tt:Media/tt:XAddr", NS) is not None
     h = healthy(fleet, "wsse", media2=True)
-    status, _h, raw = await post(http, h, envelope(op("GetServices", inner="<IncludeCapability>true"
-                                                                            "</IncludeCapability>")))
+    status, _h, raw = await post(
+        http, h, envelope(op("GetServices", inner="<IncludeCapability>true</IncludeCapability>"))
+    )
     assert status == 200
     namespaces = {n.text for n in parse(raw).iter(f"{{{NS['tds']}}}Namespace")}
     assert namespaces == {NS["tds"], NS["trt"], NS["tr2"]}
@@ -405,15 +423,17 @@ async def test_auth_http_400_answers_failed_digest_with_400(fleet: SimFleet) -> 
 async def test_soap_versions_and_content_type_mismatch(fleet: SimFleet, http: aiohttp.ClientSession) -> None:
     d = healthy(fleet, "both")
     action = "http://www.onvif.org/ver10/device/wsdl/GetSystemDateAndTime"
-    status, h, raw = await post(http, d, envelope(op("GetSystemDateAndTime"), soap12=False), soap12=False,
-                                action=action)
+    status, h, raw = await post(
+        http, d, envelope(op("GetSystemDateAndTime"), soap12=False), soap12=False, action=action
+    )
     assert status == 200 and h["Content-Type"].startswith("text/xml")
     assert parse(raw).tag == f"{{{NS['s11']}}}Envelope"
     m = dev(fleet, "soap_content_type_mismatch")
     status, h, raw = await post(http, m, envelope(op("GetSystemDateAndTime")))
     assert status == 200 and h["Content-Type"].startswith("text/xml") and parse(raw).tag == f"{{{NS['s12']}}}Envelope"
-    status, h, raw = await post(http, m, envelope(op("GetSystemDateAndTime"), soap12=False), soap12=False,
-                                action=action)
+    status, h, raw = await post(
+        http, m, envelope(op("GetSystemDateAndTime"), soap12=False), soap12=False, action=action
+    )
     assert h["Content-Type"].startswith("application/soap+xml") and parse(raw).tag == f"{{{NS['s11']}}}Envelope"
 
 
@@ -438,32 +458,52 @@ async def test_media_profiles_stream_and_snapshot(fleet: SimFleet, http: aiohttp
     encodings = [e.text for e in parse(raw).iter(f"{{{NS['tt']}}}Encoding")]
     assert encodings and "H265" not in encodings  # H.265 is invisible through Media1
     assert parse(raw).find(".//tt:VideoEncoderConfiguration/tt:RateControl/tt:FrameRateLimit", NS) is not None
-    status, _h, raw = await post(http, d, envelope(op("GetProfiles", "tr2", "<Type>All</Type>"), header=hdr),
-                                 path="/onvif/media2_service")
+    status, _h, raw = await post(
+        http, d, envelope(op("GetProfiles", "tr2", "<Type>All</Type>"), header=hdr), path="/onvif/media2_service"
+    )
     assert status == 200 and "H265" in [e.text for e in parse(raw).iter(f"{{{NS['tt']}}}Encoding")]
-    status, _h, raw = await post(http, d, envelope(op(
-        "GetStreamUri", "trt",
-        '<StreamSetup><Stream xmlns="http://www.onvif.org/ver10/schema">RTP-Unicast</Stream>'
-        '<Transport xmlns="http://www.onvif.org/ver10/schema"><Protocol>RTSP</Protocol></Transport></StreamSetup>'
-        "<ProfileToken>Profile_1</ProfileToken>"), header=hdr), path="/onvif/media_service")
+    status, _h, raw = await post(
+        http,
+        d,
+        envelope(
+            op(
+                "GetStreamUri",
+                "trt",
+                '<StreamSetup><Stream xmlns="http://www.onvif.org/ver10/schema">RTP-Unicast</Stream>'
+                '<Transport xmlns="http://www.onvif.org/ver10/schema"><Protocol>RTSP</Protocol></Transport></StreamSetup>'
+                "<ProfileToken>Profile_1</ProfileToken>",
+            ),
+            header=hdr,
+        ),
+        path="/onvif/media_service",
+    )
     assert status == 200
     assert parse(raw).findtext(".//tt:Uri", namespaces=NS) == d.rtsp_url_base
     assert d.rtsp_url_base.startswith(f"rtsp://{d.host}:")
-    status, _h, raw = await post(http, d, envelope(op(
-        "GetStreamUri", "tr2", "<Protocol>RtspUnicast</Protocol><ProfileToken>Profile_H265</ProfileToken>"),
-        header=hdr), path="/onvif/media2_service")
+    status, _h, raw = await post(
+        http,
+        d,
+        envelope(
+            op("GetStreamUri", "tr2", "<Protocol>RtspUnicast</Protocol><ProfileToken>Profile_H265</ProfileToken>"),
+            header=hdr,
+        ),
+        path="/onvif/media2_service",
+    )
     assert status == 200 and parse(raw).findtext(".//tr2:Uri", namespaces=NS) == d.rtsp_url_base
     snapshot_op = op("GetSnapshotUri", "trt", "<ProfileToken>Profile_1</ProfileToken>")
     status, _h, raw = await post(http, d, envelope(snapshot_op, header=hdr), path="/onvif/media_service")
     snapshot_url = parse(raw).findtext(".//tt:Uri", namespaces=NS)
     assert status == 200 and snapshot_url and snapshot_url.startswith(f"http://{d.host}:")
     no_media2 = healthy(fleet, "both", media2=False)
-    status, _h, _raw = await post(http, no_media2, envelope(op("GetProfiles", "tr2"), header=hdr),
-                                  path="/onvif/media2_service")
+    status, _h, _raw = await post(
+        http, no_media2, envelope(op("GetProfiles", "tr2"), header=hdr), path="/onvif/media2_service"
+    )
     assert status == 404
     middleware = aiohttp.DigestAuthMiddleware(d.username, d.password)
-    async with aiohttp.ClientSession(timeout=TIMEOUT, middlewares=(middleware,)) as session, \
-            session.get(snapshot_url) as resp:
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT, middlewares=(middleware,)) as session,
+        session.get(snapshot_url) as resp,
+    ):
         assert resp.status == 200 and resp.headers["Content-Type"] == "image/jpeg"
         jpeg = await resp.read()
     import cv2
@@ -480,8 +520,9 @@ async def test_scopes_interfaces_and_hostname(fleet: SimFleet, http: aiohttp.Cli
     items = [i.text for i in parse(raw).iter(f"{{{NS['tt']}}}ScopeItem")]
     assert status == 200 and "onvif://www.onvif.org/Profile/Streaming" in items
     assert any(i and i.startswith("onvif://www.onvif.org/name/") for i in items)
-    status, _h, raw = await post(http, d, envelope(op("GetNetworkInterfaces"),
-                                                    header=wsse_header(d.username, d.password, datetime.now(UTC))))
+    status, _h, raw = await post(
+        http, d, envelope(op("GetNetworkInterfaces"), header=wsse_header(d.username, d.password, datetime.now(UTC)))
+    )
     assert status == 200 and parse(raw).findtext(".//tt:HwAddress", namespaces=NS) == d.mac
     status, _h, raw = await post(http, d, envelope(op("GetHostname")))
     assert status == 200 and parse(raw).findtext(".//tt:Name", namespaces=NS) == f"cam-{d.index:05d}"
@@ -571,8 +612,9 @@ def read_one_frame(url: str) -> tuple[bool, tuple[int, ...]]:
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp|analyzeduration;0|probesize;32768"
     import cv2
 
-    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 8000,
-                                                cv2.CAP_PROP_READ_TIMEOUT_MSEC, 8000])
+    cap = cv2.VideoCapture(
+        url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 8000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 8000]
+    )
     try:
         for _ in range(50):
             ok, frame = cap.read()

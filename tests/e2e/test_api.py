@@ -17,9 +17,7 @@ def client(inventory, tmp_path):
     with ledger.open("a", encoding="utf-8") as fh:
         fh.write("37131100001326000008,带密码的点位,118.27,34.99,371311,1,127.0.1.8,80,30\n")
     inventory.import_file(ledger, column_map={})
-    inventory.edit_camera(
-        "37131100001326000008", {"stream_uri": "rtsp://admin:secret@127.0.1.8:554/ch1"}, actor="test"
-    )
+    inventory.edit_camera("37131100001326000008", {"stream_uri": "rtsp://admin:secret@127.0.1.8:554/ch1"}, actor="test")
     with TestClient(create_app(inventory)) as c:
         yield c
 
@@ -52,14 +50,19 @@ def test_writes_need_a_write_key(client, inventory):
     assert client.patch("/api/v1/cameras/37131100001326000001", json=body).status_code == 401
     reader = create_key(inventory, "dashboard", "read", actor="test")
     writer = create_key(inventory, "ops", "write", actor="test")
-    assert client.patch("/api/v1/cameras/37131100001326000001", json=body,
-                        headers={"X-API-Key": reader}).status_code == 403
-    assert client.patch("/api/v1/cameras/37131100001326000001", json=body,
-                        headers={"X-API-Key": "vms_forged"}).status_code == 401
+    assert (
+        client.patch("/api/v1/cameras/37131100001326000001", json=body, headers={"X-API-Key": reader}).status_code
+        == 403
+    )
+    assert (
+        client.patch("/api/v1/cameras/37131100001326000001", json=body, headers={"X-API-Key": "vms_forged"}).status_code
+        == 401
+    )
     r = client.patch("/api/v1/cameras/37131100001326000001", json=body, headers={"X-API-Key": writer})
     assert r.status_code == 200 and r.json()["record"]["name"] == "沂河路口东北角"
-    bad = client.patch("/api/v1/cameras/37131100001326000001", json={"fields": {"colour": "red"}},
-                       headers={"X-API-Key": writer})
+    bad = client.patch(
+        "/api/v1/cameras/37131100001326000001", json={"fields": {"colour": "red"}}, headers={"X-API-Key": writer}
+    )
     assert bad.status_code == 422
     with inventory.session(write=False) as s:
         from vms import repository as repo
