@@ -118,7 +118,7 @@ class _Assembler:
         self.issues: list[RowIssue] = []
         self.columns: dict[str, str] = {}
         self.unmapped: dict[str, None] = {}
-        self._plans_seen: set[int] = set()
+        self._plans_seen: dict[int, HeaderPlan] = {}  # holding the plan keeps its id unique
         self._ids: dict[str, int] = {}
         self._name_pos: dict[tuple[str, float, float], int] = {}
 
@@ -131,7 +131,7 @@ class _Assembler:
     def note_plan(self, headers: Sequence[str], plan: HeaderPlan) -> None:
         if id(plan) in self._plans_seen:
             return
-        self._plans_seen.add(id(plan))
+        self._plans_seen[id(plan)] = plan
         for idx, name in plan.fields.items():
             self.columns.setdefault(headers[idx], name)
         for key in plan.extra.values():

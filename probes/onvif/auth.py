@@ -36,7 +36,7 @@ Method = Literal["wsse", "digest"]
 
 _WSSE_NS: Final = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 _WSU_NS: Final = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-_PASSWORD_DIGEST: Final = (
+_DIGEST_TYPE_URI: Final = (
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
 )
 _BASE64_BINARY: Final = (
@@ -79,7 +79,7 @@ def wsse_header(
     return (
         f'<wsse:Security xmlns:wsse="{_WSSE_NS}" xmlns:wsu="{_WSU_NS}" s:mustUnderstand="1">'
         f"<wsse:UsernameToken><wsse:Username>{escape(credential.username)}</wsse:Username>"
-        f'<wsse:Password Type="{_PASSWORD_DIGEST}">{digest}</wsse:Password>'
+        f'<wsse:Password Type="{_DIGEST_TYPE_URI}">{digest}</wsse:Password>'
         f'<wsse:Nonce EncodingType="{_BASE64_BINARY}">{base64.b64encode(nonce).decode()}</wsse:Nonce>'
         f"<wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"
     )
@@ -93,8 +93,8 @@ _HASHES: Final[Mapping[str, Callable[[bytes], str]]] = {
 }
 # RFC 7616 section 3.7: prefer the strongest algorithm offered.
 _PREFERENCE: Final = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
-_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_ITEM: Final = re.compile(rf'[\s,]*({_TOKEN})(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*))?')
+_TCHARS: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_ITEM: Final = re.compile(rf'[\s,]*({_TCHARS})(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*))?')
 
 
 @dataclass(frozen=True, slots=True)

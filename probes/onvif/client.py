@@ -69,6 +69,7 @@ __all__ = [
     "interrogate_many",
     "interrogate_stream",
     "make_session",
+    "read_capped",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def _transport_failure(exc: BaseException, step: str) -> Failure:
     return Failure(Cause.PROTOCOL, step, type(exc).__name__)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int, step: str) -> bytes:
+async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int, step: str) -> bytes:
     if resp.content_length is not None and resp.content_length > max_bytes:
         raise ProbeError(Failure(Cause.PROTOCOL, step, f"reply of {resp.content_length} bytes exceeds {max_bytes}"))
     chunks: list[bytes] = []
@@ -178,8 +179,10 @@ async def _post(
     """POST one envelope; transport problems become :class:`ProbeError` with a classified cause."""
     try:
         async with session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False) as resp:
-            body = await _read_capped(resp, max_bytes, step)
-            challenges = parse_digest_challenges(resp.headers.getall("WWW-Authenticate", [])) if resp.status == 401 else []
+            body = await read_capped(resp, max_bytes, step)
+            challenges: list[DigestChallenge] = []
+            if resp.status == 401:
+                challenges = parse_digest_challenges(resp.headers.getall("WWW-Authenticate", []))
             return _Http(resp.status, body, challenges, resp.headers.get("Location"))
     except ProbeError:
         raise
@@ -304,7 +307,9 @@ class _Device:
         accepted = fault is not None and cause not in (Cause.AUTH, Cause.CLOCK_SKEW)
         return _Outcome(http.status, reply, self._failure(cause, step, detail), accepted, fault)
 
-    async def _attempt(self, step: str, url: str, op: Operation, method: _AuthKind, cred: Credential | None) -> _Outcome:
+    async def _attempt(
+        self, step: str, url: str, op: Operation, method: _AuthKind, cred: Credential | None
+    ) -> _Outcome:
         """One logical request, including the digest challenge round trip, a stale-nonce refresh, a switch to
         SOAP 1.1 for devices that refuse 1.2 (DOMAIN 7.9) and one retry of a dropped keep-alive socket."""
         swapped = refreshed = retried = False
@@ -353,7 +358,8 @@ class _Device:
                 else:
                     self.challenge, self.nc = fresh, 0  # remember: the device speaks digest
             outcome = self._classify(step, http)
-            version_refused = http.status == 415 or (outcome.fault is not None and outcome.fault.code == "VersionMismatch")
+            fault_code = outcome.fault.code if outcome.fault is not None else ""
+            version_refused = http.status == 415 or fault_code == "VersionMismatch"
             if version_refused and not swapped:
                 swapped = True
                 self.soap = "1.1" if self.soap == "1.2" else "1.2"
@@ -364,9 +370,9 @@ class _Device:
 
     # -- authentication -----------------------------------------------------------------------------------
 
-    def _methods(self, cred: Credential) -> list[Literal["wsse", "digest"]]:
+    def _methods(self, credentials: Sequence[Credential]) -> list[Literal["wsse", "digest"]]:
         order: list[Literal["wsse", "digest"]] = []
-        remembered = self.budget.preferred_method(self.target.key, cred)
+        remembered = self.budget.preferred_method(self.target.key, credentials[0]) if credentials else None
         if remembered is not None:
             order.append(remembered)
         if self.auth_hint in ("wsse", "digest"):
@@ -377,15 +383,20 @@ class _Device:
         return list(dict.fromkeys(order))
 
     async def _login(self, step: str, url: str, op: Operation) -> _Outcome:
-        """Find a working credential+method without exceeding the login budget (DOMAIN 7.3)."""
+        """Find a working credential+method without exceeding the login budget (DOMAIN 7.3).
+
+        Every credential is tried with the most likely method before any is tried with the other one: with a
+        budget of 2, a wrong and a right credential still get in on a device that speaks one method only."""
         key = self.target.key
         if not self.credentials:
             raise _AuthImpossible(self._failure(Cause.AUTH, step, "device requires authentication; no credentials"))
-        last: Failure | None = None
-        for cred in self.budget.order(key, self.credentials):
-            for method in self._methods(cred):
+        credentials = self.budget.order(key, self.credentials)
+        rejections: list[str] = []
+        cause = Cause.AUTH
+        for method in self._methods(credentials):
+            for cred in credentials:
                 if method == "digest" and self.challenge is None:
-                    continue  # never challenged: the device does not speak HTTP digest here
+                    break  # never challenged: the device does not speak HTTP digest here
                 if self.budget.is_bad(key, cred, method):
                     continue
                 if not self.budget.try_charge(key):
@@ -405,11 +416,14 @@ class _Device:
                     self.budget.mark_bad(key, cred, method)
                 detail = failure.detail
                 if method == "wsse" and self.clock_offset_s is None:
-                    detail += "; device clock unknown, WS-UsernameToken may fail on clock skew"
-                last = self._failure(failure.cause, step, f"{method} login rejected: {detail}")
-        if last is None:
-            last = self._failure(Cause.AUTH, step, "every configured credential was rejected earlier; not retrying")
-        raise _AuthImpossible(last)
+                    detail += " (device clock unknown: WS-UsernameToken may fail on clock skew)"
+                rejections.append(f"{method}: {detail}")
+                cause = failure.cause if failure.cause is Cause.CLOCK_SKEW else cause
+        if not rejections:
+            raise _AuthImpossible(
+                self._failure(Cause.AUTH, step, "every configured credential was rejected earlier; not retrying")
+            )
+        raise _AuthImpossible(self._failure(cause, step, "login rejected - " + "; ".join(rejections)))
 
     async def _authenticated(self, step: str, url: str, op: Operation) -> _Outcome:
         if self.method in ("wsse", "digest"):
@@ -614,7 +628,9 @@ class _Interrogation:
         reply = await self.optional(step, url, op)
         return parse_uri(reply.payload) if reply is not None else None
 
-    def _profile(self, info: ProfileInfo, stream: str | None, snapshot: str | None, source: MediaSource) -> MediaProfile:
+    def _profile(
+        self, info: ProfileInfo, stream: str | None, snapshot: str | None, source: MediaSource
+    ) -> MediaProfile:
         return MediaProfile(
             token=info.token,
             name=info.name,

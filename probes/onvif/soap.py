@@ -7,6 +7,7 @@ body may come labelled as SOAP 1.1 or the reverse (DOMAIN 7.9), so the content t
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ __all__ = [
     "Ops",
     "Reply",
     "SoapVersion",
+    "all_text",
     "build_envelope",
     "child",
     "children",
@@ -34,6 +36,7 @@ __all__ = [
     "lenient_text",
     "local",
     "parse_reply",
+    "parse_xml",
     "path",
     "request_headers",
     "status_cause",
@@ -76,6 +79,7 @@ _RECOVER_PARSER: Final = etree.XMLParser(
 # Characters XML 1.0 forbids; firmware strings (serials read from EEPROM) sometimes contain them.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*\?>")
+_BARE_AMPERSAND = re.compile(r"&(?!(?:#[0-9]+|#x[0-9a-fA-F]+|[A-Za-z_][\w.-]*);)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +183,19 @@ def descendant(el: Any, name: str) -> Any:
 
 
 def text_of(el: Any) -> str | None:
+    """The element's own text. Not its descendants': after a recovering parse an unclosed element swallows
+    its siblings (``<FirmwareVersion>1.0<SerialNumber>..``) and must not absorb their text."""
+    if el is None or el.text is None:
+        return None
+    value = el.text.strip()
+    return value or None
+
+
+def all_text(el: Any) -> str | None:
+    """Text of the element and its descendants (fault details)."""
     if el is None:
         return None
-    value = "".join(el.itertext()).strip()
+    value = " ".join(t.strip() for t in el.itertext() if t.strip())
     return value or None
 
 
@@ -238,33 +252,49 @@ def _parse_fault(fault_el: Any) -> Fault:
             subcodes.append(_qname_local(text_of(child(sub, "Value"))))
             sub = child(sub, "Subcode")
         reason_el = child(fault_el, "Reason")
-        reason = text_of(child(reason_el, "Text")) or text_of(reason_el) or ""
+        reason = all_text(child(reason_el, "Text")) or all_text(reason_el) or ""
     else:  # SOAP 1.1: faultcode may itself be the specific code, e.g. wsse:FailedAuthentication
         raw = _qname_local(text_of(child(fault_el, "faultcode")))
         code, subcodes = raw, []
         if raw not in ("Client", "Server", "VersionMismatch", "MustUnderstand"):
             code, subcodes = "Client", [raw]
         reason = text_of(child(fault_el, "faultstring")) or ""
-    detail = text_of(child(fault_el, "Detail")) or text_of(child(fault_el, "detail"))
+    detail = all_text(child(fault_el, "Detail")) or all_text(child(fault_el, "detail"))
     if detail and detail not in reason:
         reason = f"{reason} ({detail})" if reason else detail
     return Fault(code, tuple(s for s in subcodes if s), reason)
 
 
+def _gb18030_or_replace(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: read an invalid UTF-8 spot as a GB18030 character if it is one, else U+FFFD.
+
+    Chinese firmwares write GBK/GB18030 device names into documents declared UTF-8 (DOMAIN 7.9)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    raw, start = exc.object, exc.start
+    for size in (2, 4):
+        chunk = raw[start : start + size]
+        if len(chunk) == size and 0x81 <= chunk[0] <= 0xFE:
+            try:
+                return bytes(chunk).decode("gb18030"), start + size
+            except UnicodeDecodeError:
+                continue
+    return "\ufffd", start + 1
+
+
+codecs.register_error("vms-gb18030-or-replace", _gb18030_or_replace)
+
+
 def lenient_text(data: bytes) -> str:
-    """Decode a reply that is not valid UTF-8. Chinese firmwares often send GB18030 bytes under a UTF-8
-    declaration; anything else gets replacement characters so the rest of the reply stays usable."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError:
-            text = data.decode("utf-8", errors="replace")
-    return _XML_INVALID.sub("\ufffd", text)
+    """Decode a reply that is not valid UTF-8, keeping every valid part; stray GB18030 characters are read as
+    such, anything else becomes U+FFFD. XML-invalid control characters and bare '&' are neutralised."""
+    text = data.decode("utf-8", errors="vms-gb18030-or-replace")
+    text = _XML_INVALID.sub("\ufffd", text)
+    return _BARE_AMPERSAND.sub("&amp;", text)
 
 
-def _parse_xml(data: bytes) -> tuple[Any, bool]:
+def parse_xml(data: bytes) -> tuple[Any, bool]:
+    """(root element, recovered): strict parse first, then a lenient decode and a recovering parse."""
     try:
         return etree.fromstring(data, _STRICT_PARSER), False
     except etree.XMLSyntaxError:
@@ -284,7 +314,7 @@ def parse_reply(data: bytes) -> Reply:
     """Parse a SOAP reply of either version. Raises :class:`MalformedReply` when no envelope survives."""
     if not data.strip():
         return Reply(None, None, None, False)
-    root, recovered = _parse_xml(data)
+    root, recovered = parse_xml(data)
     if local(root.tag) != "Envelope":
         raise MalformedReply(f"not a SOAP envelope (root element {local(root.tag) or '?'})")
     ns = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""

@@ -125,7 +125,7 @@ class DeviceSpec:
     host: str
     port: int
     username: str
-    password: str
+    password: str = field(repr=False)  # never in logs or reprs
     auth: AuthMode
     media2: bool
     clock_offset_s: float
@@ -143,13 +143,10 @@ class DeviceSpec:
     profiles: tuple[ProfileSpec, ...]
     rtsp_url_base: str = ""
     rtsp_mount: str = ""
-    advertised_host_override: str = field(default="", repr=False)
 
     @property
     def advertised_host(self) -> str:
         """The host the device writes into XAddrs and URIs (a LAN or 0.0.0.0 address for the address faults)."""
-        if self.advertised_host_override:
-            return self.advertised_host_override
         if "zero_addrs" in self.faults:
             return "0.0.0.0"  # noqa: S104 - text inside replies only; nothing binds or connects to it
         if "private_addrs" in self.faults:
@@ -366,10 +363,6 @@ def covering_fault_layout(*, healthy: int = 6) -> dict[int, frozenset[str]]:
     for k in range(healthy):
         layout[len(FAULTS) + k] = frozenset()
     return layout
-
-
-def with_port(devices: Sequence[DeviceSpec], port: int) -> list[DeviceSpec]:
-    return [replace(d, port=port) for d in devices]
 
 
 def with_rtsp(devices: Sequence[DeviceSpec], rtsp_port: int, *, on_device_hosts: bool) -> list[DeviceSpec]:

@@ -46,6 +46,7 @@ ACTION_PROBE_MATCHES = f"{NS_WSD}/ProbeMatches"
 _NVT = (NS_DN, "NetworkVideoTransmitter")
 _DEVICE = (NS_TDS, "Device")
 _DEVICE_TYPES = frozenset({_NVT, _DEVICE})
+_DEVICE_LOCAL_NAMES = frozenset({_NVT[1], _DEVICE[1]})
 
 _SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
@@ -108,7 +109,10 @@ def device_answers(device: DeviceSpec, probe: Probe) -> bool:
         # Some firmware answers only `dn:NetworkVideoTransmitter` probes (DOMAIN.md 7.6).
         if probe.types is None or _NVT not in probe.types:
             return False
-    elif probe.types is not None and not (probe.types & _DEVICE_TYPES):
+    elif probe.types is not None and not (probe.types & _DEVICE_TYPES) and not any(
+        ns == "" and local in _DEVICE_LOCAL_NAMES for ns, local in probe.types
+    ):
+        # Most firmware is lenient: an undeclared prefix still matches by local name.
         return False
     return all(_scope_matches(s, device.scopes) for s in probe.scopes)
 

@@ -137,7 +137,7 @@ def start_rtsp_server(
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(cfg, fh)
     proc = subprocess.Popen(
-        [SYSTEM_PYTHON, str(SCRIPT), cfg_path],
+        [SYSTEM_PYTHON, str(SCRIPT), "--config", cfg_path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=None,

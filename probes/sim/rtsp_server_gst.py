@@ -2,9 +2,9 @@
 # ruff: noqa: E402
 """RTSP server for the simulated fleet, run under Debian's /usr/bin/python3 (its `gi` has gst-rtsp-server).
 
-Usage: /usr/bin/python3 rtsp_server_gst.py CONFIG.json
-CONFIG: {"address": "127.0.0.1", "port": 0, "mounts": ["/cam0", ...], "video": null | "/path.mp4",
-         "hosts": ["127.1.0.1", ...], "width": 320, "height": 240, "fps": 10}
+Usage: /usr/bin/python3 rtsp_server_gst.py [--config CONFIG.json] [--port N] [--mounts N] [--video PATH]
+CONFIG (what probes/sim/rtsp.py writes): {"address": "127.0.0.1", "port": 0, "mounts": ["/cam0", ...],
+         "video": null | "/path.mp4", "hosts": ["127.1.0.1", ...], "width": 320, "height": 240, "fps": 10}
 Prints one line `READY <port> <listening-device-hosts>` on stdout when serving; exits when stdin closes (parent gone).
 
 Device addresses: gst-rtsp-server binds one address, so this script also listens on every device address at the
@@ -12,9 +12,12 @@ same port and hands accepted sockets to the server (`transfer_connection`). A cl
 the address that answered ONVIF (DOMAIN.md 7.4) therefore reaches a real RTSP server there.
 """
 
+import argparse
 import json
+import os
 import signal
 import socket
+import stat
 import sys
 
 import gi
@@ -45,9 +48,28 @@ def launch_line(index: int, cfg: dict) -> str:
     return f"( {src} ! videoconvert ! {enc} )"
 
 
+def load_config(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="JSON configuration (overrides the other options)")
+    parser.add_argument("--port", type=int, default=0, help="RTSP port on 127.0.0.1 (0: choose one)")
+    parser.add_argument("--mounts", type=int, default=8, help="number of shared mounts /cam0../camN-1")
+    parser.add_argument("--video", help="serve this video file instead of test patterns")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--fps", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.config:
+        with open(args.config, encoding="utf-8") as fh:
+            return json.load(fh)
+    return {"address": "127.0.0.1", "port": args.port, "mounts": [f"/cam{i}" for i in range(args.mounts)],
+            "video": args.video, "hosts": [], "width": args.width, "height": args.height, "fps": args.fps}
+
+
 def main() -> int:
-    with open(sys.argv[1], encoding="utf-8") as fh:
-        cfg = json.load(fh)
+    cfg = load_config(sys.argv[1:])
+    if not str(cfg.get("address", "127.0.0.1")).startswith("127."):
+        print("ERROR the simulator's RTSP server binds loopback addresses only", flush=True)
+        return 2
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address(cfg.get("address", "127.0.0.1"))
@@ -77,6 +99,8 @@ def main() -> int:
         return True
 
     for host in cfg.get("hosts", []):
+        if not str(host).startswith("127."):
+            continue  # loopback only
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -96,7 +120,9 @@ def main() -> int:
         loop.quit()  # parent closed our stdin: it is gone or stopping us
         return False
 
-    GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.HUP | GLib.IOCondition.IN, on_stdin)
+    if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):  # started by rtsp.py: its pipe is our lifeline
+        GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.HUP | GLib.IOCondition.IN,
+                          on_stdin)
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, loop.quit)
     print(f"READY {port} {len(listeners)}", flush=True)

@@ -15,14 +15,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from lxml import etree
 
-from probes.sim import FAULTS, SimFleet, build_fleet, covering_fault_layout
-from probes.sim.devices import DeviceSpec, device_host
+from probes.sim import FAULTS, FleetCredentials, SimFleet, build_fleet, covering_fault_layout, run_fleet
+from probes.sim.devices import DEFAULT_PASSWORD, DeviceSpec, device_host
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -648,3 +649,32 @@ async def test_onvif_zeep_async_client_works(fleet: SimFleet) -> None:
             assert profiles[0].VideoEncoderConfiguration.Resolution.Width == d.profiles[0].width
         finally:
             await cam.close()
+
+
+async def test_rtsp_serves_a_video_file(shared_data: Path) -> None:
+    from probes.sim.rtsp import start_rtsp_server
+
+    # H.264 MP4: decodable by the base GStreamer plugins (the MPEG-4 Part 2 AVI needs gstreamer1.0-libav)
+    server = await asyncio.to_thread(start_rtsp_server, 1, None, shared_data / "video" / "pedestrians_480x360.mp4")
+    try:
+        ok, shape = await asyncio.wait_for(asyncio.to_thread(read_one_frame, server.url("/cam0")), 30)
+        assert ok and shape == (240, 320, 3)
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert not server.running
+
+
+async def test_credentials_file_round_trip(fleet: SimFleet, tmp_path: Path) -> None:
+    path = fleet.credentials.write(tmp_path / "fleet-credentials.json")
+    assert path.stat().st_mode & 0o077 == 0
+    again = FleetCredentials.read(path)
+    assert again == fleet.credentials
+    assert {c.host for c in again.devices} == {d.host for d in fleet.devices}
+
+
+async def test_run_fleet_prints_a_summary_without_passwords(capsys: pytest.CaptureFixture[str]) -> None:
+    base = _test_base_host().rsplit(".", 2)[0] + ".251.1"  # beside the module fleet's addresses
+    rc = await asyncio.wait_for(asyncio.to_thread(
+        run_fleet, 30, port=0, base_host=base, rtsp=False, discovery=False, duration_s=0.3), 30)
+    out = capsys.readouterr().out
+    assert rc == 0 and "30 simulated ONVIF devices" in out and DEFAULT_PASSWORD not in out
