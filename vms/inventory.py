@@ -43,8 +43,14 @@ def observation_key(fields: Mapping[str, Any], line: int | None = None) -> str:
     return f"line:{line}"
 
 
-def digest(fields: Mapping[str, Any], extra: Mapping[str, Any] | None) -> str:
-    blob = json.dumps([fields, extra or {}], sort_keys=True, default=str, ensure_ascii=False)
+def to_json(value: Mapping[str, Any] | None) -> str | None:
+    if not value:
+        return None
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def digest(fields_json: str | None, extra_json: str | None) -> str:
+    blob = f"{fields_json or ''}\x00{extra_json or ''}"
     return hashlib.sha1(blob.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -171,35 +177,35 @@ def ingest(
     """
     now = now or utcnow()
     result = IngestResult(source=source)
+    lap = _Lap(result.timings)
     src = repo.get_or_create_source(session, source, kind)
     src.last_import_at = now
     stored = repo.source_observations(session, src.id)
 
     seen: set[str] = set()
-    fresh: list[tuple[Observation, str]] = []
-    changed: list[tuple[Observation, str, repo.StoredObservation]] = []
+    fresh: list[tuple[Observation, _Encoded]] = []
+    changed: list[tuple[Observation, _Encoded, repo.StoredObservation]] = []
     for raw in observations:
         # URLs from ledgers and cameras carry user:password@; credentials belong in the encrypted store.
         ob = replace(raw, fields=without_url_credentials(raw.fields))
         if ob.key in seen:
             continue  # duplicates inside one batch are the reader's to report; first one wins
         seen.add(ob.key)
-        dg = digest(ob.fields, ob.extra)
+        dg = _Encoded.of(ob)
         st = stored.get(ob.key)
         if st is None:
             fresh.append((ob, dg))
-        elif st.digest != dg or st.removed:
+        elif st.digest != dg.digest or st.removed:
             changed.append((ob, dg, st))
         else:
             result.observations_unchanged += 1
     repo.touch_observations(session, src.id, now)
-    lap = _Lap(result.timings)
     lap("compare")
 
     # Identity: which camera does each new observation describe?
     keysets = [identity_keys(ob.fields) for ob, _ in fresh]
     matcher = _Matcher(session, keysets)
-    new_groups: dict[int, list[tuple[Observation, str]]] = {}  # negative placeholder id -> observations
+    new_groups: dict[int, list[tuple[Observation, _Encoded]]] = {}  # negative placeholder id -> observations
     targets: list[int] = []
     for (ob, dg), keys in zip(fresh, keysets, strict=True):
         target = (pinned or {}).get(ob.key)
@@ -241,9 +247,9 @@ def ingest(
                 "camera_id": id_of.get(target, target),
                 "source_id": src.id,
                 "key": ob.key,
-                "fields": _plain(ob.fields),
-                "extra": dict(ob.extra) or None,
-                "digest": dg,
+                "fields": dg.fields,
+                "extra": dg.extra,
+                "digest": dg.digest,
                 "line": ob.line,
                 **_key_columns(ob.fields),
                 "first_seen": now,
@@ -260,9 +266,9 @@ def ingest(
         [
             {
                 "id": st.id,
-                "fields": _plain(ob.fields),
-                "extra": dict(ob.extra) or None,
-                "digest": dg,
+                "fields": dg.fields,
+                "extra": dg.extra,
+                "digest": dg.digest,
                 "line": ob.line,
                 **_key_columns(ob.fields),
                 "updated_at": now,
@@ -297,8 +303,19 @@ class _Lap:
         self.t = now
 
 
-def _plain(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """An observation serialised once: stored as is, and hashed to tell whether it changed."""
+
+    fields: str
+    extra: str | None
+    digest: str
+
+    @classmethod
+    def of(cls, ob: Observation) -> _Encoded:
+        fields = to_json({k: v for k, v in ob.fields.items() if v is not None}) or "{}"
+        extra = to_json(ob.extra)
+        return cls(fields, extra, digest(fields, extra))
 
 
 def _place(rows: list[dict[str, Any]], regions: RegionContext) -> None:

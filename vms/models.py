@@ -105,8 +105,10 @@ class Observation(Base):
     camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"), index=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
-    fields: Mapped[dict[str, Any]]
-    extra: Mapped[dict[str, Any] | None]
+    # JSON text written by the ingest itself: the same text is hashed for change detection, so a
+    # 100,000-row import serialises each record once.
+    fields: Mapped[str] = mapped_column(Text)
+    extra: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(40))
     line: Mapped[int | None]
     # Identity keys (vms.domain.identity_keys), indexed for matching.

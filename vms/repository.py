@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +37,8 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         return
     conn = session.connection()
     dialect = conn.dialect
-    names = list(rows[0])
+    # Only columns some row fills: a ledger fills 20 of the 60 camera columns, the rest stay NULL.
+    names = [n for n in rows[0] if any(r[n] is not None for r in rows)]
     cols = [table.c[n] for n in names]
     procs = [(i, p) for i, c in enumerate(cols) if (p := c.type._cached_bind_processor(dialect)) is not None]
     quote = dialect.identifier_preparer.quote
@@ -172,8 +174,8 @@ def live_observations(session: Session, camera_ids: Collection[int]) -> dict[int
                     r.name,
                     SourceKind(r.kind),
                     r.key,
-                    r.fields,
-                    r.extra,
+                    json.loads(r.fields),
+                    json.loads(r.extra) if r.extra else None,
                     _aware(r.updated_at),
                     _aware(r.first_seen),
                     r.line,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class ImportReport:
             "changed": self.result.changed,
             "issues": [_issue_dict(i) for i in self.issues],
             "identity_conflicts": self.result.identity_conflicts,
+            "timings": self.result.timings,
             "run_id": self.run_id,
         }
 
@@ -146,7 +148,9 @@ class Inventory:
             overrides.update(load_column_map(self.settings.column_map_file).overrides)
         overrides.update(column_map or {})
         progress("read", 0, 1)
+        started = time.perf_counter()
         read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding)
+        read_seconds = round(time.perf_counter() - started, 3)
         progress("read", 1, 1)
         kind = kind or (SourceKind.CATALOG if read.format == "xml" else SourceKind.LEDGER)
         source = source or f"{kind.value}:{path.stem}"
@@ -175,6 +179,7 @@ class Inventory:
                 regions=ctx,
                 snapshot=snapshot,
             )
+            result.timings = {"read": read_seconds, **result.timings}
             src = repo.get_or_create_source(s, source, kind)
             logins = url_logins(o.fields for o in observations)
             if logins:

@@ -118,9 +118,9 @@ def rewrite_uri(uri: str, answered_host: str, answered_port: int | None, *, answ
         return clean
     if not parts.scheme or not _needs_rewrite(uri_host, answered_host):
         return clean
-    port = uri_port
+    port = uri_port  # an explicit port stays explicit; an implicit one stays implicit
     if answered_port is not None and parts.scheme.lower() == answered_scheme.lower():
-        port = answered_port
-    default = {"http": 80, "https": 443, "rtsp": 554}.get(parts.scheme.lower())
-    netloc = format_hostport(answered_host, None if port == default else port)
+        default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+        port = None if answered_port == default else answered_port
+    netloc = format_hostport(answered_host, port)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -71,15 +70,32 @@ def _created_epoch(text: str) -> float | None:
     return dt.timestamp()
 
 
+_SECURITY = f"{{{WSSE_NS}}}Security"
+_USERNAME_TOKEN = f"{{{WSSE_NS}}}UsernameToken"
+_USERNAME = f"{{{WSSE_NS}}}Username"
+_PASSWORD = f"{{{WSSE_NS}}}Password"
+_NONCE = f"{{{WSSE_NS}}}Nonce"
+_CREATED = (f"{{{WSU_NS}}}Created", f"{{{WSSE_NS}}}Created")  # some clients put Created in the wsse namespace
+
+
+def _child(parent: etree._Element, tag: str) -> etree._Element | None:
+    # a plain scan of the few children: lxml path lookups cost several microseconds each
+    for c in parent:
+        if c.tag == tag:
+            return c
+    return None
+
+
 def check_wsse(header: etree._Element | None, device: DeviceSpec, *, now: float) -> AuthOutcome:
     """Check the UsernameToken in a SOAP Header against the device's password and clock (`now` is real time)."""
-    if header is None:
-        return AuthOutcome.MISSING
-    token = header.find(f"{{{WSSE_NS}}}Security/{{{WSSE_NS}}}UsernameToken")
+    security = None if header is None else _child(header, _SECURITY)
+    token = None if security is None else _child(security, _USERNAME_TOKEN)
     if token is None:
         return AuthOutcome.MISSING
-    user = (token.findtext(f"{{{WSSE_NS}}}Username") or "").strip()
-    pw_el = token.find(f"{{{WSSE_NS}}}Password")
+    parts = {c.tag: c for c in token}
+    user_el = parts.get(_USERNAME)
+    user = (user_el.text or "").strip() if user_el is not None else ""
+    pw_el = parts.get(_PASSWORD)
     if pw_el is None:
         return AuthOutcome.BAD_PASSWORD
     given = (pw_el.text or "").strip()
@@ -87,10 +103,13 @@ def check_wsse(header: etree._Element | None, device: DeviceSpec, *, now: float)
         # PasswordText: many cameras still accept it; no timestamp to check.
         ok = user == device.username and hmac.compare_digest(given.encode(), device.password.encode())
         return AuthOutcome.OK if ok else AuthOutcome.BAD_PASSWORD
-    created = token.findtext(f"{{{WSU_NS}}}Created") or token.findtext(f"{{{WSSE_NS}}}Created") or ""
-    nonce_b64 = token.findtext(f"{{{WSSE_NS}}}Nonce") or ""
+    created_el = parts.get(_CREATED[0])
+    if created_el is None:
+        created_el = parts.get(_CREATED[1])
+    created = (created_el.text or "") if created_el is not None else ""
+    nonce_el = parts.get(_NONCE)
     try:
-        nonce = base64.b64decode(nonce_b64.strip(), validate=True)
+        nonce = base64.b64decode(((nonce_el.text or "") if nonce_el is not None else "").strip(), validate=True)
     except ValueError:
         return AuthOutcome.BAD_PASSWORD
     # ONVIF mandates SHA-1 here (WS-Security UsernameToken Profile 1.0).
@@ -160,7 +179,3 @@ class DigestAuthority:
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-
-def wall_clock() -> float:
-    return time.time()

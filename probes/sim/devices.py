@@ -317,9 +317,11 @@ def build_fleet(
         if "wrong_password" in faults:
             real_password = "Changed-" + _digest(seed, index, "pw").hex()[:8]
         host = device_host(base_host, index)
-        mac_tail = _digest(seed, index, "mac")[:3]
+        # Identity (MAC, serial, endpoint reference) also hangs on the address, so two fleets running side by side
+        # on different address ranges never share identities; the same arguments still give the same fleet.
+        mac_tail = _digest(seed, index, "mac@" + host)[:3]
         mac = rnd.choice(vendor.ouis) + "".join(f":{b:02X}" for b in mac_tail)
-        serial = vendor.serial_prefix + _digest(seed, index, "serial").hex()[:12].upper()
+        serial = vendor.serial_prefix + _digest(seed, index, "serial@" + host).hex()[:12].upper()
         place = rnd.choice(_PLACES)
         # A tenth of the estate still carries the vendor's default name (data-quality rule 6 material).
         name = vendor.default_name if rnd.random() < 0.1 else f"{place}-{index:05d}"
@@ -342,7 +344,7 @@ def build_fleet(
                 serial=serial,
                 hardware_id=model.split("-")[0] + "-" + str(rnd.randrange(80, 99)),
                 mac=mac,
-                endpoint_ref="urn:uuid:" + str(uuid.UUID(bytes=_digest(seed, index, "epr")[:16], version=4)),
+                endpoint_ref="urn:uuid:" + str(uuid.UUID(bytes=_digest(seed, index, "epr@" + host)[:16], version=4)),
                 name=name,
                 location=location,
                 hardware=model,

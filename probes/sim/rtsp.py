@@ -68,9 +68,11 @@ class RtspServer:
 def _wait_ready(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, int]:
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
+    poller = select.poll()  # not select(): a 10,000-device parent holds descriptors far above 1024
+    poller.register(fd, select.POLLIN | select.POLLHUP)
     buf = b""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
+        ready = poller.poll(max(0.0, min(500.0, (deadline - time.monotonic()) * 1000)))
         if not ready:
             if proc.poll() is not None:
                 break

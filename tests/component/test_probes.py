@@ -1,0 +1,337 @@
+"""The device library against the simulated camera fleet (probes.sim) over real loopback sockets.
+
+Network safety: every device lives on 127.1.x.y; multicast goes out of 127.0.0.1 only; the range scan covers
+the fleet's own /24 on loopback. Each run picks its own /24 and a free common port, so parallel runs of other
+suites do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Address
+
+import pytest_asyncio
+
+from probes.discovery.scan import scan_range
+from probes.discovery.wsdiscovery import ProbeVariant, probe_multicast, probe_unicast
+from probes.errors import LOGIN_BUDGET_EXHAUSTED, Cause
+from probes.onvif.auth import Credential, LoginBudget
+from probes.onvif.client import interrogate, interrogate_many, interrogate_stream, make_session
+from probes.onvif.parse import MEDIA2_NS, MEDIA_NS
+from probes.results import DeviceReport, as_dict
+from probes.sim import SimFleet, build_fleet, covering_fault_layout
+from probes.sim.devices import AuthMode, DeviceSpec
+
+TIMEOUT = 1.5  # per call; the slow profile answers after 0.3-0.4 s here
+DEADLINE = 20.0
+
+
+def _base_host() -> str:
+    # A /24 of our own inside 127.1.0.0/16 (never .0/.255 hosts; never 127.0.0.1).
+    return f"127.1.{100 + os.getpid() % 150}.1"
+
+
+def _network(fleet: SimFleet) -> str:
+    host = IPv4Address(fleet.devices[0].host)
+    return f"{IPv4Address(int(host) & ~0xFF)}/24"
+
+
+def _layout() -> tuple[dict[int, frozenset[str]], dict[int, AuthMode], dict[int, bool]]:
+    faults = covering_fault_layout(healthy=6)
+    by_fault = {next(iter(f)): i for i, f in faults.items() if f}
+    healthy = [i for i, f in faults.items() if not f]
+    auth: dict[int, AuthMode] = {
+        by_fault["clock_skew"]: "wsse",  # the skew only bites WS-UsernameToken (DOMAIN 7.1)
+        by_fault["auth_http_400"]: "digest",
+        by_fault["lockout"]: "both",
+        by_fault["wrong_password"]: "both",
+        healthy[0]: "wsse",
+        healthy[1]: "digest",
+        healthy[2]: "both",
+        healthy[3]: "wsse",
+        healthy[4]: "digest",
+        healthy[5]: "both",
+    }
+    media2 = {i: False for i in faults}
+    media2.update({healthy[3]: True, healthy[4]: True, healthy[5]: True, by_fault["private_addrs"]: True})
+    return faults, auth, media2
+
+
+@pytest_asyncio.fixture
+async def fleet() -> AsyncIterator[SimFleet]:
+    faults, auth, media2 = _layout()
+    devices = build_fleet(
+        len(faults),
+        fault_mix={},
+        faults_by_index=faults,
+        auth_by_index=auth,
+        media2_by_index=media2,
+        base_host=_base_host(),
+        port=0,
+    )
+    sim = SimFleet(devices=devices, rtsp=False, discovery=True, slow_delay_s=(0.3, 0.4))
+    async with sim:
+        yield sim
+
+
+def _creds(fleet: SimFleet) -> list[Credential]:
+    return [Credential(fleet.credentials.default_username, fleet.credentials.default_password)]
+
+
+def _one(fleet: SimFleet, fault: str) -> DeviceSpec:
+    (device,) = fleet.with_fault(fault)
+    return device
+
+
+async def _sweep(
+    fleet: SimFleet, budget: LoginBudget, creds: list[Credential] | None = None, *, quick: bool = False
+) -> list[DeviceReport]:
+    """One sweep of the fleet; ``quick`` leaves out the hang and slow devices, which only add waiting."""
+    devices = [d for d in fleet.devices if not (quick and d.faults & {"hang", "slow"})]
+    return await interrogate_many(
+        [d.url for d in devices],
+        credentials_for=lambda _t: creds if creds is not None else _creds(fleet),
+        budget=budget,
+        concurrency=32,
+        timeout=TIMEOUT,
+        deadline=DEADLINE,
+    )
+
+
+def _check_identity(report: DeviceReport, device: DeviceSpec) -> None:
+    assert report.ok, report.fatal
+    assert (report.manufacturer, report.model, report.firmware) == (device.manufacturer, device.model, device.firmware)
+    assert (report.serial, report.hardware_id) == (device.serial, device.hardware_id)
+    assert report.mac == device.mac.lower()
+    assert report.hostname == f"cam-{device.index:05d}"
+    assert (report.name, report.location, report.hardware) == (device.name, device.location, device.hardware)
+    assert report.clock_offset_s is not None and abs(report.clock_offset_s - device.clock_offset_s) < 1.5
+    assert report.address == device.host and report.port == device.port
+
+
+def _check_profiles(report: DeviceReport, device: DeviceSpec) -> None:
+    by_token = {p.token: p for p in report.profiles}
+    assert set(by_token) == {p.token for p in device.profiles}
+    for spec in device.profiles:
+        got = by_token[spec.token]
+        assert (got.encoding, got.width, got.height, got.fps, got.bitrate) == (
+            spec.encoding, spec.width, spec.height, float(spec.fps), spec.bitrate_kbps,
+        )
+        # H.265 only through Media2 (DOMAIN 7.7)
+        assert got.source == ("media2" if spec.encoding == "H265" else "media")
+        assert got.stream_uri is not None and f"//{device.host}:" in got.stream_uri
+        assert got.snapshot_uri == f"http://{device.host}:{device.port}/onvif/snapshot?profile={spec.token}"
+
+
+async def test_healthy_devices_are_read_completely(fleet: SimFleet) -> None:
+    reports = await _sweep(fleet, LoginBudget(), quick=True)
+    healthy = {d.index for d in fleet.healthy()}
+    assert len(healthy) == 6
+    by_host = {r.address: r for r in reports}
+    for device in fleet.devices:
+        if device.index not in healthy:
+            continue
+        report = by_host[device.host]
+        _check_identity(report, device)
+        _check_profiles(report, device)
+        assert report.failures == () and report.fatal is None
+        assert report.auth_method == ("wsse" if device.auth == "wsse" else "digest")
+        assert report.services[MEDIA_NS] == f"http://{device.host}:{device.port}/onvif/media_service"
+        assert (MEDIA2_NS in report.services) is device.media2
+        assert all(step.ok for step in report.steps)
+
+
+async def test_fault_profiles_end_in_the_right_cause_or_are_recovered(fleet: SimFleet) -> None:
+    budget = LoginBudget()
+    reports = {r.address: r for r in await _sweep(fleet, budget)}
+
+    def report(fault: str) -> tuple[DeviceReport, DeviceSpec]:
+        device = _one(fleet, fault)
+        return reports[device.host], device
+
+    r, d = report("offline")
+    assert not r.ok and r.fatal is not None and r.fatal.cause is Cause.REFUSED
+    r, d = report("hang")
+    assert not r.ok and r.fatal is not None and r.fatal.cause is Cause.TIMEOUT
+    assert r.elapsed_ms < 3 * TIMEOUT * 1000  # two silent calls, then the device is left alone (DOMAIN 7.8)
+    r, d = report("wrong_password")
+    assert not r.ok and r.fatal is not None and r.fatal.cause is Cause.AUTH
+    assert r.fatal.step == "GetDeviceInformation" and d.password not in str(r.fatal)
+    assert r.clock_offset_s is not None  # GetSystemDateAndTime needs no login
+    r, d = report("slow")
+    _check_identity(r, d)
+    _check_profiles(r, d)
+    r, d = report("clock_skew")
+    _check_identity(r, d)  # signed with the device's clock, WS-UsernameToken works 3-8 h off (DOMAIN 7.1)
+    assert r.auth_method == "wsse" and abs(r.clock_offset_s or 0) > 3000
+    assert [f.cause for f in r.failures] == [Cause.CLOCK_SKEW]
+    for fault in ("malformed_xml", "invalid_utf8"):
+        r, d = report(fault)
+        assert r.ok and r.fatal is None and r.failures == ()
+        assert r.mac == d.mac.lower() and len(r.profiles) == len(d.media1_profiles)
+        step = next(s for s in r.steps if s.step == "GetDeviceInformation")
+        assert step.ok and "recovered" in step.detail
+    r, d = report("malformed_xml")
+    assert r.manufacturer == d.manufacturer and r.model == f"{d.model} & Co" and r.serial == d.serial
+    r, d = report("invalid_utf8")
+    assert r.manufacturer is not None and r.manufacturer.startswith(f"{d.manufacturer} 海康威视")
+    assert r.model == f"{d.model} 球机" and r.serial == d.serial
+    for fault in ("private_addrs", "zero_addrs"):
+        r, d = report(fault)
+        _check_identity(r, d)
+        _check_profiles(r, d)  # stream and snapshot URIs rewritten to the answering host (DOMAIN 7.4)
+        advertised = d.advertised_host
+        assert advertised != d.host
+        assert r.services[MEDIA_NS] == f"http://{d.host}:{d.port}/onvif/media_service"
+        assert r.services_original[MEDIA_NS] == f"http://{advertised}:{d.port}/onvif/media_service"
+        assert all(p.stream_uri_original and f"//{advertised}:" in p.stream_uri_original for p in r.profiles)
+        assert all(p.snapshot_uri_original and f"//{advertised}:" in p.snapshot_uri_original for p in r.profiles)
+    r, d = report("no_get_services")
+    _check_identity(r, d)
+    assert [s.step for s in r.steps if not s.ok] == ["GetServices"]
+    assert r.services[MEDIA_NS].endswith("/onvif/media_service")  # from GetCapabilities (DOMAIN 7.7)
+    assert len(r.profiles) == len(d.media1_profiles) and r.failures == ()
+    for fault in ("soap_content_type_mismatch", "auth_http_400", "lockout", "picky_probe"):
+        r, d = report(fault)
+        _check_identity(r, d)
+        _check_profiles(r, d)
+        assert r.failures == ()
+
+
+async def test_auth_failure_as_http_400_is_auth(fleet: SimFleet) -> None:
+    device = _one(fleet, "auth_http_400")
+    async with make_session() as session:
+        report = await interrogate(
+            device.url,
+            credentials=[Credential(device.username, "not-the-password")],
+            session=session,
+            budget=LoginBudget(),
+            timeout=TIMEOUT,
+        )
+    assert not report.ok and report.fatal is not None and report.fatal.cause is Cause.AUTH
+    assert "HTTP 400" in report.fatal.detail
+    assert "not-the-password" not in repr(as_dict(report))
+
+
+async def test_lockout_accounts_never_lock_over_three_sweeps(fleet: SimFleet) -> None:
+    lockout = _one(fleet, "lockout")
+    wrong = [Credential(lockout.username, "wrong-1"), Credential(lockout.username, "wrong-2")]
+    budget = LoginBudget()  # the service keeps one budget across sweeps
+    causes = []
+    for _sweep_no in range(3):
+        reports = await _sweep(fleet, budget, wrong, quick=True)
+        report = next(r for r in reports if r.address == lockout.host)
+        assert report.fatal is not None
+        causes.append(report.fatal.cause)
+        assert report.fatal.detail == LOGIN_BUDGET_EXHAUSTED
+        assert not fleet.is_locked(lockout.index)
+        assert fleet.failed_logins(lockout.index) == 2  # the camera locks at 3
+    # Sweep 1 spends the two attempts (wrong-1 and wrong-2 by digest), then our budget says stop.
+    assert causes == [Cause.LOCKED_OUT] * 3
+
+    # A service restart with the persisted snapshot keeps the promise.
+    restored = LoginBudget()
+    restored.restore(budget.snapshot())
+    reports = await _sweep(fleet, restored, wrong, quick=True)
+    assert next(r for r in reports if r.address == lockout.host).fatal.cause is Cause.LOCKED_OUT  # type: ignore[union-attr]
+    assert not fleet.is_locked(lockout.index)
+
+
+async def test_wrong_then_right_credential_gets_in_without_locking(fleet: SimFleet) -> None:
+    lockout = _one(fleet, "lockout")
+    creds = [Credential(lockout.username, "wrong-1"), *_creds(fleet)]
+    budget = LoginBudget()
+    for _sweep_no in range(3):
+        reports = await _sweep(fleet, budget, creds, quick=True)
+        report = next(r for r in reports if r.address == lockout.host)
+        assert report.ok, report.fatal
+        assert not fleet.is_locked(lockout.index)
+    # The working credential is remembered: later sweeps spend no failed attempt at all.
+    assert budget.remaining(f"{lockout.host}:{lockout.port}") == 1
+
+
+async def test_auth_hint_skips_the_anonymous_probe(fleet: SimFleet) -> None:
+    device = next(d for d in fleet.healthy() if d.auth == "wsse")
+    async with make_session() as session:
+        kwargs = {"credentials": _creds(fleet), "session": session, "budget": LoginBudget(), "timeout": TIMEOUT}
+        served = fleet.server.requests_served
+        first = await interrogate(device.url, **kwargs)  # type: ignore[arg-type]
+        first_requests = fleet.server.requests_served - served
+        served = fleet.server.requests_served
+        hinted = await interrogate(device.url, auth_hint=first.auth_method, **kwargs)  # type: ignore[arg-type]
+        hinted_requests = fleet.server.requests_served - served
+    assert first.auth_method == hinted.auth_method == "wsse"
+    assert first.ok and hinted.ok and len(first.profiles) == len(hinted.profiles)
+    assert hinted_requests == first_requests - 1  # no anonymous GetDeviceInformation to learn the scheme
+
+
+async def test_interrogate_stream_yields_every_device(fleet: SimFleet) -> None:
+    seen: list[str] = []
+    async for report in interrogate_stream(
+        [d.url for d in fleet.healthy()],
+        credentials_for=lambda _t: _creds(fleet),
+        budget=LoginBudget(),
+        concurrency=4,
+        timeout=TIMEOUT,
+    ):
+        seen.append(report.address)
+    assert sorted(seen) == sorted(d.host for d in fleet.healthy())
+
+
+async def test_progress_and_secrets(fleet: SimFleet) -> None:
+    progress: list[tuple[int, int]] = []
+    reports = await interrogate_many(
+        [d.url for d in fleet.devices],
+        credentials_for=lambda _t: _creds(fleet),
+        budget=LoginBudget(),
+        progress=lambda done, total: progress.append((done, total)),
+        timeout=TIMEOUT,
+    )
+    assert progress[-1] == (len(fleet.devices), len(fleet.devices))
+    text = repr([as_dict(r) for r in reports])
+    assert fleet.credentials.default_password not in text
+
+
+async def test_ws_discovery_multicast_on_loopback(fleet: SimFleet) -> None:
+    found = await probe_multicast("127.0.0.1", timeout=1.0)
+    by_ref = {d.endpoint_ref: d for d in found}  # other suites' fleets on this host may answer too
+    for device in fleet.devices:
+        if "offline" in device.faults:
+            assert device.endpoint_ref not in by_ref
+            continue
+        got = by_ref[device.endpoint_ref]  # picky_probe answers only the dn:NetworkVideoTransmitter variant
+        assert got.answered_from == device.host
+        assert got.xaddrs == (device.xaddr,)
+        assert got.best_xaddr == f"http://{device.host}:{device.port}/onvif/device_service"
+        assert "{http://www.onvif.org/ver10/network/wsdl}NetworkVideoTransmitter" in got.types
+
+
+async def test_ws_discovery_unicast_and_picky_probe(fleet: SimFleet) -> None:
+    hosts = [d.host for d in fleet.devices]
+    found = await probe_unicast(hosts, timeout=1.0, bind_ip="127.0.0.1")
+    assert {d.endpoint_ref for d in found} == {d.endpoint_ref for d in fleet.devices if "offline" not in d.faults}
+    assert all(d.answered_from in hosts for d in found)
+    # With only the tds:Device variant the picky camera stays silent: why several variants go out (DOMAIN 7.6).
+    picky = _one(fleet, "picky_probe")
+    only_device = await probe_unicast([picky.host], timeout=0.5, bind_ip="127.0.0.1",
+                                      variants=[ProbeVariant.DEVICE_ON_TYPES])
+    assert only_device == []
+
+
+async def test_range_scan_finds_exactly_the_answering_devices(fleet: SimFleet) -> None:
+    progress: list[tuple[int, int]] = []
+    started = time.perf_counter()
+    hits = await scan_range(
+        [_network(fleet)], ports=[fleet.port], concurrency=128, timeout=1.0,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    expected = {d.host for d in fleet.devices if not d.faults & {"offline", "hang"}}
+    assert {h.host for h in hits} == expected
+    assert progress[-1] == (254, 254)
+    for hit in hits:
+        device = next(d for d in fleet.devices if d.host == hit.host)
+        assert hit.port == fleet.port and hit.xaddr == device.url
+        assert hit.clock_offset_s is not None and abs(hit.clock_offset_s - device.clock_offset_s) < 1.5
+    assert time.perf_counter() - started < 10
