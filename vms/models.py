@@ -168,6 +168,27 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any] | None]
 
 
+class DiscoveryRun(Base):
+    """One `vms discover` (or scheduled sweep): what was asked, what was found, what failed and why."""
+
+    __tablename__ = "discovery_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    params: Mapped[dict[str, Any]]
+    counts: Mapped[dict[str, Any] | None]
+    failures: Mapped[dict[str, Any] | None]  # {"items": [{host, port, cause, step, detail}], "truncated": n}
+
+
+class DeviceLogin(Base):
+    """Per-device login memory: which method worked, and the failed-login budget (never lock an account)."""
+
+    __tablename__ = "device_logins"
+    address: Mapped[str] = mapped_column(String(96), primary_key=True)  # host:port
+    state: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(primary_key=True)

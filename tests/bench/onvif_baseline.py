@@ -37,10 +37,9 @@ async def zeep_interrogate(host: str, port: int, username: str, password: str) -
         media = await camera.create_media_service()
         profiles: Any = await media.GetProfiles()
         uris: list[str] = []
+        setup = {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}
         for profile in profiles:
-            reply: Any = await media.GetStreamUri(
-                {"StreamSetup": {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}, "ProfileToken": profile.token}
-            )
+            reply: Any = await media.GetStreamUri({"StreamSetup": setup, "ProfileToken": profile.token})
             uris.append(str(reply.Uri))
         return BaselineResult(
             host, port, True, info.Manufacturer, info.Model, len(interfaces or ()), tuple(uris)

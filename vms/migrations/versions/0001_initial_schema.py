@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 04:27:18.096132
+Create Date: 2026-11-28 04:51:30.817529
 """
 
 from __future__ import annotations
@@ -54,6 +54,23 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_credentials")),
         sa.UniqueConstraint("name", name=op.f("uq_credentials_name")),
+    )
+    op.create_table(
+        "device_logins",
+        sa.Column("address", sa.String(length=96), nullable=False),
+        sa.Column("state", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("address", name=op.f("pk_device_logins")),
+    )
+    op.create_table(
+        "discovery_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("counts", sa.JSON(), nullable=True),
+        sa.Column("failures", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_discovery_runs")),
     )
     op.create_table(
         "regions",
@@ -128,6 +145,8 @@ def upgrade() -> None:
         sa.Column("media_profiles", sa.JSON(), nullable=True),
         sa.Column("stream_uri", sa.String(length=1024), nullable=True),
         sa.Column("snapshot_uri", sa.String(length=1024), nullable=True),
+        sa.Column("clock_offset_s", sa.Float(), nullable=True),
+        sa.Column("auth_method", sa.String(length=16), nullable=True),
         sa.Column("extra", sa.JSON(), nullable=True),
         sa.Column("conflicts", sa.JSON(), nullable=True),
         sa.Column("region_code", sa.String(length=64), nullable=True),
@@ -248,6 +267,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_regions_parent_code"))
 
     op.drop_table("regions")
+    op.drop_table("discovery_runs")
+    op.drop_table("device_logins")
     op.drop_table("credentials")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_log_at")
