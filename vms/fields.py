@@ -108,7 +108,6 @@ FIELDS: tuple[Field, ...] = (
     F("media_profiles", K.JSON, None, label_zh="媒体配置"),
     F("stream_uri", K.TEXT, None, max_len=1024, label_zh="视频流地址"),
     F("snapshot_uri", K.TEXT, None, max_len=1024, label_zh="抓图地址"),
-    F("clock_offset_s", K.FLOAT, None, label_zh="时钟偏差(秒)"),
     F("auth_method", K.TEXT, None, max_len=16, label_zh="认证方式"),
 )
 

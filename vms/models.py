@@ -90,6 +90,9 @@ cameras = Table(
     Column("region_by_position", String(64), nullable=True),
     Column("region_by_code", String(64), nullable=True),
     Column("credential_id", Integer, ForeignKey("credentials.id", ondelete="SET NULL"), nullable=True),
+    # Measurements, not attributes: the last time a probe reached the device and its clock offset then.
+    Column("clock_offset_s", Float, nullable=True),
+    Column("probed_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("removed_at", DateTime(timezone=True), nullable=True, index=True),

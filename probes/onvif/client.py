@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -485,7 +486,9 @@ class _Device:
             self.findings.steps.append(StepResult(step, False, elapsed, failure.cause, failure.detail))
 
 
+@functools.lru_cache(maxsize=4096)
 def _request_uri(url: str) -> str:
+    """The digest ``uri`` parameter: path and query of the request target."""
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 

@@ -147,12 +147,18 @@ def request_headers(op: Operation, soap: SoapVersion = "1.2") -> dict[str, str]:
 # --- element helpers: match by local name, tolerate undeclared prefixes left by a recovering parse -----------
 
 
+_LOCAL_NAMES: dict[str, str] = {}  # tag -> local name; a few hundred distinct tags cover every vendor
+
+
 def local(tag: Any) -> str:
     if not isinstance(tag, str):
         return ""  # comment or processing instruction
-    if tag.startswith("{"):
-        return tag.rpartition("}")[2]
-    return tag.rpartition(":")[2]
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        name = tag.rpartition("}")[2] if tag.startswith("{") else tag.rpartition(":")[2]
+        if len(_LOCAL_NAMES) < 4096:  # bounded: a hostile device cannot grow it without limit
+            _LOCAL_NAMES[tag] = name
+    return name
 
 
 def child(el: Any, name: str) -> Any:

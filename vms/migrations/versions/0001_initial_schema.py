@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 04:51:30.817529
+Create Date: 2026-11-28 04:55:36.920134
 """
 
 from __future__ import annotations
@@ -145,7 +145,6 @@ def upgrade() -> None:
         sa.Column("media_profiles", sa.JSON(), nullable=True),
         sa.Column("stream_uri", sa.String(length=1024), nullable=True),
         sa.Column("snapshot_uri", sa.String(length=1024), nullable=True),
-        sa.Column("clock_offset_s", sa.Float(), nullable=True),
         sa.Column("auth_method", sa.String(length=16), nullable=True),
         sa.Column("extra", sa.JSON(), nullable=True),
         sa.Column("conflicts", sa.JSON(), nullable=True),
@@ -153,6 +152,8 @@ def upgrade() -> None:
         sa.Column("region_by_position", sa.String(length=64), nullable=True),
         sa.Column("region_by_code", sa.String(length=64), nullable=True),
         sa.Column("credential_id", sa.Integer(), nullable=True),
+        sa.Column("clock_offset_s", sa.Float(), nullable=True),
+        sa.Column("probed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),

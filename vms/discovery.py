@@ -1,0 +1,451 @@
+"""Discovery and registration: find ONVIF devices, interrogate them, merge them into the inventory.
+
+Devices are found by WS-Discovery (multicast on chosen interfaces, directed unicast) and by address-range
+scans; each answering device service is interrogated once, with the logins of the credential sets that cover
+its address, under a failed-login budget that is persisted so that no sweep, however often it runs, locks an
+account. Healthy and recoverable devices become observations of the ``onvif`` source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from probes.discovery.scan import scan_range
+from probes.discovery.wsdiscovery import probe_multicast, probe_unicast
+from probes.onvif.addresses import rewrite_uri
+from probes.onvif.auth import Credential, LoginBudget
+from probes.onvif.client import interrogate_many, make_session
+from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile
+from vms import repository as repo
+from vms.credentials import Cipher, Login
+from vms.domain import Observation, SourceKind
+from vms.inventory import IngestResult, observation_key
+from vms.models import Credential as CredentialRow
+from vms.models import DeviceLogin, DiscoveryRun, cameras, utcnow
+
+if TYPE_CHECKING:
+    from vms.services import Inventory
+
+log = logging.getLogger(__name__)
+
+SOURCE = "onvif"
+DEFAULT_PORTS = (80, 8080, 8000, 8899)
+MAX_STORED_FAILURES = 5000
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(_stage: str, _done: int, _total: int) -> None:
+    return None
+
+
+@dataclass
+class DiscoveryRequest:
+    ranges: list[str] = field(default_factory=list)  # CIDRs to scan
+    ports: list[int] = field(default_factory=lambda: list(DEFAULT_PORTS))
+    interfaces: list[str] = field(default_factory=list)  # IPv4 addresses of interfaces for multicast probes
+    unicast: list[str] = field(default_factory=list)  # hosts to send a directed WS-Discovery probe to
+    targets: list[str] = field(default_factory=list)  # device services to interrogate directly
+    probe_timeout: float = 3.0
+    call_timeout: float = 3.0
+    device_deadline: float = 20.0
+    concurrency: int = 200
+    scan_concurrency: int = 512
+    actor: str = "cli"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ranges": self.ranges,
+            "ports": self.ports,
+            "interfaces": self.interfaces,
+            "unicast": self.unicast,
+            "targets": self.targets,
+        }
+
+
+@dataclass
+class DiscoveryOutcome:
+    run_id: int
+    found: int
+    registered: int
+    new: int
+    updated: int
+    unchanged: int
+    failed: int
+    failures: list[dict[str, Any]]
+    by_cause: dict[str, int]
+    reports: list[DeviceReport] = field(repr=False, default_factory=list)
+    ingest: IngestResult | None = field(repr=False, default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "found": self.found,
+            "registered": self.registered,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "by_cause": self.by_cause,
+            "failures": self.failures,
+        }
+
+
+# --- pure helpers --------------------------------------------------------------------------------------
+
+
+def device_key(xaddr: str) -> str:
+    """host:port of a device service URL: one device per answering address."""
+    parts = urlsplit(xaddr)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"{host}:{port}"
+
+
+def answered_xaddr(device: DiscoveredDevice) -> str | None:
+    """The device service address to use: XAddrs often carry a NAT or 0.0.0.0 address (DOMAIN 7.4), so the
+    host is replaced by the address the ProbeMatch came from; the port and path are kept."""
+    for xaddr in device.xaddrs:
+        if not xaddr.lower().startswith(("http://", "https://")):
+            continue
+        return rewrite_uri(xaddr, device.answered_from, None)
+    return None
+
+
+def main_profile(profiles: Sequence[MediaProfile]) -> MediaProfile | None:
+    """The main stream: the largest picture, H.265 over H.264 at the same size (Media2 profiles included)."""
+    usable = [p for p in profiles if p.stream_uri]
+    if not usable:
+        return None
+    return max(usable, key=lambda p: ((p.width or 0) * (p.height or 0), p.encoding == "H265"))
+
+
+def report_fields(report: DeviceReport, endpoint_ref: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Camera fields and extras from an interrogation (names from ONVIF scopes are usually vendor defaults,
+    so they go to extra, not to the catalog Name)."""
+    profile = main_profile(report.profiles)
+    snapshot = next((p.snapshot_uri for p in report.profiles if p.snapshot_uri), None)
+    fields: dict[str, Any] = {
+        "ip_address": report.address,
+        "port": report.port,
+        "manufacturer": report.manufacturer,
+        "model": report.model,
+        "firmware_version": report.firmware,
+        "serial_number": report.serial,
+        "hardware_id": report.hardware_id,
+        "mac": report.mac,
+        "endpoint_ref": endpoint_ref,
+        "device_service_url": report.xaddr,
+        "services": dict(report.services) or None,
+        "media_profiles": [_profile_dict(p) for p in report.profiles] or None,
+        "stream_uri": profile.stream_uri if profile else None,
+        "snapshot_uri": snapshot,
+        "auth_method": report.auth_method,
+        "status": "ON",
+    }
+    extra = {
+        "onvif_name": report.name,
+        "onvif_location": report.location,
+        "onvif_hardware": report.hardware,
+        "onvif_hostname": report.hostname,
+    }
+    originals = {k: v for k, v in report.services_original.items() if report.services.get(k) != v}
+    if originals:
+        extra["onvif_services_original"] = "; ".join(f"{k}={v}" for k, v in sorted(originals.items()))
+    return {k: v for k, v in fields.items() if v is not None}, {k: v for k, v in extra.items() if v}
+
+
+def _profile_dict(p: MediaProfile) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "token": p.token,
+        "name": p.name,
+        "encoding": p.encoding,
+        "width": p.width,
+        "height": p.height,
+        "fps": p.fps,
+        "bitrate": p.bitrate,
+        "stream_uri": p.stream_uri,
+        "snapshot_uri": p.snapshot_uri,
+        "source": p.source,
+    }
+    if p.stream_uri_original and p.stream_uri_original != p.stream_uri:
+        out["stream_uri_original"] = p.stream_uri_original
+    if p.snapshot_uri_original and p.snapshot_uri_original != p.snapshot_uri:
+        out["snapshot_uri_original"] = p.snapshot_uri_original
+    return {k: v for k, v in out.items() if v is not None}
+
+
+class CredentialResolver:
+    """The logins for each address, decrypted once per sweep and matched by range in memory."""
+
+    def __init__(self, logins: Sequence[tuple[str | None, bool, Login]]) -> None:
+        self._scoped: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Login]] = []
+        self._default: list[Login] = []
+        for scope, is_default, login in logins:
+            if scope:
+                self._scoped.append((ipaddress.ip_network(scope, strict=False), login))
+            elif is_default:
+                self._default.append(login)
+        self._scoped.sort(key=lambda item: -item[0].prefixlen)  # most specific range first
+        self._cache: dict[str, list[Login]] = {}
+
+    def logins(self, host: str) -> list[Login]:
+        found = self._cache.get(host)
+        if found is None:
+            try:
+                addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+            except ValueError:
+                addr = None
+            scoped = [
+                lg for net, lg in self._scoped if addr is not None and addr.version == net.version and addr in net
+            ]
+            found = self._cache[host] = scoped + self._default
+        return found
+
+    def credentials(self, target: str) -> list[Credential]:
+        host = urlsplit(target).hostname if "://" in target else target.rsplit(":", 1)[0]
+        return [Credential(lg.username, lg.password) for lg in self.logins(host or target)]
+
+
+# --- the service ---------------------------------------------------------------------------------------
+
+
+class Discovery:
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+        self.cipher = Cipher(inventory.settings.fernet_key())
+        # Fingerprints of rejected logins must survive restarts; derive their HMAC key from the credential key.
+        self.budget_secret = hashlib.sha256(b"vms login budget\x00" + inventory.settings.fernet_key()).digest()
+
+    # persistence of the login budget (so repeated sweeps never lock an account)
+
+    def load_budget(self, session: Session) -> LoginBudget:
+        budget = LoginBudget(secret=self.budget_secret)
+        devices = {row.address: row.state for row in session.scalars(select(DeviceLogin))}
+        if devices:
+            budget.restore({"version": 1, "devices": devices})
+        return budget
+
+    def save_budget(self, session: Session, budget: LoginBudget, addresses: Sequence[str]) -> None:
+        snap = budget.snapshot(addresses)["devices"]
+        existing = {
+            r.address: r for r in session.scalars(select(DeviceLogin).where(DeviceLogin.address.in_(list(snap))))
+        }
+        for address, state in snap.items():
+            row = existing.get(address)
+            if row is None:
+                session.add(DeviceLogin(address=address, state=state))
+            else:
+                row.state = state
+                row.updated_at = utcnow()
+
+    def resolver(self, session: Session) -> CredentialResolver:
+        rows = session.scalars(select(CredentialRow))
+        return CredentialResolver(
+            [(r.scope, r.is_default, Login(r.id, r.name, r.username, self.cipher.decrypt(r.secret))) for r in rows]
+        )
+
+    def auth_hints(self, session: Session) -> dict[str, AuthMethod]:
+        stmt = select(cameras.c.ip_address, cameras.c.port, cameras.c.auth_method).where(
+            cameras.c.auth_method.is_not(None), cameras.c.ip_address.is_not(None)
+        )
+        hints: dict[str, AuthMethod] = {}
+        for host, port, method in session.execute(stmt):
+            if method in ("wsse", "digest", "none"):
+                hints[f"{host}:{port or 80}"] = method
+        return hints
+
+    async def find(self, req: DiscoveryRequest, progress: Progress = _quiet) -> tuple[dict[str, str], dict[str, str]]:
+        """Device services to interrogate (host:port -> URL) and endpoint references by host:port."""
+        targets: dict[str, str] = {}
+        endpoints: dict[str, str] = {}
+        probes: list[Any] = [probe_multicast(ip, timeout=req.probe_timeout) for ip in req.interfaces]
+        if req.unicast:
+            probes.append(probe_unicast(req.unicast, timeout=req.probe_timeout))
+        scans = []
+        if req.ranges:
+
+            def scan_progress(done: int, total: int) -> None:
+                progress("scan", done, total)
+
+            scans.append(
+                scan_range(
+                    req.ranges,
+                    req.ports,
+                    concurrency=req.scan_concurrency,
+                    timeout=min(req.call_timeout, 3.0),
+                    progress=scan_progress,
+                )
+            )
+        results = await asyncio.gather(*probes, *scans, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("discovery step failed: %s", result)
+                continue
+            for item in result:
+                if isinstance(item, DiscoveredDevice):
+                    xaddr = answered_xaddr(item)
+                    if xaddr:
+                        key = device_key(xaddr)
+                        targets.setdefault(key, xaddr)
+                        endpoints.setdefault(key, item.endpoint_ref)
+                else:  # ScanHit
+                    targets.setdefault(f"{item.host}:{item.port}", item.xaddr)
+        for target in req.targets:
+            url = target if "://" in target else f"http://{target}/onvif/device_service"
+            targets.setdefault(device_key(url), url)
+        return targets, endpoints
+
+    async def run(self, req: DiscoveryRequest, progress: Progress = _quiet) -> DiscoveryOutcome:
+        inv = self.inventory
+        with inv.session(write=False) as s:
+            budget = self.load_budget(s)
+            resolver = self.resolver(s)
+            hints = self.auth_hints(s)
+        started = utcnow()
+        progress("find", 0, 1)
+        targets, endpoints = await self.find(req, progress)
+        progress("find", 1, 1)
+        order = sorted(targets)
+        urls = [targets[k] for k in order]
+
+        def interrogate_progress(done: int, total: int) -> None:
+            progress("interrogate", done, total)
+
+        session = make_session(limit=max(16, req.concurrency * 2))
+        try:
+            reports = await interrogate_many(
+                urls,
+                credentials_for=resolver.credentials,
+                budget=budget,
+                session=session,
+                concurrency=req.concurrency,
+                auth_hint_for=lambda url: hints.get(device_key(url)),
+                progress=interrogate_progress,
+                timeout=req.call_timeout,
+                deadline=req.device_deadline,
+            )
+        finally:
+            await session.close()
+        return self.register(req, reports, endpoints, budget, resolver, order, started)
+
+    def register(
+        self,
+        req: DiscoveryRequest,
+        reports: Sequence[DeviceReport],
+        endpoints: dict[str, str],
+        budget: LoginBudget,
+        resolver: CredentialResolver,
+        addresses: Sequence[str],
+        started: Any,
+    ) -> DiscoveryOutcome:
+        inv = self.inventory
+        observations: list[Observation] = []
+        failures: list[dict[str, Any]] = []
+        good_login: dict[str, int] = {}
+        offsets: list[float | None] = []
+        probed = utcnow()
+        snap = budget.snapshot(addresses)["devices"]
+        for report in reports:
+            key = f"{report.address}:{report.port}"
+            if not report.ok:
+                cause = report.fatal.cause.value if report.fatal else "protocol"
+                failures.append(
+                    {
+                        "host": report.address,
+                        "port": report.port,
+                        "cause": cause,
+                        "step": report.fatal.step if report.fatal else None,
+                        "detail": report.fatal.detail if report.fatal else "",
+                    }
+                )
+                continue
+            fields, extra = report_fields(report, endpoints.get(key))
+            observations.append(Observation(SOURCE, SourceKind.ONVIF, observation_key(fields), fields, extra))
+            offsets.append(round(report.clock_offset_s, 3) if report.clock_offset_s is not None else None)
+            good = (snap.get(key) or {}).get("good")
+            if good:
+                for login in resolver.logins(report.address):
+                    if budget.fingerprint(Credential(login.username, login.password)) == good[0]:
+                        good_login[observation_key(fields)] = login.credential_id
+                        break
+        result = inv.ingest_observations(
+            observations, source=SOURCE, kind=SourceKind.ONVIF, snapshot=False, actor=req.actor
+        )
+        new = result.cameras_created
+        updated = result.observations_new - new + result.observations_changed
+        by_cause = dict(Counter(f["cause"] for f in failures))
+        with inv.session() as s:
+            if good_login:
+                repo.link_observation_credentials(s, SOURCE, good_login)
+            repo.record_probe_state(
+                s,
+                SOURCE,
+                {
+                    ob.key: {"clock_offset_s": offset, "probed_at": probed}
+                    for ob, offset in zip(observations, offsets, strict=True)
+                },
+            )
+            self.save_budget(s, budget, addresses)
+            run = DiscoveryRun(
+                started_at=started,
+                finished_at=utcnow(),
+                params=req.as_dict(),
+                counts={
+                    "found": len(reports),
+                    "registered": len(observations),
+                    "new": new,
+                    "updated": updated,
+                    "unchanged": result.observations_unchanged,
+                    "failed": len(failures),
+                    "by_cause": by_cause,
+                },
+                failures={
+                    "items": failures[:MAX_STORED_FAILURES],
+                    "truncated": max(0, len(failures) - MAX_STORED_FAILURES),
+                },
+            )
+            s.add(run)
+            s.flush()
+            repo.audit(s, actor=req.actor, action="discover", target=f"run {run.id}", details=run.counts)
+            run_id = run.id
+        return DiscoveryOutcome(
+            run_id=run_id,
+            found=len(reports),
+            registered=len(observations),
+            new=new,
+            updated=updated,
+            unchanged=result.observations_unchanged,
+            failed=len(failures),
+            failures=failures,
+            by_cause=by_cause,
+            reports=list(reports),
+            ingest=result,
+        )
+
+
+def discovery_runs(inv: Inventory, limit: int = 20) -> list[dict[str, Any]]:
+    with inv.session(write=False) as s:
+        rows = s.scalars(select(DiscoveryRun).order_by(DiscoveryRun.id.desc()).limit(limit))
+        return [
+            {
+                "id": r.id,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "params": r.params,
+                "counts": r.counts,
+                "failures": (r.failures or {}).get("items", []),
+            }
+            for r in rows
+        ]
