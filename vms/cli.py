@@ -531,17 +531,172 @@ def serve(
     )
 
 
+@app.command("discover")
+def discover(
+    ranges: Annotated[list[str] | None, typer.Option("--range", help="CIDR to scan (repeatable)")] = None,
+    ports: Annotated[list[int] | None, typer.Option("--port", help="ports to try (default 80 8080 8000 8899)")] = None,
+    interfaces: Annotated[
+        list[str] | None, typer.Option("--interface", help="IPv4 address of an interface for multicast probes")
+    ] = None,
+    unicast: Annotated[
+        list[str] | None, typer.Option("--unicast", help="host for a directed WS-Discovery probe")
+    ] = None,
+    targets: Annotated[list[str] | None, typer.Option("--target", help="device service (host[:port] or URL)")] = None,
+    timeout: Annotated[float, typer.Option(help="per-call timeout, seconds")] = 3.0,
+    concurrency: Annotated[int, typer.Option(help="devices interrogated at once")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find ONVIF cameras (WS-Discovery, range scan), interrogate them and register them in the inventory."""
+    import asyncio
+
+    from vms.discovery import DEFAULT_PORTS, Discovery, DiscoveryRequest
+
+    if not (ranges or interfaces or unicast or targets):
+        err.print("[red]error:[/red] give at least one --range, --interface, --unicast or --target")
+        raise typer.Exit(2)
+    req = DiscoveryRequest(
+        ranges=ranges or [],
+        ports=ports or list(DEFAULT_PORTS),
+        interfaces=interfaces or [],
+        unicast=unicast or [],
+        targets=targets or [],
+        call_timeout=timeout,
+        concurrency=concurrency,
+    )
+    inv = inventory()
+    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
+        outcome = asyncio.run(Discovery(inv).run(req, bar))
+    if as_json:
+        emit_json(outcome.as_dict())
+        return
+    console.print(
+        f"discovery run {outcome.run_id}: {outcome.found} devices answered, {outcome.registered} registered "
+        f"({outcome.new} new, {outcome.updated} updated, {outcome.unchanged} unchanged), {outcome.failed} failed"
+    )
+    if outcome.failures:
+        t = Table("host", "port", "cause", "step", "detail", title="failures")
+        for f in outcome.failures[:200]:
+            t.add_row(f["host"], str(f["port"]), f["cause"], str(f["step"] or ""), str(f["detail"])[:80])
+        console.print(t)
+
+
+@app.command("discoveries")
+def discoveries(limit: int = 10, as_json: JsonOpt = False) -> None:
+    """Past discovery runs: found, new, updated, unchanged, failed with causes."""
+    from vms.discovery import discovery_runs
+
+    runs = discovery_runs(inventory(), limit)
+    if as_json:
+        emit_json(runs)
+        return
+    t = Table("run", "started", "found", "new", "updated", "unchanged", "failed", "causes")
+    for r in runs:
+        c = r["counts"] or {}
+        t.add_row(
+            str(r["id"]),
+            str(r["started_at"]),
+            *(str(c.get(k, "")) for k in ("found", "new", "updated", "unchanged", "failed")),
+            ", ".join(f"{k} {v}" for k, v in (c.get("by_cause") or {}).items()),
+        )
+    console.print(t)
+
+
+@app.command("sim")
+def sim(
+    count: Annotated[int, typer.Option(help="number of simulated devices")] = 50,
+    seed: int = 0,
+    port: Annotated[int, typer.Option(help="common HTTP port of every device")] = 8080,
+    base_host: Annotated[str, typer.Option(help="first device address (loopback)")] = "127.1.0.1",
+    rtsp: Annotated[bool, typer.Option(help="serve RTSP streams with gst-rtsp-server")] = True,
+    video: Annotated[Path | None, typer.Option(help="serve this video file instead of test patterns")] = None,
+    credentials_file: Annotated[Path | None, typer.Option(help="write the fleet's logins here (mode 0600)")] = None,
+) -> None:
+    """Run a simulated fleet of ONVIF cameras on loopback (the demo, and the test bed)."""
+    from probes.sim import run_fleet
+
+    raise typer.Exit(
+        run_fleet(
+            count, seed=seed, port=port, base_host=base_host, rtsp=rtsp, video=video, credentials_path=credentials_file
+        )
+    )
+
+
 @app.command("run")
 def run(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """The main job on embedded defaults: migrate, then serve the API and dashboard on localhost."""
+    """The main job: migrate, start the scheduler (and the simulated fleet when no camera is configured),
+    serve the API and dashboard on localhost."""
+    import uvicorn
+
+    from api.app import create_app
+    from vms.discovery import DiscoveryRequest
+    from vms.jobs import build_scheduler, sweep_discovery
+
     settings = Settings()
     inv = inventory()
     console.print(f"vms: database {inv.engine.url.render_as_string()}, data dir {settings.data_dir}")
+    request: DiscoveryRequest | None = None
+    if settings.discovery_ranges or settings.discovery_interfaces:
+        request = DiscoveryRequest(
+            ranges=settings.discovery_ranges,
+            ports=settings.discovery_ports,
+            interfaces=settings.discovery_interfaces,
+            actor="scheduler",
+        )
+    fleet = None
+    if settings.demo_fleet == "on" or (settings.demo_fleet == "auto" and request is None and _no_cameras(inv)):
+        fleet, request = _start_demo_fleet(inv, settings)
+    scheduler = build_scheduler(inv, discovery=request, discovery_minutes=settings.discovery_interval_min)
+    if request is not None:
+        console.print("vms: first discovery sweep ...")
+        sweep_discovery(inv, request)
+    scheduler.start()
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
-    serve(host=host, port=port)
+    try:
+        uvicorn.run(
+            create_app(inv),
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        scheduler.shutdown(wait=False)
+        if fleet is not None:
+            fleet.stop()
+
+
+def _no_cameras(inv: Any) -> bool:
+    with inv.session(write=False) as s:
+        return repo.count_cameras(s, repo.CameraFilter(include_removed=True)) == 0
+
+
+def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
+    """No camera configured: run the simulated fleet on loopback and discover it, as a demo of the real flow."""
+    from vms.credentials import Cipher, add_credential
+    from vms.demo import BackgroundFleet
+    from vms.discovery import DiscoveryRequest
+
+    bg = BackgroundFleet(count=settings.demo_fleet_size, base_host="127.1.0.1", port=8080, rtsp=True)
+    fleet = bg.start()
+    console.print(
+        f"vms: no camera configured: simulated fleet of {len(fleet.devices)} ONVIF devices on "
+        f"{bg.cidr()} port {fleet.port}"
+    )
+    with inv.session() as s:
+        add_credential(
+            s,
+            Cipher(settings.fernet_key()),
+            name="simulated-fleet",
+            username=fleet.credentials.default_username,
+            password=fleet.credentials.default_password,
+            scope=bg.cidr(),
+            actor="vms run",
+            replace=True,
+        )
+    request = DiscoveryRequest(ranges=[bg.cidr()], ports=[fleet.port], interfaces=["127.0.0.1"], actor="scheduler")
+    return bg, request
 
 
 def main() -> None:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     api_open_reads: bool = Field(True, description="allow reads without an API key (writes always need one)")
     log_level: str = "INFO"
     quality_target: float = Field(0.95, description="data-quality pass-rate target")
+    demo_fleet: str = Field("auto", description="auto: run the simulated fleet when no camera is configured; on; off")
+    demo_fleet_size: int = Field(50, ge=1, le=10000, description="devices in the demo fleet")
+    discovery_ranges: list[str] = Field(default_factory=list, description="CIDRs the scheduled sweep scans")
+    discovery_ports: list[int] = Field(default_factory=lambda: [80, 8080, 8000, 8899])
+    discovery_interfaces: list[str] = Field(default_factory=list, description="interface IPs for multicast probes")
+    discovery_interval_min: float = Field(15.0, description="minutes between scheduled discovery sweeps; 0 = off")
 
     @field_validator("governed_region")
     @classmethod
@@ -44,6 +50,13 @@ class Settings(BaseSettings):
         value = value.strip()
         if value and (not value.isdigit() or len(value) not in (2, 4, 6, 8)):
             raise ValueError("governed_region must be a civil code of 2, 4, 6 or 8 digits")
+        return value
+
+    @field_validator("discovery_ranges", "discovery_interfaces", "discovery_ports", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("source_priority", mode="before")
