@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from probes.errors import Cause, Failure
 
@@ -50,7 +51,7 @@ class DiscoveredDevice:
     @property
     def reachable_xaddrs(self) -> tuple[str, ...]:
         """XAddrs with private/NAT/0.0.0.0 hosts replaced by the address that answered (DOMAIN 7.4)."""
-        from probes.onvif.addresses import rewrite_uri
+        from probes.onvif.addresses import rewrite_uri  # late: probes.onvif imports this module
 
         return tuple(dict.fromkeys(rewrite_uri(x, self.answered_from, None) for x in self.xaddrs))
 
@@ -128,8 +129,6 @@ class DeviceReport:
 
 
 def _host_of(uri: str) -> str | None:
-    from urllib.parse import urlsplit
-
     try:
         return urlsplit(uri).hostname
     except ValueError:

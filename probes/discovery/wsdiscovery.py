@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from probes.onvif.addresses import strip_credentials
 from probes.onvif.soap import child, children, descendant, local, parse_xml, text_of
 from probes.results import DiscoveredDevice
 
@@ -127,7 +128,7 @@ def parse_probe_matches(
     devices: list[DiscoveredDevice] = []
     for match in children(matches, "ProbeMatch")[:256]:
         address = text_of(descendant(child(match, "EndpointReference"), "Address"))
-        xaddrs = tuple((text_of(child(match, "XAddrs")) or "").split()[:16])
+        xaddrs = tuple(strip_credentials(x) for x in (text_of(child(match, "XAddrs")) or "").split()[:16])
         if not address and not xaddrs:
             continue
         version_text = text_of(child(match, "MetadataVersion"))

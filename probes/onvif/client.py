@@ -13,9 +13,9 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -86,6 +86,7 @@ _TRANSPORT_STREAK_STOP: Final = 2  # consecutive silent calls before we leave an
 _READ_CHUNK: Final = 64 * 1024
 
 _AuthKind = Literal["wsse", "digest", "none"]
+_T = TypeVar("_T")
 
 
 def make_session(
@@ -271,6 +272,7 @@ class _Device:
         self.heard = False  # the device spoke SOAP (or 2xx) at least once
         self.streak = 0
         self.login_lock = asyncio.Lock()
+        self.login_failed: Failure | None = None  # one verdict per interrogation: never a second round of tries
 
     # -- transport + classification -------------------------------------------------------------------------
 
@@ -388,6 +390,15 @@ class _Device:
 
         Every credential is tried with the most likely method before any is tried with the other one: with a
         budget of 2, a wrong and a right credential still get in on a device that speaks one method only."""
+        if self.login_failed is not None:
+            raise _AuthImpossible(self.login_failed)
+        try:
+            return await self._try_logins(step, url, op)
+        except _AuthImpossible as exc:
+            self.login_failed = exc.failure
+            raise
+
+    async def _try_logins(self, step: str, url: str, op: Operation) -> _Outcome:
         key = self.target.key
         if not self.credentials:
             raise _AuthImpossible(self._failure(Cause.AUTH, step, "device requires authentication; no credentials"))
@@ -491,6 +502,16 @@ def _request_uri(url: str) -> str:
     """The digest ``uri`` parameter: path and query of the request target."""
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+async def _gather_all(coros: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run per-profile calls side by side; let every one finish (each is bounded by its call timeout) before
+    re-raising the first stop, so no call outlives the interrogation that started it."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[_T], results)
 
 
 # --- the interrogation -----------------------------------------------------------------------------------------
@@ -610,7 +631,7 @@ class _Interrogation:
         if reply is None:
             return {}
         infos = self._capped(unique_tokens(parse_media_profiles(reply.payload)), Ops.MEDIA_GET_PROFILES.name)
-        results = await asyncio.gather(*(self._media_profile(url, info) for info in infos))
+        results = await _gather_all(self._media_profile(url, info) for info in infos)
         self.f.profiles.extend(results)
         return {p.token: p for p in results}
 
@@ -658,7 +679,7 @@ class _Interrogation:
             return
         infos = self._capped(unique_tokens(parse_media2_profiles(reply.payload)), "Media2.GetProfiles")
         wanted = [i for i in infos if i.token not in media or (i.encoding and i.encoding != media[i.token].encoding)]
-        results = await asyncio.gather(*(self._media2_profile(url, info, media.get(info.token)) for info in wanted))
+        results = await _gather_all(self._media2_profile(url, info, media.get(info.token)) for info in wanted)
         replaced = {p.token for p in results}
         self.f.profiles = [p for p in self.f.profiles if p.token not in replaced] + list(results)
 
@@ -677,8 +698,9 @@ class _Interrogation:
             snapshot = None
             if self.snapshots:
                 snapshot = await self._uri("Media2.GetSnapshotUri", url, Ops.media2_snapshot_uri(info.token))
-        if snapshot is None and known is not None:
-            snapshot = known.snapshot_uri_original
+        if known is not None:  # keep what Media already told us for the same token
+            stream = stream or known.stream_uri_original
+            snapshot = snapshot or known.snapshot_uri_original
         return self._profile(info, stream, snapshot, "media2")
 
 

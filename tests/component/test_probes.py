@@ -7,12 +7,16 @@ suites do not collide.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest_asyncio
+from aiohttp import web
 
 from probes.discovery.scan import scan_range
 from probes.discovery.wsdiscovery import ProbeVariant, probe_multicast, probe_unicast
@@ -23,6 +27,7 @@ from probes.onvif.parse import MEDIA2_NS, MEDIA_NS
 from probes.results import DeviceReport, as_dict
 from probes.sim import SimFleet, build_fleet, covering_fault_layout
 from probes.sim.devices import AuthMode, DeviceSpec
+from tests.unit.test_onvif_parse import S11, dahua
 
 TIMEOUT = 1.5  # per call; the slow profile answers after 0.3-0.4 s here
 DEADLINE = 20.0
@@ -335,3 +340,190 @@ async def test_range_scan_finds_exactly_the_answering_devices(fleet: SimFleet) -
         assert hit.port == fleet.port and hit.xaddr == device.url
         assert hit.clock_offset_s is not None and abs(hit.clock_offset_s - device.clock_offset_s) < 1.5
     assert time.perf_counter() - started < 10
+
+
+# --- quirks the simulator does not model, on a small scripted device (127.0.0.1, a real HTTP server) --------------
+
+
+class QuirkyDevice:
+    """A minimal ONVIF device with switchable firmware quirks; HTTP Digest (MD5, qop=auth) on every call but
+    GetSystemDateAndTime, checked here independently of the client's own digest code."""
+
+    REALM = "IP Camera(QX1)"
+
+    def __init__(self, *, soap11_only: bool = False, single_use_nonce: bool = False, huge_op: str = "",
+                 empty_ops: frozenset[str] = frozenset(), fault_200_ops: frozenset[str] = frozenset()) -> None:
+        self.soap11_only = soap11_only
+        self.single_use_nonce = single_use_nonce
+        self.huge_op = huge_op
+        self.empty_ops = empty_ops
+        self.fault_200_ops = fault_200_ops
+        self.password = "Quirk-Pass-1"
+        self.nonces: dict[str, int] = {}  # nonce -> uses
+        self.failed_logins = 0
+        self.requests = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post("/onvif/device_service", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/onvif/device_service"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _challenge(self) -> str:
+        nonce = os.urandom(12).hex()
+        self.nonces[nonce] = 0
+        return f'Digest realm="{self.REALM}", qop="auth", nonce="{nonce}", algorithm=MD5'
+
+    def _authorized(self, header: str) -> bool | None:
+        """True ok, False wrong password, None no usable credentials (challenge again, not a failed login)."""
+        if not header.startswith("Digest "):
+            return None
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', header[7:]))
+        nonce = params.get("nonce", "")
+        if nonce not in self.nonces or (self.single_use_nonce and self.nonces[nonce] > 0):
+            return None
+        self.nonces[nonce] += 1
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+        ha1 = md5(f"{params.get('username')}:{self.REALM}:{self.password}")
+        ha2 = md5(f"POST:{params.get('uri')}")
+        expected = md5(f"{ha1}:{nonce}:{params.get('nc')}:{params.get('cnonce')}:{params.get('qop')}:{ha2}")
+        return params.get("response") == expected
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        body = await request.read()
+        soap11 = b"http://schemas.xmlsoap.org/soap/envelope/" in body
+        if self.soap11_only and not soap11:
+            return web.Response(status=415, text="Unsupported Media Type")
+        match = re.search(rb"<(?:\w+:)?(\w+) xmlns=\"http://www\.onvif\.org/ver10/(?:device|media)/wsdl\"", body)
+        op = match.group(1).decode() if match else ""
+        wrap = dahua if not soap11 else (lambda b: dahua(b, soap_ns=S11))
+        ctype = "text/xml" if soap11 else "application/soap+xml"
+        if op != "GetSystemDateAndTime":
+            verdict = self._authorized(request.headers.get("Authorization", ""))
+            if verdict is not True:
+                if verdict is False:
+                    self.failed_logins += 1
+                return web.Response(status=401, text="Unauthorized", headers={"WWW-Authenticate": self._challenge()})
+        if op == self.huge_op:
+            return web.Response(body=b"<x>" + b"A" * (3 << 20) + b"</x>", content_type="text/xml")
+        if op in self.empty_ops:
+            return web.Response(body=b"", content_type=ctype)
+        if op in self.fault_200_ops:
+            fault = ("<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Receiver</SOAP-ENV:Value>"
+                     "<SOAP-ENV:Subcode><SOAP-ENV:Value>ter:ActionNotSupported</SOAP-ENV:Value></SOAP-ENV:Subcode>"
+                     "</SOAP-ENV:Code><SOAP-ENV:Reason><SOAP-ENV:Text>Not implemented</SOAP-ENV:Text>"
+                     "</SOAP-ENV:Reason></SOAP-ENV:Fault>") if not soap11 else (
+                     "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Client</faultcode><faultstring>Method not implemented"
+                     "</faultstring></SOAP-ENV:Fault>")
+            return web.Response(body=wrap(fault), content_type=ctype)
+        return web.Response(body=wrap(QUIRKY_REPLIES.get(op, "")), content_type=ctype)
+
+
+QUIRKY_REPLIES = {
+    "GetSystemDateAndTime": (
+        '<GetSystemDateAndTimeResponse xmlns="http://www.onvif.org/ver10/device/wsdl"><SystemDateAndTime>'
+        '<UTCDateTime xmlns="http://www.onvif.org/ver10/schema"><Time><Hour>1</Hour><Minute>2</Minute>'
+        "<Second>3</Second></Time><Date><Year>2021</Year><Month>6</Month><Day>1</Day></Date></UTCDateTime>"
+        "</SystemDateAndTime></GetSystemDateAndTimeResponse>"
+    ),
+    "GetDeviceInformation": (
+        '<GetDeviceInformationResponse xmlns="http://www.onvif.org/ver10/device/wsdl"><Manufacturer>Quirk'
+        "</Manufacturer><Model>Q-1</Model><FirmwareVersion>1.0</FirmwareVersion><SerialNumber>QX1</SerialNumber>"
+        "<HardwareId>1</HardwareId></GetDeviceInformationResponse>"
+    ),
+    "GetCapabilities": (
+        '<GetCapabilitiesResponse xmlns="http://www.onvif.org/ver10/device/wsdl"><Capabilities>'
+        '<Media xmlns="http://www.onvif.org/ver10/schema"><XAddr>http://192.168.0.5/onvif/device_service</XAddr>'
+        "</Media></Capabilities></GetCapabilitiesResponse>"
+    ),
+    "GetProfiles": (
+        '<GetProfilesResponse xmlns="http://www.onvif.org/ver10/media/wsdl"><Profiles token="P1"><Name>main</Name>'
+        "</Profiles></GetProfilesResponse>"
+    ),
+    "GetStreamUri": (
+        '<GetStreamUriResponse xmlns="http://www.onvif.org/ver10/media/wsdl"><MediaUri><Uri>'
+        "rtsp://admin:Quirk-Pass-1@192.168.0.5:554/live</Uri></MediaUri></GetStreamUriResponse>"
+    ),
+    "GetSnapshotUri": (
+        '<GetSnapshotUriResponse xmlns="http://www.onvif.org/ver10/media/wsdl"><MediaUri><Uri>'
+        "http://192.168.0.5/snap.jpg?user=admin&amp;pwd=Quirk-Pass-1</Uri></MediaUri></GetSnapshotUriResponse>"
+    ),
+}
+
+
+@pytest_asyncio.fixture
+async def quirky() -> AsyncIterator[Callable[..., Awaitable[QuirkyDevice]]]:
+    started: list[QuirkyDevice] = []
+
+    async def start(**quirks: Any) -> QuirkyDevice:
+        device = QuirkyDevice(**quirks)
+        await device.start()
+        started.append(device)
+        return device
+
+    yield start
+    for device in started:
+        await device.stop()
+
+
+async def _interrogate_quirky(device: QuirkyDevice, budget: LoginBudget | None = None) -> DeviceReport:
+    async with make_session() as session:
+        return await interrogate(
+            device.url,
+            credentials=[Credential("admin", device.password)],
+            session=session,
+            budget=budget or LoginBudget(),
+            timeout=TIMEOUT,
+        )
+
+
+async def test_soap11_only_device_and_200_faults_and_empty_bodies(quirky) -> None:
+    device = await quirky(
+        soap11_only=True, fault_200_ops=frozenset({"GetServices"}), empty_ops=frozenset({"GetScopes", "GetHostname"})
+    )
+    report = await _interrogate_quirky(device)
+    assert report.ok and report.auth_method == "digest", report.fatal
+    assert (report.manufacturer, report.serial) == ("Quirk", "QX1")
+    assert report.clock_offset_s is not None and report.clock_offset_s < -1e7  # a 2021 clock
+    assert [f.cause for f in report.failures] == [Cause.CLOCK_SKEW]  # empty bodies and faults recovered
+    assert report.scopes == () and report.hostname is None
+    assert report.services[MEDIA_NS] == device.url  # from GetCapabilities, 192.168.0.5 rewritten (DOMAIN 7.4)
+    (profile,) = report.profiles
+    port = device.url.split(":")[2].split("/")[0]
+    assert profile.stream_uri == "rtsp://127.0.0.1:554/live"
+    assert profile.stream_uri_original == "rtsp://192.168.0.5:554/live"  # credentials gone from both
+    assert profile.snapshot_uri == f"http://127.0.0.1:{port}/snap.jpg"
+    assert device.password not in repr(as_dict(report))
+
+
+async def test_single_use_digest_nonces_cost_no_login_budget(quirky) -> None:
+    device = await quirky(single_use_nonce=True)
+    budget = LoginBudget()
+    report = await _interrogate_quirky(device, budget)
+    assert report.ok and report.failures[:1] and report.profiles, report.failures
+    assert device.failed_logins == 0
+    assert budget.remaining(report.xaddr.split("//")[1].split("/")[0]) == 2  # nonce refreshes are not failures
+
+
+async def test_oversized_reply_is_cut_off(quirky) -> None:
+    device = await quirky(huge_op="GetNetworkInterfaces")
+    report = await _interrogate_quirky(device)
+    assert report.ok and report.mac is None
+    failure = report.failure_for("GetNetworkInterfaces")
+    assert failure is not None and failure.cause is Cause.PROTOCOL and "exceeds" in failure.detail
+    assert report.hostname is None or report.profiles  # the device is still read after the cut-off
+    assert report.profiles

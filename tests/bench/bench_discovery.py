@@ -1,0 +1,122 @@
+"""Benchmark: discover (range scan), interrogate and register 1,000 simulated ONVIF devices.
+
+Ours: vms.discovery (aiohttp + prebuilt envelopes + lxml, bounded concurrency, bulk registration).
+Baseline, in the same run against the same fleet: the plain per-device onvif-zeep-async loop (ONVIFCamera,
+update_xaddrs, GetDeviceInformation, GetNetworkInterfaces, GetProfiles, GetStreamUri per profile), each device
+registered as it is read. The fleet runs in its own process so its CPU is not charged to either client.
+Prints figures; never asserts on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import socket
+import time
+from pathlib import Path
+
+from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME, build_fleet
+from tests.bench.onvif_baseline import zeep_interrogate
+from tests.services import free_port
+from vms.credentials import Cipher, add_credential
+from vms.demo import BackgroundFleet
+from vms.discovery import Discovery, DiscoveryRequest
+from vms.domain import Observation, SourceKind
+from vms.inventory import observation_key
+from vms.services import Inventory
+from vms.settings import Settings
+
+COUNT = int(os.environ.get("VMS_BENCH_DEVICES", "1000"))
+BASELINE_COUNT = int(os.environ.get("VMS_BENCH_BASELINE_DEVICES", "200"))
+BASE = "127.60.0.1"
+
+
+def BOTH_AUTH(count: int) -> dict[int, str]:  # noqa: N802
+    # zeep speaks WS-UsernameToken only: give every device both methods so the baseline can log in everywhere
+    return dict.fromkeys(range(count), "both")
+
+
+def _serve(count: int, port: int, stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    bg = BackgroundFleet(count=count, base_host=BASE, port=port, fault_mix={}, rtsp=False, discovery=False,
+                         auth_by_index=BOTH_AUTH(count))
+    bg.start()
+    stop.wait(600)
+    bg.stop()
+
+
+def _wait_listening(host: str, port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"fleet not listening on {host}:{port}")
+
+
+def _inventory(tmp: Path, name: str) -> Inventory:
+    settings = Settings(
+        data_dir=tmp / name, database_url=f"sqlite:///{tmp / (name + '.sqlite3')}",
+        secret_key="0" * 43 + "=", _env_file=None,
+    )
+    inv = Inventory(settings)
+    inv.upgrade()
+    with inv.session() as s:
+        add_credential(s, Cipher(settings.fernet_key()), name="estate", username=DEFAULT_USERNAME,
+                       password=DEFAULT_PASSWORD, default=True, actor="bench")
+    return inv
+
+
+async def _baseline(inv: Inventory, targets: list[tuple[str, int]]) -> int:
+    ok = 0
+    for host, port in targets:  # the plain loop: one device after the other
+        r = await zeep_interrogate(host, port, DEFAULT_USERNAME, DEFAULT_PASSWORD)
+        if not r.ok:
+            continue
+        fields = {"ip_address": host, "port": port, "manufacturer": r.manufacturer, "model": r.model,
+                  "stream_uri": r.stream_uris[0] if r.stream_uris else None}
+        inv.ingest_observations(
+            [Observation("onvif", SourceKind.ONVIF, observation_key(fields), fields)],
+            source="onvif", kind=SourceKind.ONVIF, snapshot=False, actor="bench",
+        )
+        ok += 1
+    return ok
+
+
+def test_bench_discovery_1000(tmp_path: Path) -> None:
+    port = free_port()
+    devices = build_fleet(COUNT, base_host=BASE, port=port, fault_mix={}, auth_by_index=BOTH_AUTH(COUNT))
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=_serve, args=(COUNT, port, stop), daemon=True)
+    proc.start()
+    try:
+        _wait_listening(devices[-1].host, port, time.monotonic() + 120)
+        cidr = f"{BASE.rsplit('.', 2)[0]}.0.0/22"
+
+        ours_inv = _inventory(tmp_path, "ours")
+        req = DiscoveryRequest(ranges=[cidr], ports=[port], concurrency=256, scan_concurrency=512, actor="bench")
+        t0 = time.perf_counter()
+        outcome = asyncio.run(Discovery(ours_inv).run(req))
+        t_ours = time.perf_counter() - t0
+        assert outcome.registered == COUNT, outcome
+
+        base_inv = _inventory(tmp_path, "baseline")
+        targets = [(d.host, port) for d in devices[:BASELINE_COUNT]]
+        t0 = time.perf_counter()
+        ok = asyncio.run(_baseline(base_inv, targets))
+        t_base = time.perf_counter() - t0
+        assert ok == BASELINE_COUNT
+    finally:
+        stop.set()
+        proc.join(30)
+
+    ours_rate = COUNT / t_ours
+    base_rate = BASELINE_COUNT / t_base
+    print()
+    print(f"ours:     {COUNT:>5} devices discovered (scan of {cidr}), interrogated, registered in {t_ours:6.2f} s "
+          f"= {ours_rate:7.1f} devices/s   (goal: < 5 s for 1,000)")
+    print(f"baseline: {BASELINE_COUNT:>5} devices, plain onvif-zeep-async loop + register, {t_base:6.2f} s "
+          f"= {base_rate:7.1f} devices/s   (~{COUNT / base_rate:.0f} s for {COUNT:,})")
+    print(f"ratio:    {ours_rate / base_rate:.1f}x faster   (goal: >= 10x)")
