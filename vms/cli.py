@@ -667,15 +667,25 @@ def run(
             fleet.stop()
 
 
+DEMO_SOURCES = frozenset({"ledger:demo-police", "onvif", "api", "gbid-allocator"})
+
+
 def _no_cameras(inv: Any) -> bool:
+    """No camera configured: an empty inventory, or only what an earlier demo put there."""
+    from vms.credentials import list_credentials
+
     with inv.session(write=False) as s:
-        return repo.count_cameras(s, repo.CameraFilter(include_removed=True)) == 0
+        if repo.count_cameras(s, repo.CameraFilter(include_removed=True)) == 0:
+            return True
+        sources = {name for name, _ in repo.source_names(s).values()}
+        demo_login = any(c.name == "simulated-fleet" for c in list_credentials(s))
+    return demo_login and sources <= DEMO_SOURCES
 
 
 def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
     """No camera configured: run the simulated fleet on loopback and discover it, as a demo of the real flow."""
     from vms.credentials import Cipher, add_credential
-    from vms.demo import BackgroundFleet
+    from vms.demo import BackgroundFleet, seed_demo
     from vms.discovery import DiscoveryRequest
 
     bg = BackgroundFleet(count=settings.demo_fleet_size, base_host="127.1.0.1", port=8080, rtsp=True)
@@ -684,6 +694,7 @@ def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
         f"vms: no camera configured: simulated fleet of {len(fleet.devices)} ONVIF devices on "
         f"{bg.cidr()} port {fleet.port}"
     )
+    seed_demo(inv, fleet)
     with inv.session() as s:
         add_credential(
             s,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import ipaddress
 import logging
+import random
 import threading
-from typing import Any
+from collections.abc import Iterable
+from importlib.resources import as_file
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from probes.sim import SimFleet
+
+if TYPE_CHECKING:
+    from vms.services import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +58,94 @@ class BackgroundFleet:
         self._thread.join(10)
 
     def cidr(self) -> str:
-        """The smallest range holding every device address (for the discovery scan)."""
-        hosts = sorted(int(ipaddress.ip_address(d.host)) for d in self.fleet.devices)
-        lo, hi = hosts[0], hosts[-1]
-        prefix = 32
-        while prefix > 8 and (lo >> (32 - prefix)) != (hi >> (32 - prefix)):
-            prefix -= 1
-        return str(ipaddress.ip_network(f"{ipaddress.ip_address(lo)}/{prefix}", strict=False))
+        return covering_cidr(d.host for d in self.fleet.devices)
+
+
+def covering_cidr(hosts: Iterable[str]) -> str:
+    """The smallest IPv4 range holding every address (what a discovery scan of a fleet covers)."""
+    values = sorted(int(ipaddress.IPv4Address(h)) for h in hosts)
+    lo, hi = values[0], values[-1]
+    prefix = 32
+    while prefix > 0 and (lo >> (32 - prefix)) != (hi >> (32 - prefix)):
+        prefix -= 1
+    return str(ipaddress.ip_network(f"{ipaddress.IPv4Address(lo)}/{prefix}", strict=False))
+
+
+DEMO_ROADS = ("沂河路", "通达路", "双月湖路", "罗七路", "湖北路", "银雀山路", "罗西街", "盛庄路", "傅庄路", "高都路")
+
+
+def write_demo_ledger(fleet: SimFleet, path: Path, *, seed: int = 11) -> int:
+    """A department ledger for the demo fleet: GB IDs, place names and positions inside Luozhuang, the devices'
+    addresses (so discovery merges with it), and a few of the mistakes real ledgers have."""
+    from importlib.resources import files
+
+    from shapely import wkb
+    from shapely.geometry import Point
+
+    from vms.regions import read_regions
+
+    data = files("vms") / "data" / "luozhuang_gcj02.geojson"
+    with as_file(data) as boundary_path:
+        boundary = wkb.loads(read_regions(boundary_path)[0].geometry_wkb or b"")
+    rnd = random.Random(seed)
+    minx, miny, maxx, maxy = boundary.bounds
+    rows = []
+    for i, device in enumerate(fleet.devices, start=1):
+        while True:
+            lon, lat = rnd.uniform(minx, maxx), rnd.uniform(miny, maxy)
+            if boundary.contains(Point(lon, lat)):
+                break
+        road = DEMO_ROADS[i % len(DEMO_ROADS)]
+        name = f"罗庄区{road}{i}号路口"
+        if i % 17 == 0:
+            name = f"IPCamera {i:02d}"  # a vendor default left in the ledger
+        coords = ("", "") if i % 23 == 0 else (f"{lon:.6f}", f"{lat:.6f}")
+        rows.append(
+            [
+                f"37131100001326{i:06d}",
+                name,
+                *coords,
+                "371311",
+                rnd.choice(["球机", "枪机", "半球"]),
+                device.host,
+                str(device.port),
+                rnd.choice(["1", "2", "3"]),
+                "2024-05-01",
+                "0539-8221234",
+                rnd.choice(["30", "90"]),
+            ]
+        )
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "设备编码",
+                "设备名称",
+                "经度",
+                "纬度",
+                "行政区域",
+                "摄像机类型",
+                "IP地址",
+                "端口",
+                "点位类型",
+                "安装时间",
+                "联系方式",
+                "录像保存天数",
+            ]
+        )
+        w.writerows(rows)
+    return len(rows)
+
+
+def seed_demo(inventory: Inventory, fleet: SimFleet) -> None:
+    """Regions of Luozhuang and the demo ledger, so the demo shows coverage, merge and quality."""
+    from importlib.resources import files
+
+    data = files("vms") / "data"
+    for name in ("luozhuang_gcj02.geojson", "luozhuang_townships.csv"):
+        with as_file(data / name) as path:
+            inventory.import_regions(path, actor="vms run")
+    ledger = inventory.settings.data_dir / "demo_ledger.csv"
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    write_demo_ledger(fleet, ledger)
+    inventory.import_file(ledger, source="ledger:demo-police", actor="vms run")

@@ -34,6 +34,7 @@ __all__ = [
     "parse_system_date_and_time",
     "parse_uri",
     "scope_fields",
+    "unique_tokens",
 ]
 
 MEDIA_NS: Final = NS["trt"]

@@ -17,6 +17,7 @@ from probes.sim import SimFleet, covering_fault_layout
 from probes.sim.devices import FAULTS
 from vms import repository as repo
 from vms.credentials import Cipher, add_credential
+from vms.demo import covering_cidr
 from vms.discovery import Discovery, DiscoveryRequest
 
 COUNT = 500
@@ -65,9 +66,8 @@ def fleet() -> Iterator[SimFleet]:
 
 
 def fleet_cidr(sim: SimFleet) -> str:
-    hosts = [ipaddress.ip_address(d.host) for d in sim.devices]
-    net = ipaddress.ip_network(f"{min(hosts)}/22", strict=False)
-    assert all(h in net for h in hosts) and net.subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+    net = ipaddress.ip_network(covering_cidr(d.host for d in sim.devices))
+    assert net.subnet_of(ipaddress.ip_network("127.0.0.0/8")) and net.num_addresses <= 4096
     return str(net)
 
 

@@ -63,3 +63,11 @@ def test_identity_keys_and_mac_normalisation():
 def test_credentials_are_stripped_from_urls():
     assert strip_userinfo("rtsp://admin:p%40ss@10.0.0.5:554/Streaming/101") == "rtsp://10.0.0.5:554/Streaming/101"
     assert strip_userinfo("http://[fe80::1]:80/snap.jpg") == "http://[fe80::1]:80/snap.jpg"
+
+
+def test_covering_cidr():
+    from vms.demo import covering_cidr
+
+    assert covering_cidr(["127.1.0.1", "127.1.0.50"]) == "127.1.0.0/26"
+    assert covering_cidr(["127.151.3.250", "127.151.5.10"]) == "127.151.0.0/21"
+    assert covering_cidr(["10.0.0.7"]) == "10.0.0.7/32"
