@@ -86,7 +86,8 @@ def create_app(inventory: Inventory) -> FastAPI:
         rows = inventory.stats(by)
         return {
             "by": by,
-            "total": sum(r.count for r in rows),
+            # distinct cameras: by source, one camera listed by two sources counts in both rows
+            "total": inventory.list_cameras(repo.CameraFilter(), limit=0)[0],
             "items": [{"key": r.key, "name": r.name, "count": r.count, **r.extra} for r in rows],
         }
 

@@ -688,7 +688,9 @@ def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
     from vms.demo import BackgroundFleet, seed_demo
     from vms.discovery import DiscoveryRequest
 
-    bg = BackgroundFleet(count=settings.demo_fleet_size, base_host="127.1.0.1", port=8080, rtsp=True)
+    bg = BackgroundFleet(
+        count=settings.demo_fleet_size, base_host=settings.demo_fleet_host, port=settings.demo_fleet_port, rtsp=True
+    )
     fleet = bg.start()
     console.print(
         f"vms: no camera configured: simulated fleet of {len(fleet.devices)} ONVIF devices on "

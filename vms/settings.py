@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     quality_target: float = Field(0.95, description="data-quality pass-rate target")
     demo_fleet: str = Field("auto", description="auto: run the simulated fleet when no camera is configured; on; off")
     demo_fleet_size: int = Field(50, ge=1, le=10000, description="devices in the demo fleet")
+    demo_fleet_host: str = Field("127.1.0.1", description="first device address of the demo fleet (loopback)")
+    demo_fleet_port: int = Field(8080, description="HTTP port of the demo fleet's devices")
     discovery_ranges: list[str] = Field(default_factory=list, description="CIDRs the scheduled sweep scans")
     discovery_ports: list[int] = Field(default_factory=lambda: [80, 8080, 8000, 8899])
     discovery_interfaces: list[str] = Field(default_factory=list, description="interface IPs for multicast probes")
