@@ -19,12 +19,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from vms import repository as repo
+from vms.demo import DEMO_ROADS
 from vms.services import Inventory
 from vms.settings import Settings
 
 ROWS = int(os.environ.get("VMS_BENCH_ROWS", "100000"))
 NAIVE_ROWS = 3000
-ROADS = ["沂河路", "通达路", "双月湖路", "罗七路", "湖北路", "银雀山路", "罗西街", "盛庄路", "傅庄路", "高都路"]
+ROADS = DEMO_ROADS
 TOWNS = ["371311", "37131100", "37131101", "37131102"]
 HEADER = [
     "设备编码",
