@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -169,6 +169,7 @@ def ingest(
     snapshot: bool,
     pinned: Mapping[str, int] | None = None,
     now: datetime | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestResult:
     """Merge one source's observations into the inventory.
 
@@ -177,7 +178,7 @@ def ingest(
     """
     now = now or utcnow()
     result = IngestResult(source=source)
-    lap = _Lap(result.timings)
+    lap = _Lap(result.timings, progress)
     src = repo.get_or_create_source(session, source, kind)
     src.last_import_at = now
     stored = repo.source_observations(session, src.id)
@@ -292,15 +293,23 @@ def ingest(
     return result
 
 
+STAGES = ("compare", "identity", "merge", "place", "insert_cameras", "insert_observations", "remerge")
+
+
 class _Lap:
-    def __init__(self, into: dict[str, float]) -> None:
+    """Times the stages of an ingest and reports them as progress (stage n of len(STAGES))."""
+
+    def __init__(self, into: dict[str, float], progress: Callable[[str, int, int], None] | None = None) -> None:
         self.into = into
+        self.progress = progress
         self.t = time.perf_counter()
 
     def __call__(self, stage: str) -> None:
         now = time.perf_counter()
         self.into[stage] = round(self.into.get(stage, 0.0) + now - self.t, 3)
         self.t = now
+        if self.progress is not None:
+            self.progress("merge", STAGES.index(stage) + 1, len(STAGES))
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,7 +167,7 @@ class Inventory:
             observations.append(
                 Observation(source, kind, observation_key(row.fields, row.line), row.fields, row.extra, row.line)
             )
-        progress("merge", 0, len(observations))
+        progress("merge", 0, 7)
         with self.session() as s:
             ctx = self.region_context(s)
             result = ingest(
@@ -178,6 +178,7 @@ class Inventory:
                 rank=self.rank,
                 regions=ctx,
                 snapshot=snapshot,
+                progress=progress,
             )
             result.timings = {"read": read_seconds, **result.timings}
             src = repo.get_or_create_source(s, source, kind)
@@ -222,7 +223,7 @@ class Inventory:
                 target=source,
                 details={"path": str(path), "run_id": report.run_id, **result.counts()},
             )
-        progress("merge", len(observations), len(observations))
+        progress("merge", 7, 7)
         return report
 
     def ingest_observations(
