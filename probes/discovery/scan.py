@@ -16,21 +16,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
-import aiohttp
-
-from probes.errors import Cause, ProbeError
+from probes.errors import Cause
 from probes.onvif.addresses import format_hostport
-from probes.onvif.client import read_capped
+from probes.onvif.clocks import RECENT_CLOCKS, ClockReading
+from probes.onvif.gcpause import sweep_gc
+from probes.onvif.http import HttpClient, HttpError, host_header, parking_capacity
 from probes.onvif.parse import parse_system_date_and_time
 from probes.onvif.soap import (
     MalformedReply,
     Ops,
     SoapVersion,
-    build_envelope,
     fault_cause,
     local,
     parse_reply,
-    request_headers,
+    plain_envelope,
+    request_header_lines,
 )
 from probes.results import ScanHit
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS: Final = (80, 8080, 8000, 8899)
 _MAX_REPLY_BYTES: Final = 256 * 1024  # a GetSystemDateAndTime reply is under 2 KiB
+_KEEP_S: Final = 5.0  # how long a hit's connection waits for the interrogation
 _PROGRESS_EVERY_S: Final = 0.2
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,29 +72,24 @@ def iter_addresses(cidrs: Sequence[str]) -> Iterator[str]:
 
 
 async def _probe(
-    session: aiohttp.ClientSession,
-    host: str,
-    port: int,
-    path: str,
-    timeout: aiohttp.ClientTimeout,
+    http: HttpClient, host: str, port: int, path: str, timeout: float, remember: bool
 ) -> ScanHit | None:
     """One address:port:path. None for anything that is not clearly an ONVIF device service."""
     url = f"http://{format_hostport(host, port)}{path}"
+    host_line = host_header(host, port)
+    target = path.encode("latin-1")
     soap: SoapVersion = "1.2"
+    op = Ops.GET_SYSTEM_DATE_AND_TIME
     for _ in range(2):
-        op = Ops.GET_SYSTEM_DATE_AND_TIME
+        data = http.build(b"POST", host_line, target, request_header_lines(op.action, soap), plain_envelope(op, soap))
         sent = time.time()
         started = time.perf_counter()
-        async with session.post(
-            url, data=build_envelope(op, soap=soap), headers=request_headers(op, soap), timeout=timeout,
-            allow_redirects=False,
-        ) as resp:
-            body = await read_capped(resp, _MAX_REPLY_BYTES, op.name)
-            status = resp.status
+        resp = await http.request(host, port, "http", data, timeout=timeout, max_bytes=_MAX_REPLY_BYTES)
         rtt_ms = round((time.perf_counter() - started) * 1000, 2)
         received = time.time()
+        status = resp.status
         try:
-            reply = parse_reply(body)
+            reply = parse_reply(resp.body)
         except MalformedReply:
             return None
         if reply.fault is not None:
@@ -117,6 +113,9 @@ async def _probe(
             return ScanHit(host, port, url, None, None, rtt_ms)
         midpoint = dt.datetime.fromtimestamp((sent + received) / 2, dt.UTC)
         offset = round((device_time.utc - midpoint).total_seconds(), 3)
+        if remember:  # the interrogation that usually follows need not ask again (probes.onvif.clocks)
+            reading = ClockReading(offset, device_time.utc, device_time.from_local, soap, time.monotonic())
+            RECENT_CLOCKS.remember(format_hostport(host, port), reading)
         return ScanHit(host, port, url, device_time.utc, offset, rtt_ms)
     return None
 
@@ -130,11 +129,13 @@ async def scan_range(
     paths: Sequence[str] = ("/onvif/device_service",),
     max_addresses: int = 65_536,
     progress: Callable[[int, int], None] | None = None,
-    session: aiohttp.ClientSession | None = None,
+    session: HttpClient | None = None,
+    remember_clocks: bool = True,
 ) -> list[ScanHit]:
     """Find ONVIF device services in ``cidrs`` on ``ports``. Refuses more than ``max_addresses`` addresses
     (default: one /16). ``progress(done, total)`` counts address:port pairs, at most every 0.2 s and at the end.
-    Hits come back sorted by address and port."""
+    Hits come back sorted by address and port. With ``remember_clocks`` each device's clock reading is kept
+    for a while (:mod:`probes.onvif.clocks`), so an interrogation right after skips its GetSystemDateAndTime."""
     total_addresses = count_addresses(cidrs)
     if total_addresses > max_addresses:
         raise ValueError(f"{total_addresses} addresses exceed the scan limit of {max_addresses}")
@@ -148,14 +149,11 @@ async def scan_range(
     hits: list[ScanHit] = []
     done = 0
     last_report = time.monotonic()
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
     own_session = session is None
-    http = session or aiohttp.ClientSession(
-        # One request per address: no keep-alive, or a /16 would park thousands of idle sockets.
-        connector=aiohttp.TCPConnector(limit=concurrency, force_close=True, ssl=False),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        headers={"User-Agent": "vms-probe/0.1", "Accept-Encoding": "identity"},
+    # Keep-alive: a device's connection is handed on to the interrogation that usually follows (HttpClient
+    # park_on_close); what is not a device is closed at once, and the rest after a few seconds unused.
+    http = session or HttpClient(
+        limit=concurrency, limit_per_host=1, keepalive_s=_KEEP_S, max_idle=parking_capacity(), park_on_close=True
     )
 
     def report(force: bool = False) -> None:
@@ -175,17 +173,19 @@ async def scan_range(
         for host, port in jobs:  # shared iterator: the pool streams over the address space
             for path in paths:
                 try:
-                    hit = await _probe(http, host, port, path, client_timeout)
-                except (TimeoutError, aiohttp.ClientError, OSError, ValueError, ProbeError):
+                    hit = await _probe(http, host, port, path, timeout, remember_clocks)
+                except (TimeoutError, HttpError, OSError, ValueError):
                     break  # nothing listening (or not HTTP): no point trying other paths on this port
                 if hit is not None:
                     hits.append(hit)
                     break
+                http.forget(host, port)  # answered, but not an ONVIF device service: no reason to keep it
             done += 1
             report()
 
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, total)))))
+        with sweep_gc():
+            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, total)))))
     finally:
         if own_session:
             await http.close()

@@ -26,6 +26,7 @@ DEVICE_SERVICE_PATH = "/onvif/device_service"
 # Query parameters some encoders use to carry a login in stream/snapshot URIs (never keep them in results).
 _SECRET_PARAMS = frozenset({"user", "username", "usr", "login", "pass", "password", "pwd", "passwd", "auth"})
 _USERINFO = re.compile(r"(?<=//)[^/@?#]*@")
+_SECRET_QUERY = re.compile(r"[?&;](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=", re.IGNORECASE)
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -88,8 +89,26 @@ def _needs_rewrite(uri_host: str | None, answered_host: str) -> bool:
     return not ip.is_global and not ip.is_multicast
 
 
+def _quick_host(uri: str) -> str | None:
+    """The host of a plain ``scheme://host[:port]/...`` URI; None when a full parse is needed."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        return None
+    end = len(rest)
+    for mark in "/?#":
+        at = rest.find(mark, 0, end)
+        if at >= 0:
+            end = at
+    netloc = rest[:end]
+    if not netloc or "[" in netloc or "@" in netloc:
+        return None
+    return netloc.partition(":")[0] or None
+
+
 def strip_credentials(uri: str) -> str:
     """Remove user:password@ and login query parameters (some encoders put them in stream URIs)."""
+    if "@" not in uri and ("?" not in uri or ("%" not in uri and _SECRET_QUERY.search(uri) is None)):
+        return uri  # nothing to remove: the common case, without a parse
     try:
         parts = urlsplit(uri)
         netloc = parts.netloc.rsplit("@", 1)[-1]
@@ -110,6 +129,9 @@ def rewrite_uri(uri: str, answered_host: str, answered_port: int | None, *, answ
     replaced too (a NAT forwards one port to the device's web server); RTSP keeps its port, which we cannot know.
     """
     clean = strip_credentials(uri.strip())
+    quick = _quick_host(clean)
+    if quick is not None and not _needs_rewrite(quick, answered_host):
+        return clean  # names the host that answered: the common case, without a parse
     try:
         parts = urlsplit(clean)
         uri_host = parts.hostname

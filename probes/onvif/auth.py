@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape
 __all__ = [
     "Credential",
     "DigestChallenge",
+    "DigestSigner",
     "LoginBudget",
     "digest_authorization",
     "digest_response",
@@ -167,16 +168,66 @@ def digest_response(
     body: bytes = b"",
 ) -> tuple[str, str | None]:
     """(response, qop used) per RFC 7616 section 3.4.1; RFC 2069 style when the server offers no qop."""
-    h = _HASHES[challenge.hash_name]
-    ha1 = h(f"{credential.username}:{challenge.realm}:{credential.password}".encode())
-    if challenge.algorithm.endswith("-sess"):
-        ha1 = h(f"{ha1}:{challenge.nonce}:{cnonce}".encode())
-    qop = "auth" if "auth" in challenge.qop or not challenge.qop else "auth-int"
-    if not challenge.qop:
-        ha2 = h(f"{method}:{uri}".encode())
-        return h(f"{ha1}:{challenge.nonce}:{ha2}".encode()), None
-    ha2 = h(f"{method}:{uri}".encode()) if qop == "auth" else h(f"{method}:{uri}:{h(body)}".encode())
-    return h(f"{ha1}:{challenge.nonce}:{nc:08x}:{cnonce}:{qop}:{ha2}".encode()), qop
+    return DigestSigner(challenge, credential).response(method=method, uri=uri, nc=nc, cnonce=cnonce, body=body)
+
+
+class DigestSigner:
+    """HTTP Digest signing with one challenge and one credential. HA1, HA2 per method+URI and the fixed parts of
+    the header are computed once; each request then costs one hash (two with ``auth-int``)."""
+
+    __slots__ = ("_h", "_ha1", "_ha2", "_prefix", "_qop", "_sess", "_suffix", "challenge", "credential")
+
+    def __init__(self, challenge: DigestChallenge, credential: Credential) -> None:
+        self.challenge = challenge
+        self.credential = credential
+        h = self._h = _HASHES[challenge.hash_name]
+        self._ha1 = h(f"{credential.username}:{challenge.realm}:{credential.password}".encode())
+        self._sess = challenge.algorithm.endswith("-sess")
+        self._qop: str | None = None
+        if challenge.qop:
+            self._qop = "auth" if "auth" in challenge.qop else "auth-int"
+        self._ha2: dict[tuple[str, str], str] = {}
+        username = credential.username
+        if challenge.userhash:
+            username = h(f"{username}:{challenge.realm}".encode())
+        self._prefix = (
+            f'Digest username="{_quote(username)}", realm="{_quote(challenge.realm)}", '
+            f'nonce="{_quote(challenge.nonce)}", uri="'
+        )
+        suffix = ""
+        if challenge.opaque is not None:
+            suffix += f', opaque="{_quote(challenge.opaque)}"'
+        if challenge.userhash:
+            suffix += ", userhash=true"
+        self._suffix = suffix
+
+    def response(
+        self, *, method: str, uri: str, nc: int, cnonce: str, body: bytes = b""
+    ) -> tuple[str, str | None]:
+        h = self._h
+        nonce = self.challenge.nonce
+        ha1 = h(f"{self._ha1}:{nonce}:{cnonce}".encode()) if self._sess else self._ha1
+        qop = self._qop
+        if qop == "auth-int":
+            ha2 = h(f"{method}:{uri}:{h(body)}".encode())
+        else:
+            key = (method, uri)
+            ha2 = self._ha2.get(key) or ""
+            if not ha2:
+                ha2 = h(f"{method}:{uri}".encode())
+                if len(self._ha2) < 64:
+                    self._ha2[key] = ha2
+        if qop is None:
+            return h(f"{ha1}:{nonce}:{ha2}".encode()), None
+        return h(f"{ha1}:{nonce}:{nc:08x}:{cnonce}:{qop}:{ha2}".encode()), qop
+
+    def authorization(self, *, method: str, uri: str, nc: int, cnonce: str | None = None, body: bytes = b"") -> str:
+        cnonce = cnonce or os.urandom(8).hex()
+        response, qop = self.response(method=method, uri=uri, nc=nc, cnonce=cnonce, body=body)
+        header = f'{self._prefix}{_quote(uri)}", algorithm={self.challenge.algorithm}, response="{response}"'
+        if qop is not None:
+            header += f', qop={qop}, nc={nc:08x}, cnonce="{cnonce}"'
+        return header + self._suffix
 
 
 def digest_authorization(
@@ -189,28 +240,7 @@ def digest_authorization(
     cnonce: str | None = None,
     body: bytes = b"",
 ) -> str:
-    cnonce = cnonce or os.urandom(8).hex()
-    response, qop = digest_response(
-        challenge, credential, method=method, uri=uri, nc=nc, cnonce=cnonce, body=body
-    )
-    username = credential.username
-    if challenge.userhash:
-        username = _HASHES[challenge.hash_name](f"{username}:{challenge.realm}".encode())
-    parts = [
-        f'username="{_quote(username)}"',
-        f'realm="{_quote(challenge.realm)}"',
-        f'nonce="{_quote(challenge.nonce)}"',
-        f'uri="{_quote(uri)}"',
-        f"algorithm={challenge.algorithm}",
-        f'response="{response}"',
-    ]
-    if qop is not None:
-        parts += [f"qop={qop}", f"nc={nc:08x}", f'cnonce="{cnonce}"']
-    if challenge.opaque is not None:
-        parts.append(f'opaque="{_quote(challenge.opaque)}"')
-    if challenge.userhash:
-        parts.append("userhash=true")
-    return "Digest " + ", ".join(parts)
+    return DigestSigner(challenge, credential).authorization(method=method, uri=uri, nc=nc, cnonce=cnonce, body=body)
 
 
 def _quote(value: str) -> str:
@@ -218,6 +248,9 @@ def _quote(value: str) -> str:
 
 
 # --- failed-login budget -----------------------------------------------------------------------------------------
+
+
+_FINGERPRINT_CACHE: Final = 256
 
 
 @dataclass
@@ -260,12 +293,22 @@ class LoginBudget:
         self._clock = clock
         self._on_change = on_change
         self._devices: dict[str, _DeviceLogins] = {}
+        # A sweep asks for the same few credentials' fingerprints thousands of times; an HMAC each time adds up.
+        # Bounded, in memory only (the caller holds these credentials anyway; snapshots keep fingerprints only).
+        self._fingerprints: dict[Credential, str] = {}
 
     # fingerprints -----------------------------------------------------------------------------------------
 
     def fingerprint(self, credential: Credential) -> str:
+        known = self._fingerprints.get(credential)
+        if known is not None:
+            return known
         message = f"{credential.username}\x00{credential.password}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:24]
+        value = hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:24]
+        if len(self._fingerprints) >= _FINGERPRINT_CACHE:
+            self._fingerprints.clear()
+        self._fingerprints[credential] = value
+        return value
 
     def _state(self, device: str) -> _DeviceLogins:
         state = self._devices.get(device)

@@ -1,4 +1,4 @@
-"""Fast async ONVIF client: aiohttp + prebuilt envelopes + lxml (FIELD-NOTES: ~10x cheaper than zeep).
+"""Fast async ONVIF client: a small HTTP/1.1 client + prebuilt envelopes + lxml (FIELD-NOTES: ~10x cheaper than zeep).
 
 :func:`interrogate` walks one device through the standard read-only calls and returns a
 :class:`~probes.results.DeviceReport`; :func:`interrogate_many` does it for a fleet with bounded concurrency.
@@ -12,24 +12,26 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from probes.errors import LOGIN_BUDGET_EXHAUSTED, Cause, Failure, ProbeError, scrub
 from probes.onvif.addresses import Target, parse_target, rewrite_uri, strip_credentials
 from probes.onvif.auth import (
     Credential,
     DigestChallenge,
+    DigestSigner,
     LoginBudget,
-    digest_authorization,
     parse_digest_challenges,
     wsse_header,
 )
+from probes.onvif.clocks import RECENT_CLOCKS, ClockReading
+from probes.onvif.gcpause import sweep_gc
+from probes.onvif.http import Disconnected, HttpClient, HttpError, ReplyTooLarge, Response, host_header
 from probes.onvif.parse import (
     MEDIA2_NS,
     MEDIA_NS,
@@ -57,35 +59,39 @@ from probes.onvif.soap import (
     build_envelope,
     fault_cause,
     parse_reply,
-    request_headers,
+    plain_envelope,
+    request_header_lines,
     status_cause,
 )
 from probes.results import AuthMethod, DeviceReport, MediaProfile, MediaSource, StepResult
 
 __all__ = [
     "DEFAULT_DEADLINE",
+    "DEFAULT_REUSE_CLOCK_S",
     "DEFAULT_TIMEOUT",
     "MAX_REPLY_BYTES",
+    "SnapshotMode",
     "interrogate",
     "interrogate_many",
     "interrogate_stream",
     "make_session",
-    "read_capped",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT: Final = 3.0  # per call, connect + read
 DEFAULT_DEADLINE: Final = 30.0  # per device, all calls
+DEFAULT_REUSE_CLOCK_S: Final = 30.0  # a range scan's clock reading younger than this replaces GetSystemDateAndTime
 MAX_REPLY_BYTES: Final = 2 * 1024 * 1024  # a hostile or broken device cannot make us buffer more
 # HA warns at 5 s; WS-Security servers accept about +-5 min. Beyond that an unsigned-clock login would fail,
 # so the operator should hear about it even though we sign with the device's clock (DOMAIN 7.1).
 CLOCK_SKEW_WARN_S: Final = 300.0
 _MAX_PROFILES: Final = 128  # a 64-channel NVR lists ~2 profiles per channel
 _TRANSPORT_STREAK_STOP: Final = 2  # consecutive silent calls before we leave an overloaded device alone (7.8)
-_READ_CHUNK: Final = 64 * 1024
 
 _AuthKind = Literal["wsse", "digest", "none"]
+# Snapshot URIs: "main" asks for the main profile's only (an inventory needs one), "all" for every profile.
+SnapshotMode = Literal["main", "all", "none"]
 _T = TypeVar("_T")
 
 
@@ -95,103 +101,63 @@ def make_session(
     limit_per_host: int = 2,
     keepalive_s: float = 3.0,
     verify_tls: bool = False,
-) -> aiohttp.ClientSession:
-    """The shared HTTP session for probes.
+) -> HttpClient:
+    """The shared HTTP client for probes (use as ``async with`` or ``await session.close()``).
 
     ``limit_per_host`` caps concurrent calls per device process-wide (NVRs fall over under parallel polling,
-    DOMAIN 7.8). Keep-alive is short: a sweep touches each device once, and idle sockets of thousands of
-    devices would exhaust file descriptors. Camera certificates are self-signed almost everywhere, hence
-    ``verify_tls=False`` by default; we send no secrets in clear because digest and WS-UsernameToken hash them.
+    DOMAIN 7.8). Keep-alive is short and an interrogation closes its device's idle connections when it ends:
+    a sweep touches each device once, and idle sockets of thousands of devices would exhaust file descriptors.
+    Camera certificates are self-signed almost everywhere, hence ``verify_tls=False`` by default; we send no
+    secrets in clear because digest and WS-UsernameToken hash them.
     """
-    connector = aiohttp.TCPConnector(
-        limit=limit,
-        limit_per_host=limit_per_host,
-        keepalive_timeout=keepalive_s,
-        ssl=verify_tls,
-        ttl_dns_cache=300,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),  # no cookies carried from one camera to the next
-        trust_env=False,  # never send camera traffic through an environment proxy
-        headers={"User-Agent": "vms-probe/0.1", "Accept-Encoding": "identity"},
-    )
+    return HttpClient(limit=limit, limit_per_host=limit_per_host, keepalive_s=keepalive_s, verify_tls=verify_tls)
 
 
 # --- HTTP exchange ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Http:
-    status: int
-    body: bytes
-    challenges: list[DigestChallenge]
-    location: str | None
+class _Endpoint(NamedTuple):
+    """A service URL split once: where to connect and what to send."""
+
+    scheme: str
+    host: str
+    port: int
+    target: bytes  # request target (path + query)
+    host_header: bytes
+    uri: str  # the digest ``uri`` parameter
 
 
-class _Disconnected(ProbeError):
-    """The server closed the connection without a reply; often a stale keep-alive socket, worth one retry."""
+@functools.lru_cache(maxsize=8192)
+def _endpoint(url: str) -> _Endpoint:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {scheme!r}")
+    host = parts.hostname
+    if not host:
+        raise ValueError("URL has no host")
+    default = 443 if scheme == "https" else 80
+    port = parts.port or default
+    uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Endpoint(scheme, host, port, uri.encode("latin-1", "strict"), host_header(host, port, scheme), uri)
 
 
 def _transport_failure(exc: BaseException, step: str) -> Failure:
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return Failure(Cause.TIMEOUT, step, "no reply in time")
-    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return Failure(Cause.TLS, step, type(exc).__name__)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        errno = exc.os_error.errno if exc.os_error is not None else None
-        if errno == 111 or isinstance(exc.os_error, ConnectionRefusedError):
-            return Failure(Cause.REFUSED, step, "connection refused")
-        reason = (exc.os_error.strerror or str(exc.os_error)) if exc.os_error is not None else ""
-        return Failure(Cause.UNREACHABLE, step, reason)
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
-        return Failure(Cause.PROTOCOL, step, f"bad HTTP reply: {type(exc).__name__}")
-    if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError):
+    if isinstance(exc, ReplyTooLarge):
+        return Failure(Cause.PROTOCOL, step, str(exc))
+    if isinstance(exc, HttpError):
+        return Failure(Cause.PROTOCOL, step, f"bad HTTP reply: {exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return Failure(Cause.REFUSED, step, "connection refused")
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
         return Failure(Cause.REFUSED, step, "connection reset")
-    if isinstance(exc, aiohttp.ClientOSError | OSError):
-        return Failure(Cause.UNREACHABLE, step, type(exc).__name__)
+    if isinstance(exc, OSError):
+        return Failure(Cause.UNREACHABLE, step, exc.strerror or type(exc).__name__)
     return Failure(Cause.PROTOCOL, step, type(exc).__name__)
-
-
-async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int, step: str) -> bytes:
-    if resp.content_length is not None and resp.content_length > max_bytes:
-        raise ProbeError(Failure(Cause.PROTOCOL, step, f"reply of {resp.content_length} bytes exceeds {max_bytes}"))
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await resp.content.read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > max_bytes:
-            raise ProbeError(Failure(Cause.PROTOCOL, step, f"reply exceeds {max_bytes} bytes"))
-        chunks.append(chunk)
-
-
-async def _post(
-    session: aiohttp.ClientSession,
-    url: str,
-    data: bytes,
-    headers: dict[str, str],
-    *,
-    timeout: aiohttp.ClientTimeout,
-    max_bytes: int,
-    step: str,
-) -> _Http:
-    """POST one envelope; transport problems become :class:`ProbeError` with a classified cause."""
-    try:
-        async with session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False) as resp:
-            body = await read_capped(resp, max_bytes, step)
-            challenges: list[DigestChallenge] = []
-            if resp.status == 401:
-                challenges = parse_digest_challenges(resp.headers.getall("WWW-Authenticate", []))
-            return _Http(resp.status, body, challenges, resp.headers.get("Location"))
-    except ProbeError:
-        raise
-    except aiohttp.ServerDisconnectedError:
-        raise _Disconnected(Failure(Cause.PROTOCOL, step, "connection closed without a reply")) from None
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-        raise ProbeError(_transport_failure(exc, step)) from None
 
 
 # --- one device ------------------------------------------------------------------------------------------------
@@ -246,7 +212,7 @@ class _Device:
         self,
         target: Target,
         *,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         credentials: Sequence[Credential],
         budget: LoginBudget,
         timeout: float,
@@ -258,7 +224,8 @@ class _Device:
         self.session = session
         self.credentials = tuple(credentials)
         self.budget = budget
-        self.client_timeout = aiohttp.ClientTimeout(total=timeout)
+        self.timeout = timeout
+        self.endpoints: dict[str, _Endpoint] = {}  # url -> where; their idle sockets are closed at the end
         self.max_reply_bytes = max_reply_bytes
         self.auth_hint = auth_hint
         self.findings = findings
@@ -268,6 +235,7 @@ class _Device:
         self.method: _AuthKind | None = None  # settled for this interrogation
         self.credential: Credential | None = None
         self.challenge: DigestChallenge | None = None
+        self.signer: DigestSigner | None = None  # for the current challenge and credential
         self.nc = 0
         self.heard = False  # the device spoke SOAP (or 2xx) at least once
         self.streak = 0
@@ -279,7 +247,7 @@ class _Device:
     def _failure(self, cause: Cause, step: str, detail: str) -> Failure:
         return Failure(cause, step, scrub(detail, self.secrets))
 
-    def _classify(self, step: str, http: _Http) -> _Outcome:
+    def _classify(self, step: str, http: Response) -> _Outcome:
         reply: Reply | None = None
         parse_error: str | None = None
         try:
@@ -305,8 +273,9 @@ class _Device:
         else:
             cause = status_cause(http.status)
             detail = f"HTTP {http.status}"
-            if 300 <= http.status < 400 and http.location:
-                detail += f" redirect to {rewrite_uri(http.location, self.target.host, None)}"
+            location = http.header("location") if 300 <= http.status < 400 else None
+            if location:
+                detail += f" redirect to {rewrite_uri(location, self.target.host, None)}"
         accepted = fault is not None and cause not in (Cause.AUTH, Cause.CLOCK_SKEW)
         return _Outcome(http.status, reply, self._failure(cause, step, detail), accepted, fault)
 
@@ -316,40 +285,48 @@ class _Device:
         """One logical request, including the digest challenge round trip, a stale-nonce refresh, a switch to
         SOAP 1.1 for devices that refuse 1.2 (DOMAIN 7.9) and one retry of a dropped keep-alive socket."""
         swapped = refreshed = retried = False
-        request_uri = _request_uri(url)
+        endpoint = self.endpoints.get(url)
+        if endpoint is None:
+            try:
+                endpoint = self.endpoints[url] = _endpoint(url)
+            except ValueError as exc:
+                return _Outcome(None, None, self._failure(Cause.PROTOCOL, step, f"bad service address: {exc}"), False)
+        session = self.session
         outcome: _Outcome | None = None
         for _ in range(5):  # bounded: each branch below can only fire once or twice
-            header = ""
-            headers = request_headers(op, self.soap)
+            soap = self.soap
+            headers = request_header_lines(op.action, soap)
             if method == "wsse" and cred is not None:
-                header = wsse_header(cred, clock_offset_s=self.clock_offset_s or 0.0)
-            data = build_envelope(op, header=header, soap=self.soap)
+                security = wsse_header(cred, clock_offset_s=self.clock_offset_s or 0.0)
+                body = build_envelope(op, header=security, soap=soap)
+            else:
+                body = plain_envelope(op, soap)
             used_nonce: str | None = None
-            if method == "digest" and cred is not None and self.challenge is not None:
+            challenge = self.challenge
+            if method == "digest" and cred is not None and challenge is not None:
                 self.nc += 1
-                used_nonce = self.challenge.nonce
-                headers["Authorization"] = digest_authorization(
-                    self.challenge, cred, method="POST", uri=request_uri, nc=self.nc, body=data
-                )
+                used_nonce = challenge.nonce
+                signer = self.signer
+                if signer is None or signer.challenge is not challenge or signer.credential is not cred:
+                    signer = self.signer = DigestSigner(challenge, cred)
+                authorization = signer.authorization(method="POST", uri=endpoint.uri, nc=self.nc, body=body)
+                headers += b"Authorization: " + authorization.encode() + b"\r\n"
+            data = session.build(b"POST", endpoint.host_header, endpoint.target, headers, body)
             try:
-                http = await _post(
-                    self.session,
-                    url,
-                    data,
-                    headers,
-                    timeout=self.client_timeout,
+                http = await session.request(
+                    endpoint.host, endpoint.port, endpoint.scheme, data, timeout=self.timeout,
                     max_bytes=self.max_reply_bytes,
-                    step=step,
                 )
-            except _Disconnected as exc:
-                if not retried:
+            except Disconnected:
+                if not retried:  # often a stale keep-alive socket: worth one retry
                     retried = True
                     continue
-                return _Outcome(None, None, exc.failure, False)
-            except ProbeError as exc:
-                return _Outcome(None, None, exc.failure, False)
-            if http.status == 401 and http.challenges:
-                fresh = http.challenges[0]
+                return _Outcome(None, None, Failure(Cause.PROTOCOL, step, "connection closed without a reply"), False)
+            except (TimeoutError, HttpError, OSError, ValueError) as exc:
+                return _Outcome(None, None, _transport_failure(exc, step), False)
+            challenges = parse_digest_challenges(http.header_all("www-authenticate")) if http.status == 401 else ()
+            if challenges:
+                fresh = challenges[0]
                 if method == "digest" and cred is not None:
                     first_contact = used_nonce is None
                     # A reused nonce may expire without stale=true on some firmwares: refresh once, no charge.
@@ -360,6 +337,12 @@ class _Device:
                         continue
                 else:
                     self.challenge, self.nc = fresh, 0  # remember: the device speaks digest
+                    if method == "none":
+                        # The anonymous probe's answer: digest wanted. Its fault text tells nothing more, and
+                        # nobody reads it; skip the parse.
+                        self.heard = True
+                        detail = "HTTP 401: digest authentication required"
+                        return _Outcome(401, None, Failure(Cause.AUTH, step, detail), False)
             outcome = self._classify(step, http)
             fault_code = outcome.fault.code if outcome.fault is not None else ""
             version_refused = http.status == 415 or fault_code == "VersionMismatch"
@@ -466,6 +449,8 @@ class _Device:
         try:
             if anonymous:
                 outcome = await self._attempt(step, url, op, "none", None)
+            elif self.method == "wsse" or self.method == "digest":  # logged in: straight out signed
+                outcome = await self._attempt(step, url, op, self.method, self.credential)
             else:
                 outcome = await self._authenticated(step, url, op)
         except _AuthImpossible as exc:
@@ -497,13 +482,6 @@ class _Device:
             self.findings.steps.append(StepResult(step, False, elapsed, failure.cause, failure.detail))
 
 
-@functools.lru_cache(maxsize=4096)
-def _request_uri(url: str) -> str:
-    """The digest ``uri`` parameter: path and query of the request target."""
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
 async def _gather_all(coros: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
     """Run per-profile calls side by side; let every one finish (each is bounded by its call timeout) before
     re-raising the first stop, so no call outlives the interrogation that started it."""
@@ -517,13 +495,34 @@ async def _gather_all(coros: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
 # --- the interrogation -----------------------------------------------------------------------------------------
 
 
+def _main_rank(profile: MediaProfile) -> tuple[bool, int, bool]:
+    """Main stream first: one with a stream URI, the largest picture, H.265 over H.264 at the same size."""
+    return (profile.stream_uri is not None, (profile.width or 0) * (profile.height or 0), profile.encoding == "H265")
+
+
 class _Interrogation:
-    def __init__(self, device: _Device, *, media2: bool, snapshots: bool, per_device_concurrency: int) -> None:
+    def __init__(
+        self,
+        device: _Device,
+        *,
+        media2: bool,
+        snapshots: SnapshotMode,
+        hostname: bool,
+        per_device_concurrency: int,
+        reuse_clock_s: float,
+    ) -> None:
+        self.reuse_clock_s = reuse_clock_s
         self.dev = device
         self.f = device.findings
         self.media2 = media2
-        self.snapshots = snapshots
-        self.slots = asyncio.Semaphore(max(1, min(2, per_device_concurrency)))  # NVRs fall over (DOMAIN 7.8)
+        self.snapshot_mode = snapshots
+        self.snapshots = snapshots == "all"  # per profile
+        self.hostname = hostname
+        self.media_url: str | None = None  # where Media answered GetProfiles
+        # Per-profile calls side by side on at most 2 connections (NVRs fall over, DOMAIN 7.8); the default of 1
+        # keeps one connection per device: a sweep is bound by CPU, not by one device's latency.
+        self.parallel = max(1, min(2, per_device_concurrency))
+        self.slots = asyncio.Semaphore(self.parallel)
         target = device.target
         self.url = target.url
 
@@ -540,7 +539,12 @@ class _Interrogation:
             return None
 
     async def run(self) -> None:
-        clock_needs_auth = await self.read_clock(anonymous=True)
+        reading = RECENT_CLOCKS.get(self.dev.target.key, self.reuse_clock_s)
+        if reading is not None:
+            self.use_clock(reading)
+            clock_needs_auth = False
+        else:
+            clock_needs_auth = await self.read_clock(anonymous=True)
         await self.read_identity()
         if clock_needs_auth and self.dev.method in ("wsse", "digest"):
             await self.read_clock(anonymous=False)
@@ -550,6 +554,8 @@ class _Interrogation:
         media_profiles = await self.read_media()
         if self.media2 and MEDIA2_NS in self.f.services:
             await self.read_media2(media_profiles)
+        if self.snapshot_mode == "main":
+            await self.read_main_snapshot()
 
     async def read_clock(self, *, anonymous: bool) -> bool:
         """GetSystemDateAndTime without auth first (DOMAIN 7.1). Returns True when the device demanded auth."""
@@ -570,13 +576,25 @@ class _Interrogation:
             return False
         midpoint = dt.datetime.fromtimestamp((sent + received) / 2, dt.UTC)
         offset = round((device_time.utc - midpoint).total_seconds(), 3)
+        self._set_clock(offset, device_time.utc, device_time.from_local)
+        return False
+
+    def use_clock(self, reading: ClockReading) -> None:
+        """A range scan read the clock moments ago (probes.onvif.clocks): take it, and its SOAP version."""
+        step = Ops.GET_SYSTEM_DATE_AND_TIME.name
+        age = time.monotonic() - reading.at
+        self.f.steps.append(StepResult(step, True, 0.0, None, f"clock read by the range scan {age:.1f} s ago"))
+        self.dev.soap = reading.soap
+        self._set_clock(reading.offset_s, reading.device_time_utc, reading.from_local)
+
+    def _set_clock(self, offset: float, device_time: dt.datetime, from_local: bool) -> None:
         self.dev.clock_offset_s = offset
         self.f.clock_offset_s = offset
-        self.f.device_time_utc = device_time.utc
+        self.f.device_time_utc = device_time
         if abs(offset) > CLOCK_SKEW_WARN_S:
-            label = " (local time labelled UTC?)" if device_time.from_local or abs(offset) % 1800 < 120 else ""
+            label = " (local time labelled UTC?)" if from_local or abs(offset) % 1800 < 120 else ""
+            step = Ops.GET_SYSTEM_DATE_AND_TIME.name
             self.f.failures.append(Failure(Cause.CLOCK_SKEW, step, f"device clock off by {offset:+.0f} s{label}"))
-        return False
 
     async def read_identity(self) -> None:
         step = Ops.GET_DEVICE_INFORMATION.name
@@ -614,6 +632,8 @@ class _Interrogation:
         reply = await self.optional(Ops.GET_NETWORK_INTERFACES.name, self.url, Ops.GET_NETWORK_INTERFACES)
         if reply is not None:
             self.f.mac = parse_network_interfaces(reply.payload, self.dev.target.host)
+        if not self.hostname:
+            return
         reply = await self.optional(Ops.GET_HOSTNAME.name, self.url, Ops.GET_HOSTNAME)
         if reply is not None:
             self.f.hostname = parse_hostname(reply.payload)
@@ -627,13 +647,19 @@ class _Interrogation:
         # Unknown services (GetServices and GetCapabilities both failed): many stacks serve every service on the
         # device endpoint, so try it rather than give up.
         url = services.get(MEDIA_NS, self.url)
+        self.media_url = url
         reply = await self.optional(Ops.MEDIA_GET_PROFILES.name, url, Ops.MEDIA_GET_PROFILES)
         if reply is None:
             return {}
         infos = self._capped(unique_tokens(parse_media_profiles(reply.payload)), Ops.MEDIA_GET_PROFILES.name)
-        results = await _gather_all(self._media_profile(url, info) for info in infos)
+        results = await self._each(self._media_profile(url, info) for info in infos)
         self.f.profiles.extend(results)
         return {p.token: p for p in results}
+
+    async def _each(self, coros: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+        if self.parallel == 1:
+            return [await coro for coro in coros]  # lazily: a stop leaves no coroutine un-awaited
+        return await _gather_all(coros)
 
     def _capped(self, infos: list[ProfileInfo], step: str) -> list[ProfileInfo]:
         if len(infos) > _MAX_PROFILES:
@@ -679,7 +705,7 @@ class _Interrogation:
             return
         infos = self._capped(unique_tokens(parse_media2_profiles(reply.payload)), "Media2.GetProfiles")
         wanted = [i for i in infos if i.token not in media or (i.encoding and i.encoding != media[i.token].encoding)]
-        results = await _gather_all(self._media2_profile(url, info, media.get(info.token)) for info in wanted)
+        results = await self._each(self._media2_profile(url, info, media.get(info.token)) for info in wanted)
         replaced = {p.token for p in results}
         self.f.profiles = [p for p in self.f.profiles if p.token not in replaced] + list(results)
 
@@ -703,12 +729,54 @@ class _Interrogation:
             snapshot = snapshot or known.snapshot_uri_original
         return self._profile(info, stream, snapshot, "media2")
 
+    async def read_main_snapshot(self) -> None:
+        """One snapshot URI, of the main profile (largest picture, H.265 over H.264 at the same size): what an
+        inventory keeps. Asked through the service that listed the profile; a Media2 profile whose snapshot
+        fails is retried once through Media with the best profile Media listed."""
+        profiles = self.f.profiles
+        if not profiles:
+            return
+        ranked = sorted(profiles, key=_main_rank, reverse=True)
+        main = ranked[0]
+        candidates = [main]
+        if main.source == "media2":
+            fallback = next((p for p in ranked if p.source == "media"), None)
+            if fallback is not None:
+                candidates.append(fallback)
+        for profile in candidates:
+            if profile.source == "media2":
+                url = self.f.services.get(MEDIA2_NS)
+                op = Ops.media2_snapshot_uri(profile.token)
+            else:
+                url = self.media_url
+                op = Ops.media_snapshot_uri(profile.token)
+            if url is None:
+                continue
+            uri = await self._uri(op.name, url, op)
+            if uri:
+                index = profiles.index(profile)
+                profiles[index] = MediaProfile(
+                    token=profile.token,
+                    name=profile.name,
+                    encoding=profile.encoding,
+                    width=profile.width,
+                    height=profile.height,
+                    fps=profile.fps,
+                    bitrate=profile.bitrate,
+                    stream_uri=profile.stream_uri,
+                    stream_uri_original=profile.stream_uri_original,
+                    snapshot_uri=self.rewrite(uri),
+                    snapshot_uri_original=strip_credentials(uri),
+                    source=profile.source,
+                )
+                return
+
 
 async def interrogate(
     xaddr_or_host: str,
     *,
     credentials: Sequence[Credential],
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     budget: LoginBudget,
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float = DEFAULT_DEADLINE,
@@ -716,14 +784,21 @@ async def interrogate(
     port: int = 80,
     max_reply_bytes: int = MAX_REPLY_BYTES,
     media2: bool = True,
-    snapshots: bool = True,
-    per_device_concurrency: int = 2,
+    snapshots: SnapshotMode | bool = "main",
+    hostname: bool = False,
+    per_device_concurrency: int = 1,
+    reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
 ) -> DeviceReport:
-    """Interrogate one device: clock, identity, services, scopes, MAC, hostname, Media and Media2 profiles.
+    """Interrogate one device: clock, identity, services, scopes, MAC, Media and Media2 profiles with their
+    stream URIs, a snapshot URI, and optionally the hostname.
 
     ``xaddr_or_host`` is a device-service URL, ``host`` or ``host:port`` (``port`` and /onvif/device_service
     are assumed when absent). ``budget`` must outlive the call: it is what keeps repeated sweeps from locking
-    accounts. ``auth_hint`` is the ``auth_method`` of an earlier report. Never raises for device behaviour.
+    accounts. ``auth_hint`` is the ``auth_method`` of an earlier report. ``snapshots``: "main" (default) asks
+    for the main profile's snapshot URI only, "all" (or True) for every profile's, "none" (or False) for none.
+    ``hostname`` adds GetHostname (an inventory rarely needs it). A clock reading a range scan took less than
+    ``reuse_clock_s`` ago (:mod:`probes.onvif.clocks`) replaces GetSystemDateAndTime; 0 always asks.
+    Never raises for device behaviour.
     """
     started = time.perf_counter()
     try:
@@ -742,7 +817,14 @@ async def interrogate(
         auth_hint=auth_hint,
         findings=findings,
     )
-    run = _Interrogation(device, media2=media2, snapshots=snapshots, per_device_concurrency=per_device_concurrency)
+    run = _Interrogation(
+        device,
+        media2=media2,
+        snapshots=_snapshot_mode(snapshots),
+        hostname=hostname,
+        per_device_concurrency=per_device_concurrency,
+        reuse_clock_s=reuse_clock_s,
+    )
     try:
         async with asyncio.timeout(deadline):
             await run.run()
@@ -755,6 +837,8 @@ async def interrogate(
     except Exception as exc:  # a bug or a reply shape we never imagined: report it, never crash a sweep
         log.exception("interrogation of %s failed unexpectedly", target.key)
         findings.failures.append(Failure(Cause.PROTOCOL, "internal", scrub(repr(exc), device.secrets)))
+    for endpoint in device.endpoints.values():  # the sweep moves on: free the device's sockets now (DOMAIN 7.8)
+        session.forget(endpoint.host, endpoint.port, endpoint.scheme)
     if findings.fatal is None and not device.heard:
         transport = [f for f in findings.failures if f.cause.is_transport]
         findings.fatal = (transport or findings.failures or [Failure(Cause.PROTOCOL, "interrogate", "no reply")])[0]
@@ -788,6 +872,16 @@ async def interrogate(
     )
 
 
+def _snapshot_mode(value: SnapshotMode | bool) -> SnapshotMode:
+    if value is True:
+        return "all"
+    if value is False:
+        return "none"
+    if value not in ("main", "all", "none"):
+        raise ValueError(f"snapshots must be 'main', 'all' or 'none', not {value!r}")
+    return value
+
+
 def _scope_kwargs(scopes: Sequence[str]) -> dict[str, str | None]:
     fields = scope_fields(scopes)
     return {"name": fields.name, "location": fields.location, "hardware": fields.hardware}
@@ -801,14 +895,16 @@ async def interrogate_stream(
     *,
     credentials_for: Callable[[str], Sequence[Credential]],
     budget: LoginBudget,
-    session: aiohttp.ClientSession | None = None,
+    session: HttpClient | None = None,
     concurrency: int = 200,
     auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float = DEFAULT_DEADLINE,
     port: int = 80,
     media2: bool = True,
-    snapshots: bool = True,
+    snapshots: SnapshotMode | bool = "main",
+    hostname: bool = False,
+    reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
 ) -> AsyncIterator[DeviceReport]:
     """Yield reports as devices finish, at most ``concurrency`` devices at a time (a worker pool over the
     iterator: a fleet of 100,000 never becomes 100,000 tasks)."""
@@ -830,12 +926,15 @@ async def interrogate_stream(
                 port=port,
                 media2=media2,
                 snapshots=snapshots,
+                hostname=hostname,
+                reuse_clock_s=reuse_clock_s,
             )
             await queue.put(report)
 
     async def run_all() -> None:
         try:
-            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+            with sweep_gc():
+                await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         finally:
             await queue.put(None)
 
@@ -857,7 +956,7 @@ async def interrogate_many(
     *,
     credentials_for: Callable[[str], Sequence[Credential]],
     budget: LoginBudget,
-    session: aiohttp.ClientSession | None = None,
+    session: HttpClient | None = None,
     concurrency: int = 200,
     auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -865,7 +964,9 @@ async def interrogate_many(
     deadline: float = DEFAULT_DEADLINE,
     port: int = 80,
     media2: bool = True,
-    snapshots: bool = True,
+    snapshots: SnapshotMode | bool = "main",
+    hostname: bool = False,
+    reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
 ) -> list[DeviceReport]:
     """Reports in the order of ``targets``; ``progress(done, total)`` after each device."""
     items = list(targets)
@@ -889,13 +990,16 @@ async def interrogate_many(
                 port=port,
                 media2=media2,
                 snapshots=snapshots,
+                hostname=hostname,
+                reuse_clock_s=reuse_clock_s,
             )
             done += 1
             if progress is not None:
                 with contextlib.suppress(Exception):  # a broken progress bar must not stop a sweep
                     progress(done, len(items))
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+        with sweep_gc():
+            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
     finally:
         if own_session:
             await http.close()

@@ -140,19 +140,28 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _fields(el: Any) -> dict[str, str | None]:
+    """Local name -> own text of the direct children (the first of each name)."""
+    found: dict[str, str | None] = {}
+    for sub in el.iterchildren("{*}*"):
+        found.setdefault(local(sub.tag), text_of(sub))
+    return found
+
+
 def _date_time(el: Any) -> dt.datetime | None:
     if el is None:
         return None
     date, time = child(el, "Date"), child(el, "Time")
     if date is None or time is None:
         return None
+    day_fields, time_fields = _fields(date), _fields(time)
     parts = [
-        text_of(child(date, "Year")),
-        text_of(child(date, "Month")),
-        text_of(child(date, "Day")),
-        text_of(child(time, "Hour")),
-        text_of(child(time, "Minute")),
-        text_of(child(time, "Second")),
+        day_fields.get("Year"),
+        day_fields.get("Month"),
+        day_fields.get("Day"),
+        time_fields.get("Hour"),
+        time_fields.get("Minute"),
+        time_fields.get("Second"),
     ]
     if any(p is None for p in parts):
         return None

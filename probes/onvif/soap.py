@@ -8,10 +8,11 @@ body may come labelled as SOAP 1.1 or the reverse (DOMAIN 7.9), so the content t
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple, cast
 from xml.sax.saxutils import escape
 
 from lxml import etree
@@ -38,6 +39,8 @@ __all__ = [
     "parse_reply",
     "parse_xml",
     "path",
+    "plain_envelope",
+    "request_header_lines",
     "request_headers",
     "status_cause",
     "text_of",
@@ -58,6 +61,10 @@ NS: Final = {
 }
 
 _ENVELOPE_NS: Final = {"1.2": NS["s12"], "1.1": NS["s11"]}
+_SOAP_OF_ENVELOPE: Final[dict[str, SoapVersion]] = {
+    f"{{{NS['s12']}}}Envelope": "1.2",
+    f"{{{NS['s11']}}}Envelope": "1.1",
+}
 _ENVELOPE: Final = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     '<s:Envelope xmlns:s="{ns}"><s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>'
@@ -110,7 +117,11 @@ class Ops:
     # Media2 returns bare profiles unless asked for their configurations.
     MEDIA2_GET_PROFILES: Final = _op(NS["tr2"], "GetProfiles", "<Type>All</Type>")
 
+    # Per-token operations are cached: tokens repeat across devices ("Profile_1", "MainStream", "000"...), so the
+    # same Operation (and its cached envelope, see plain_envelope) serves the whole fleet.
+
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def media_stream_uri(token: str) -> Operation:
         inner = (
             f'<StreamSetup><Stream xmlns="{NS["tt"]}">RTP-Unicast</Stream>'
@@ -120,15 +131,18 @@ class Ops:
         return _op(NS["trt"], "GetStreamUri", inner)
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def media_snapshot_uri(token: str) -> Operation:
         return _op(NS["trt"], "GetSnapshotUri", f"<ProfileToken>{escape(token)}</ProfileToken>")
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def media2_stream_uri(token: str, protocol: str = "RtspUnicast") -> Operation:
         inner = f"<Protocol>{escape(protocol)}</Protocol><ProfileToken>{escape(token)}</ProfileToken>"
         return Operation("Media2.GetStreamUri", f"{NS['tr2']}/GetStreamUri", _op(NS["tr2"], "GetStreamUri", inner).body)
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def media2_snapshot_uri(token: str) -> Operation:
         body = _op(NS["tr2"], "GetSnapshotUri", f"<ProfileToken>{escape(token)}</ProfileToken>").body
         return Operation("Media2.GetSnapshotUri", f"{NS['tr2']}/GetSnapshotUri", body)
@@ -138,16 +152,34 @@ def build_envelope(op: Operation, *, header: str = "", soap: SoapVersion = "1.2"
     return _ENVELOPE.format(ns=_ENVELOPE_NS[soap], header=header, body=op.body).encode()
 
 
+@functools.lru_cache(maxsize=4096)
+def plain_envelope(op: Operation, soap: SoapVersion = "1.2") -> bytes:
+    """The envelope without a security header (anonymous and HTTP digest calls), built once per operation."""
+    return build_envelope(op, soap=soap)
+
+
 def request_headers(op: Operation, soap: SoapVersion = "1.2") -> dict[str, str]:
     if soap == "1.2":
         return {"Content-Type": f'application/soap+xml; charset=utf-8; action="{op.action}"'}
     return {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{op.action}"'}
 
 
-# --- element helpers: match by local name, tolerate undeclared prefixes left by a recovering parse -----------
+@functools.lru_cache(maxsize=1024)
+def request_header_lines(action: str, soap: SoapVersion = "1.2") -> bytes:
+    """:func:`request_headers` as encoded HTTP header lines, built once per action."""
+    if soap == "1.2":
+        return f'Content-Type: application/soap+xml; charset=utf-8; action="{action}"\r\n'.encode()
+    return f'Content-Type: text/xml; charset=utf-8\r\nSOAPAction: "{action}"\r\n'.encode()
+
+
+# --- element helpers: match by local name ------------------------------------------------------------------
+# lxml's "{*}name" tag filter matches a local name in any namespace or none, in C: far cheaper than comparing local
+# names in Python. A recovering parse can leave undeclared prefixes in tags ("tt:Name", no namespace);
+# parse_xml renames those to their local names, so the filters hold for every tree it returns.
 
 
 _LOCAL_NAMES: dict[str, str] = {}  # tag -> local name; a few hundred distinct tags cover every vendor
+_ANY_NS: dict[str, str] = {}  # local name -> "{*}name"
 
 
 def local(tag: Any) -> str:
@@ -161,31 +193,49 @@ def local(tag: Any) -> str:
     return name
 
 
+def _any_ns(name: str) -> str:
+    wildcard = _ANY_NS.get(name)
+    if wildcard is None:
+        wildcard = "{*}" + name
+        if len(_ANY_NS) < 4096:
+            _ANY_NS[name] = wildcard
+    return wildcard
+
+
 def child(el: Any, name: str) -> Any:
     if el is None:
         return None
-    for sub in el:
-        if local(sub.tag) == name:
-            return sub
+    for sub in el.iterchildren(_any_ns(name)):
+        return sub
     return None
 
 
 def children(el: Any, name: str) -> list[Any]:
     if el is None:
         return []
-    return [sub for sub in el if local(sub.tag) == name]
+    return list(el.iterchildren(_any_ns(name)))
 
 
 def descendants(el: Any, name: str) -> Iterator[Any]:
     if el is None:
-        return
-    for sub in el.iter():
-        if sub is not el and local(sub.tag) == name:
-            yield sub
+        return iter(())
+    return cast(Iterator[Any], el.iterdescendants(_any_ns(name)))
 
 
 def descendant(el: Any, name: str) -> Any:
-    return next(descendants(el, name), None)
+    if el is None:
+        return None
+    for sub in el.iterdescendants(_any_ns(name)):
+        return sub
+    return None
+
+
+def _strip_undeclared_prefixes(root: Any) -> None:
+    """After a recovering parse: "tt:Name" (prefix never declared, so no namespace) becomes "Name"."""
+    for el in root.iter():
+        tag = el.tag
+        if isinstance(tag, str) and ":" in tag and not tag.startswith("{"):
+            el.tag = tag.rpartition(":")[2]
 
 
 def text_of(el: Any) -> str | None:
@@ -236,8 +286,7 @@ class Fault:
         return f"{codes}: {self.reason}" if self.reason else codes
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):  # one per call: a tuple is cheaper to build than a frozen dataclass
     payload: Any  # first element in Body (lxml element) or None for an empty success body
     fault: Fault | None
     soap: SoapVersion | None  # version of the envelope actually received
@@ -313,22 +362,26 @@ def parse_xml(data: bytes) -> tuple[Any, bool]:
         raise MalformedReply(f"unparseable XML: {exc}") from None
     if root is None:
         raise MalformedReply("unparseable XML")
+    _strip_undeclared_prefixes(root)
     return root, True
 
 
 def parse_reply(data: bytes) -> Reply:
     """Parse a SOAP reply of either version. Raises :class:`MalformedReply` when no envelope survives."""
-    if not data.strip():
+    if not data or data.isspace():
         return Reply(None, None, None, False)
     root, recovered = parse_xml(data)
-    if local(root.tag) != "Envelope":
-        raise MalformedReply(f"not a SOAP envelope (root element {local(root.tag) or '?'})")
-    ns = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
-    soap: SoapVersion | None = "1.2" if ns == NS["s12"] else "1.1" if ns == NS["s11"] else None
-    body = child(root, "Body")
+    tag = root.tag
+    if local(tag) != "Envelope":
+        raise MalformedReply(f"not a SOAP envelope (root element {local(tag) or '?'})")
+    soap = _SOAP_OF_ENVELOPE.get(tag)
+    # Body is the last child almost always, its payload the first: index before searching.
+    body = root[-1] if len(root) and local(root[-1].tag) == "Body" else child(root, "Body")
     if body is None:
         raise MalformedReply("SOAP envelope without Body")
-    payload = next((el for el in body if isinstance(el.tag, str)), None)
+    payload = body[0] if len(body) and isinstance(body[0].tag, str) else next(
+        (el for el in body if isinstance(el.tag, str)), None
+    )
     if payload is not None and local(payload.tag) == "Fault":
         return Reply(None, _parse_fault(payload), soap, recovered)
     return Reply(payload, None, soap, recovered)

@@ -1,6 +1,7 @@
 """Benchmark: discover (range scan), interrogate and register 1,000 simulated ONVIF devices.
 
-Ours: vms.discovery (aiohttp + prebuilt envelopes + lxml, bounded concurrency, bulk registration).
+Ours: vms.discovery (probes: a small asyncio HTTP/1.1 client with keep-alive, prebuilt envelopes, lxml; the scan's
+clock reading and connection handed on to the interrogation; bounded concurrency; bulk registration).
 Baseline, in the same run against the same fleet: the plain per-device onvif-zeep-async loop (ONVIFCamera,
 update_xaddrs, GetDeviceInformation, GetNetworkInterfaces, GetProfiles, GetStreamUri per profile), each device
 registered as it is read. The fleet runs in its own process so its CPU is not charged to either client.
@@ -32,7 +33,7 @@ BASELINE_COUNT = int(os.environ.get("VMS_BENCH_BASELINE_DEVICES", "200"))
 BASE = "127.60.0.1"
 
 
-def BOTH_AUTH(count: int) -> dict[int, str]:  # noqa: N802
+def BOTH_AUTH(count: int) -> dict[int, str]:
     # zeep speaks WS-UsernameToken only: give every device both methods so the baseline can log in everywhere
     return dict.fromkeys(range(count), "both")
 

@@ -7,6 +7,7 @@ suites do not collide.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ from probes.discovery.wsdiscovery import ProbeVariant, probe_multicast, probe_un
 from probes.errors import LOGIN_BUDGET_EXHAUSTED, Cause
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import interrogate, interrogate_many, interrogate_stream, make_session
+from probes.onvif.http import HttpClient
 from probes.onvif.parse import MEDIA2_NS, MEDIA_NS
 from probes.results import DeviceReport, as_dict
 from probes.sim import SimFleet, build_fleet, covering_fault_layout
@@ -90,7 +92,8 @@ def _one(fleet: SimFleet, fault: str) -> DeviceSpec:
 
 
 async def _sweep(
-    fleet: SimFleet, budget: LoginBudget, creds: list[Credential] | None = None, *, quick: bool = False
+    fleet: SimFleet, budget: LoginBudget, creds: list[Credential] | None = None, *, quick: bool = False,
+    **options: Any,
 ) -> list[DeviceReport]:
     """One sweep of the fleet; ``quick`` leaves out the hang and slow devices, which only add waiting."""
     devices = [d for d in fleet.devices if not (quick and d.faults & {"hang", "slow"})]
@@ -101,23 +104,26 @@ async def _sweep(
         concurrency=32,
         timeout=TIMEOUT,
         deadline=DEADLINE,
+        **options,
     )
 
 
-def _check_identity(report: DeviceReport, device: DeviceSpec) -> None:
+def _check_identity(report: DeviceReport, device: DeviceSpec, *, hostname: bool = False) -> None:
     assert report.ok, report.fatal
     assert (report.manufacturer, report.model, report.firmware) == (device.manufacturer, device.model, device.firmware)
     assert (report.serial, report.hardware_id) == (device.serial, device.hardware_id)
     assert report.mac == device.mac.lower()
-    assert report.hostname == f"cam-{device.index:05d}"
+    assert report.hostname == (f"cam-{device.index:05d}" if hostname else None)  # GetHostname is opt-in
     assert (report.name, report.location, report.hardware) == (device.name, device.location, device.hardware)
     assert report.clock_offset_s is not None and abs(report.clock_offset_s - device.clock_offset_s) < 1.5
     assert report.address == device.host and report.port == device.port
 
 
-def _check_profiles(report: DeviceReport, device: DeviceSpec) -> None:
+def _check_profiles(report: DeviceReport, device: DeviceSpec, *, snapshots: str = "main") -> None:
     by_token = {p.token: p for p in report.profiles}
     assert set(by_token) == {p.token for p in device.profiles}
+    # The main profile: largest picture, H.265 over H.264 at the same size.
+    main = max(device.profiles, key=lambda p: (p.width * p.height, p.encoding == "H265"))
     for spec in device.profiles:
         got = by_token[spec.token]
         assert (got.encoding, got.width, got.height, got.fps, got.bitrate) == (
@@ -126,7 +132,11 @@ def _check_profiles(report: DeviceReport, device: DeviceSpec) -> None:
         # H.265 only through Media2 (DOMAIN 7.7)
         assert got.source == ("media2" if spec.encoding == "H265" else "media")
         assert got.stream_uri is not None and f"//{device.host}:" in got.stream_uri
-        assert got.snapshot_uri == f"http://{device.host}:{device.port}/onvif/snapshot?profile={spec.token}"
+        snapshot = f"http://{device.host}:{device.port}/onvif/snapshot?profile={spec.token}"
+        if snapshots == "all" or (snapshots == "main" and spec is main):
+            assert got.snapshot_uri == snapshot
+        else:
+            assert got.snapshot_uri is None
 
 
 async def test_healthy_devices_are_read_completely(fleet: SimFleet) -> None:
@@ -145,6 +155,19 @@ async def test_healthy_devices_are_read_completely(fleet: SimFleet) -> None:
         assert report.services[MEDIA_NS] == f"http://{device.host}:{device.port}/onvif/media_service"
         assert (MEDIA2_NS in report.services) is device.media2
         assert all(step.ok for step in report.steps)
+        assert "GetHostname" not in {step.step for step in report.steps}
+
+
+async def test_hostname_and_every_snapshot_on_request(fleet: SimFleet) -> None:
+    reports = {r.address: r for r in await _sweep(fleet, LoginBudget(), quick=True, hostname=True, snapshots="all")}
+    for device in fleet.healthy():
+        report = reports[device.host]
+        _check_identity(report, device, hostname=True)
+        _check_profiles(report, device, snapshots="all")
+        assert report.failures == ()
+    reports = {r.address: r for r in await _sweep(fleet, LoginBudget(), quick=True, snapshots="none")}
+    for device in fleet.healthy():
+        _check_profiles(reports[device.host], device, snapshots="none")
 
 
 async def test_fault_profiles_end_in_the_right_cause_or_are_recovered(fleet: SimFleet) -> None:
@@ -191,7 +214,8 @@ async def test_fault_profiles_end_in_the_right_cause_or_are_recovered(fleet: Sim
         assert r.services[MEDIA_NS] == f"http://{d.host}:{d.port}/onvif/media_service"
         assert r.services_original[MEDIA_NS] == f"http://{advertised}:{d.port}/onvif/media_service"
         assert all(p.stream_uri_original and f"//{advertised}:" in p.stream_uri_original for p in r.profiles)
-        assert all(p.snapshot_uri_original and f"//{advertised}:" in p.snapshot_uri_original for p in r.profiles)
+        snapshots = [p.snapshot_uri_original for p in r.profiles if p.snapshot_uri]
+        assert len(snapshots) == 1 and f"//{advertised}:" in (snapshots[0] or "")  # the main profile's
     r, d = report("no_get_services")
     _check_identity(r, d)
     assert [s.step for s in r.steps if not s.ok] == ["GetServices"]
@@ -530,3 +554,131 @@ async def test_oversized_reply_is_cut_off(quirky) -> None:
     failure = report.failure_for("GetNetworkInterfaces")
     assert failure is not None and failure.cause is Cause.PROTOCOL and "exceeds" in failure.detail
     assert report.hostname is None and report.profiles  # the device is still read after the cut-off
+
+
+# --- the HTTP client over real sockets, and what a scan hands on to the interrogation ----------------------------
+
+
+class ScriptedServer:
+    """A TCP server on 127.0.0.1 answering each request with the next scripted reply (bytes), or silence (None);
+    ``close_after`` closes the connection after each reply without saying so."""
+
+    def __init__(self, replies: list[bytes | None], *, close_after: bool = False) -> None:
+        self.replies = list(replies)
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self._server: Any = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                self.requests.append(head + await reader.readexactly(length))
+                reply = self.replies.pop(0) if self.replies else None
+                if reply is None:
+                    await reader.read()  # hang: read until the client gives up
+                    return
+                writer.write(reply)
+                await writer.drain()
+                if self.close_after:
+                    return
+        except Exception:  # the client went away
+            return
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_http_client_reuses_connections_and_copes_with_closes() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = ScriptedServer([ok, ok, ok])
+    await server.start()
+    try:
+        async with HttpClient() as http:
+            data = http.build(b"POST", b"127.0.0.1", b"/onvif/device_service", b"", b"<x/>")
+            for _ in range(3):
+                response = await http.request("127.0.0.1", server.port, "http", data, timeout=2, max_bytes=1000)
+                assert (response.status, response.body) == (200, b"ok")
+        assert server.connections == 1 and len(server.requests) == 3  # keep-alive
+        assert server.requests[0].startswith(b"POST /onvif/device_service HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    finally:
+        await server.stop()
+    server = ScriptedServer([ok, ok], close_after=True)  # closes without "Connection: close"
+    await server.start()
+    try:
+        async with HttpClient() as http:
+            data = http.build(b"POST", b"127.0.0.1", b"/", b"", b"")
+            for _ in range(2):
+                response = await http.request("127.0.0.1", server.port, "http", data, timeout=2, max_bytes=1000)
+                assert response.body == b"ok"
+                await asyncio.sleep(0.05)
+        assert server.connections == 2
+    finally:
+        await server.stop()
+
+
+async def test_http_client_times_out_and_reports_refusals() -> None:
+    server = ScriptedServer([None])  # accepts, reads, never answers (DOMAIN 7.8)
+    await server.start()
+    try:
+        async with HttpClient() as http:
+            data = http.build(b"POST", b"127.0.0.1", b"/", b"", b"")
+            started = time.perf_counter()
+            try:
+                await http.request("127.0.0.1", server.port, "http", data, timeout=0.3, max_bytes=1000)
+            except TimeoutError:
+                pass
+            else:
+                raise AssertionError("no timeout")
+            assert 0.25 < time.perf_counter() - started < 1.0
+            port = server.port
+    finally:
+        await server.stop()
+    async with HttpClient() as http:
+        try:
+            await http.request("127.0.0.1", port, "http", data, timeout=1, max_bytes=1000)
+        except ConnectionRefusedError:
+            pass
+        else:
+            raise AssertionError("not refused")
+
+
+async def test_scan_hands_clock_and_connection_to_the_interrogation(fleet: SimFleet) -> None:
+    healthy = fleet.healthy()
+    hits = await scan_range([_network(fleet)], ports=[fleet.port], concurrency=64, timeout=1.0)
+    assert {h.host for h in hits} >= {d.host for d in healthy}
+    async with make_session() as session:
+        served = fleet.server.requests_served
+        reports = await interrogate_many(
+            [d.url for d in healthy], credentials_for=lambda _t: _creds(fleet), budget=LoginBudget(),
+            session=session, timeout=TIMEOUT,
+        )
+        handed_on = fleet.server.requests_served - served
+        assert session.connections_opened == 0  # every device's scan connection was reused
+    for report, device in zip(reports, healthy, strict=True):
+        _check_identity(report, device)
+        step = report.steps[0]
+        assert step.step == "GetSystemDateAndTime" and step.ok and "range scan" in step.detail
+    # Without the scan's reading the interrogation asks each device again: one request more per device.
+    async with make_session() as session:
+        served = fleet.server.requests_served
+        reports = await interrogate_many(
+            [d.url for d in healthy], credentials_for=lambda _t: _creds(fleet), budget=LoginBudget(),
+            session=session, timeout=TIMEOUT, reuse_clock_s=0,
+        )
+        assert fleet.server.requests_served - served == handed_on + len(healthy)
+        assert session.connections_opened == len(healthy)
+    for report, device in zip(reports, healthy, strict=True):
+        _check_identity(report, device)
+        assert report.steps[0].detail == ""

@@ -55,7 +55,7 @@ def test_vms_run_serves_the_demo_fleet(tmp_path):
         assert {i["key"] for i in regions} == {"371311"}
         quality = get(f"http://127.0.0.1:{api_port}/api/v1/quality")
         assert quality["total"] == 12
-        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/", timeout=5) as resp:
             assert b"/api/v1/stats" in resp.read()
         assert (tmp_path / "data" / "vms.sqlite3").exists()
     finally:

@@ -742,3 +742,161 @@ def test_results_are_frozen_and_serialisable():
     assert plain["device_time_utc"] == "2024-01-01T00:00:00+00:00"
     found = DiscoveredDevice("urn:uuid:1", ("http://0.0.0.0:8080/onvif/device_service",), (), (), None, "127.1.0.3")
     assert found.best_xaddr == "http://127.1.0.3:8080/onvif/device_service"
+
+
+# --- HTTP reply parsing (probes.onvif.http), fed byte by byte or in odd pieces: no sockets ----------------------
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+def _feed(chunks, *, max_bytes=1 << 20, head=False, close_after=False):
+    """(Response or exception, connection) after feeding ``chunks`` to one HTTP connection."""
+    import asyncio
+
+    from probes.onvif.http import _Connection
+
+    loop = asyncio.new_event_loop()
+    try:
+        conn = _Connection()
+        conn.transport = _FakeTransport()  # type: ignore[assignment]
+        waiter = loop.create_future()
+        conn.send(b"POST / HTTP/1.1\r\n\r\n", waiter, max_bytes=max_bytes, head=head)
+        for chunk in chunks:
+            conn.data_received(chunk)
+        if close_after:
+            conn.connection_lost(None)
+        if not waiter.done():
+            return None, conn
+        exc = waiter.exception()
+        return (exc if exc is not None else waiter.result()), conn
+    finally:
+        loop.close()
+
+
+def _bytewise(raw: bytes) -> list[bytes]:
+    return [raw[i : i + 1] for i in range(len(raw))]
+
+
+@pytest.mark.parametrize(
+    ("raw", "body", "reusable"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", True),
+        # lowercase names, odd spacing, bare LF line ends
+        (b"HTTP/1.1 200 OK\ncontent-length:   5  \nCONNECTION:  Keep-Alive\n\nhello", b"hello", True),
+        # chunked, with an extension and a trailer
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n2\r\nlo\r\n0\r\nX-T: 1\r\n\r\n",
+         b"hello", True),
+        # HTTP/1.0 without keep-alive: not reusable even with a length
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello", b"hello", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", b"hello", False),
+        # interim 100 Continue before the real reply; a folded header line
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: a\r\n  b\r\nContent-Length: 2\r\n\r\nok", b"ok", True),
+        # a stray CRLF before the status line (seen on old embedded servers)
+        (b"\r\nHTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", b"", True),
+    ],
+)
+def test_http_replies_in_the_shapes_cameras_send(raw, body, reusable):
+    for chunks in ([raw], _bytewise(raw)):
+        response, conn = _feed(chunks)
+        assert response is not None and not isinstance(response, Exception), response
+        assert response.body == body
+        assert conn.reusable() is reusable
+
+
+def test_http_reply_headers_and_close_delimited_bodies():
+    raw = (b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\n"
+           b"www-authenticate: Digest realm=\"r\", nonce=\"n\"\r\nLocation:  /x \r\nContent-Length: 0\r\n\r\n")
+    response, _ = _feed([raw])
+    assert response.header("location") == "/x"
+    assert response.header_all("www-authenticate") == ['Basic realm="x"', 'Digest realm="r", nonce="n"']
+    # No length, no chunking: the body runs to the close (HTTP/1.0 style), and the connection is spent.
+    response, conn = _feed([b"HTTP/1.0 200 OK\r\n\r\nhel", b"lo"], close_after=True)
+    assert response.body == b"hello" and not conn.reusable()
+    # HEAD and 204 replies have no body whatever the headers say.
+    response, _ = _feed([b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"], head=True)
+    assert response.body == b""
+
+
+def test_http_reply_limits_and_broken_replies():
+    from probes.onvif.http import Disconnected, HttpError, ReplyTooLarge
+
+    error, conn = _feed([b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n"], max_bytes=1000)
+    assert isinstance(error, ReplyTooLarge) and "exceeds" in str(error) and conn.closed
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    error, _ = _feed([chunked, b"400\r\n" + b"x" * 1024], max_bytes=1000)
+    assert isinstance(error, ReplyTooLarge)
+    error, _ = _feed([b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 2000], max_bytes=1000)
+    assert isinstance(error, ReplyTooLarge)
+    for raw in (b"SSH-2.0-dropbear\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n", chunked + b"zz\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"):
+        error, _ = _feed([raw])
+        assert isinstance(error, HttpError), raw
+    error, _ = _feed([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"], close_after=True)
+    assert isinstance(error, Disconnected) and not error.reused
+    error, _ = _feed([], close_after=True)
+    assert isinstance(error, Disconnected)
+    # Bytes after a complete reply: never reuse that connection.
+    response, conn = _feed([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE"])
+    assert response.body == b"ok" and not conn.reusable()
+
+
+def test_digest_signer_matches_the_one_shot_functions():
+    from probes.onvif.auth import DigestChallenge, DigestSigner
+
+    cred = Credential("admin", "pa\"ss")
+    for challenge in (
+        DigestChallenge("IP Camera(123)", "abc", "MD5", ("auth",), opaque="op"),
+        DigestChallenge("r", "n", "SHA-256-sess", ("auth-int",), userhash=True),
+        DigestChallenge("r", "n", "MD5"),
+    ):
+        signer = DigestSigner(challenge, cred)
+        for nc in (1, 2):
+            expected = digest_authorization(challenge, cred, method="POST", uri="/onvif/x", nc=nc, cnonce="c0",
+                                            body=b"<b/>")
+            assert signer.authorization(method="POST", uri="/onvif/x", nc=nc, cnonce="c0", body=b"<b/>") == expected
+
+
+def test_recent_clocks_expire_and_stay_bounded(monkeypatch):
+    import time as _time
+
+    from probes.onvif.clocks import ClockReading, RecentClocks
+
+    clocks = RecentClocks(max_entries=2, max_age_s=60)
+    now = _time.monotonic()
+    reading = ClockReading(1.5, dt.datetime(2024, 1, 1, tzinfo=dt.UTC), False, "1.1", now)
+    clocks.remember("a:80", reading)
+    assert clocks.get("a:80", 30) == reading
+    assert clocks.get("a:80", 0) is None  # 0 = always ask the device
+    monkeypatch.setattr(_time, "monotonic", lambda: now + 45)
+    assert clocks.get("a:80", 30) is None and clocks.get("a:80", 50) == reading
+    clocks.remember("b:80", reading)
+    clocks.remember("c:80", reading)
+    assert len(clocks) == 2 and clocks.get("a:80", 50) is None  # oldest dropped
+
+
+def test_sweep_gc_restores_the_collector_settings():
+    import gc
+
+    from probes.onvif.gcpause import sweep_gc
+
+    before = gc.get_threshold()
+    with sweep_gc():
+        with sweep_gc():  # nested sweeps
+            assert gc.get_threshold()[0] >= before[0]
+        assert gc.get_threshold() != before or before[0] >= 20_000
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
