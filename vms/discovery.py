@@ -30,7 +30,7 @@ from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProf
 from vms import repository as repo
 from vms.credentials import Cipher, Login
 from vms.domain import Observation, SourceKind
-from vms.inventory import IngestResult, observation_key
+from vms.inventory import IngestResult, ingest, observation_key
 from vms.models import Credential as CredentialRow
 from vms.models import DeviceLogin, DiscoveryRun, cameras, utcnow
 
@@ -237,8 +237,8 @@ class Discovery:
             budget.restore({"version": 1, "devices": devices})
         return budget
 
-    def save_budget(self, session: Session, budget: LoginBudget, addresses: Sequence[str]) -> None:
-        snap = budget.snapshot(addresses)["devices"]
+    def save_budget(self, session: Session, snap: dict[str, Any]) -> None:
+        """``snap``: the budget's snapshot()["devices"] for the devices of this sweep."""
         existing = {
             r.address: r for r in session.scalars(select(DeviceLogin).where(DeviceLogin.address.in_(list(snap))))
         }
@@ -372,32 +372,42 @@ class Discovery:
                 )
                 continue
             fields, extra = report_fields(report, endpoints.get(key))
-            observations.append(Observation(SOURCE, SourceKind.ONVIF, observation_key(fields), fields, extra))
+            ob_key = observation_key(fields)
+            observations.append(Observation(SOURCE, SourceKind.ONVIF, ob_key, fields, extra))
             offsets.append(round(report.clock_offset_s, 3) if report.clock_offset_s is not None else None)
             good = (snap.get(key) or {}).get("good")
             if good:
                 for login in resolver.logins(report.address):
                     if budget.fingerprint(Credential(login.username, login.password)) == good[0]:
-                        good_login[observation_key(fields)] = login.credential_id
+                        good_login[ob_key] = login.credential_id
                         break
-        result = inv.ingest_observations(
-            observations, source=SOURCE, kind=SourceKind.ONVIF, snapshot=False, actor=req.actor
-        )
-        new = result.cameras_created
-        updated = result.observations_new - new + result.observations_changed
         by_cause = dict(Counter(f["cause"] for f in failures))
+        # One transaction: the cameras, their logins and measurements, the budget and the run land together.
         with inv.session() as s:
-            if good_login:
-                repo.link_observation_credentials(s, SOURCE, good_login)
-            repo.record_probe_state(
+            result = ingest(
                 s,
-                SOURCE,
-                {
-                    ob.key: {"clock_offset_s": offset, "probed_at": probed}
-                    for ob, offset in zip(observations, offsets, strict=True)
-                },
+                source=SOURCE,
+                kind=SourceKind.ONVIF,
+                observations=observations,
+                rank=inv.rank,
+                regions=inv.region_context(s),
+                snapshot=False,
             )
-            self.save_budget(s, budget, addresses)
+            camera_of = repo.camera_ids_for_keys(s, SOURCE, [ob.key for ob in observations])
+            repo.update_cameras(
+                s,
+                [
+                    {"_id": camera_of[ob.key], "clock_offset_s": offset, "probed_at": probed}
+                    for ob, offset in zip(observations, offsets, strict=True)
+                    if ob.key in camera_of
+                ],
+            )
+            repo.update_cameras(
+                s, [{"_id": camera_of[k], "credential_id": cid} for k, cid in good_login.items() if k in camera_of]
+            )
+            self.save_budget(s, snap)
+            new = result.cameras_created
+            updated = result.observations_new - new + result.observations_changed
             run = DiscoveryRun(
                 started_at=started,
                 finished_at=utcnow(),

@@ -488,37 +488,15 @@ def link_credential(session: Session, host: str, credential_id: int) -> None:
     )
 
 
-def link_observation_credentials(session: Session, source: str, logins: Mapping[str, int]) -> None:
-    """Record which credential set logs in to the cameras behind these observations (key -> credential id)."""
+def camera_ids_for_keys(session: Session, source: str, keys: Sequence[str]) -> dict[str, int]:
+    """Observation key -> camera id, for one source's observations."""
     o = ObservationRow
-    by_camera: dict[int, int] = {}
-    keys = sorted(logins)
-    for part in chunks(keys):
+    found: dict[str, int] = {}
+    for part in chunks(sorted(set(keys)), KEY_CHUNK):
         rows = session.execute(
             select(o.key, o.camera_id)
             .join(Source, Source.id == o.source_id)
             .where(Source.name == source, o.key.in_(part))
         )
-        for key, camera_id in rows:
-            by_camera[camera_id] = logins[key]
-    groups: dict[int, list[int]] = {}
-    for camera_id, credential_id in by_camera.items():
-        groups.setdefault(credential_id, []).append(camera_id)
-    for credential_id, ids in groups.items():
-        for part in chunks(sorted(ids)):
-            session.execute(update(cameras).where(cameras.c.id.in_(part)).values(credential_id=credential_id))
-
-
-def record_probe_state(session: Session, source: str, states: Mapping[str, Mapping[str, Any]]) -> None:
-    """Store measurements (clock offset, when probed) on the cameras behind these observation keys."""
-    o = ObservationRow
-    keys = sorted(states)
-    updates: list[dict[str, Any]] = []
-    for part in chunks(keys):
-        rows = session.execute(
-            select(o.key, o.camera_id)
-            .join(Source, Source.id == o.source_id)
-            .where(Source.name == source, o.key.in_(part))
-        )
-        updates.extend({"_id": camera_id, **states[key]} for key, camera_id in rows)
-    update_cameras(session, updates)
+        found.update({key: camera_id for key, camera_id in rows})
+    return found
