@@ -14,6 +14,7 @@ import asyncio
 import multiprocessing
 import os
 import socket
+import statistics
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from vms.services import Inventory
 from vms.settings import Settings
 
 COUNT = int(os.environ.get("VMS_BENCH_DEVICES", "1000"))
+REPEATS = 3
 BASELINE_COUNT = int(os.environ.get("VMS_BENCH_BASELINE_DEVICES", "200"))
 BASE = "127.60.0.1"
 
@@ -96,12 +98,17 @@ def test_bench_discovery_1000(tmp_path: Path) -> None:
         _wait_listening(devices[-1].host, port, time.monotonic() + 120)
         cidr = f"{BASE.rsplit('.', 2)[0]}.0.0/22"
 
-        ours_inv = _inventory(tmp_path, "ours")
-        req = DiscoveryRequest(ranges=[cidr], ports=[port], concurrency=256, scan_concurrency=512, actor="bench")
-        t0 = time.perf_counter()
-        outcome = asyncio.run(Discovery(ours_inv).run(req))
-        t_ours = time.perf_counter() - t0
-        assert outcome.registered == COUNT, outcome
+        # Ours three times, each into a fresh database (the same work each time); the median is reported,
+        # because this shared 2-core machine makes single runs swing by +-30 %.
+        times = []
+        for n in range(REPEATS):
+            ours_inv = _inventory(tmp_path, f"ours{n}")
+            req = DiscoveryRequest(ranges=[cidr], ports=[port], concurrency=256, scan_concurrency=512, actor="bench")
+            t0 = time.perf_counter()
+            outcome = asyncio.run(Discovery(ours_inv).run(req))
+            times.append(time.perf_counter() - t0)
+            assert outcome.registered == COUNT, outcome
+        t_ours = statistics.median(times)
 
         base_inv = _inventory(tmp_path, "baseline")
         targets = [(d.host, port) for d in devices[:BASELINE_COUNT]]
@@ -116,6 +123,7 @@ def test_bench_discovery_1000(tmp_path: Path) -> None:
     ours_rate = COUNT / t_ours
     base_rate = BASELINE_COUNT / t_base
     print()
+    print(f"ours runs: {', '.join(f'{t:.2f} s' for t in times)}")
     print(f"ours:     {COUNT:>5} devices discovered (scan of {cidr}), interrogated, registered in {t_ours:6.2f} s "
           f"= {ours_rate:7.1f} devices/s   (goal: < 5 s for 1,000)")
     print(f"baseline: {BASELINE_COUNT:>5} devices, plain onvif-zeep-async loop + register, {t_base:6.2f} s "
