@@ -314,7 +314,11 @@ class _Device:
             data = session.build(b"POST", endpoint.host_header, endpoint.target, headers, body)
             try:
                 http = await session.request(
-                    endpoint.host, endpoint.port, endpoint.scheme, data, timeout=self.timeout,
+                    endpoint.host,
+                    endpoint.port,
+                    endpoint.scheme,
+                    data,
+                    timeout=self.timeout,
                     max_bytes=self.max_reply_bytes,
                 )
             except Disconnected:
@@ -890,31 +894,31 @@ def _scope_kwargs(scopes: Sequence[str]) -> dict[str, str | None]:
 # --- many devices ----------------------------------------------------------------------------------------------
 
 
-async def interrogate_stream(
+async def _pool(
     targets: Iterable[str],
     *,
     credentials_for: Callable[[str], Sequence[Credential]],
     budget: LoginBudget,
-    session: HttpClient | None = None,
-    concurrency: int = 200,
-    auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    deadline: float = DEFAULT_DEADLINE,
-    port: int = 80,
-    media2: bool = True,
-    snapshots: SnapshotMode | bool = "main",
-    hostname: bool = False,
-    reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
-) -> AsyncIterator[DeviceReport]:
-    """Yield reports as devices finish, at most ``concurrency`` devices at a time (a worker pool over the
-    iterator: a fleet of 100,000 never becomes 100,000 tasks)."""
+    session: HttpClient | None,
+    concurrency: int,
+    auth_hint_for: Callable[[str], AuthMethod | None] | None,
+    timeout: float,
+    deadline: float,
+    port: int,
+    media2: bool,
+    snapshots: SnapshotMode | bool,
+    hostname: bool,
+    reuse_clock_s: float,
+) -> AsyncIterator[tuple[int, DeviceReport]]:
+    """(index, report) as devices finish, at most ``concurrency`` devices at a time: a worker pool over the
+    iterator, so a fleet of 100,000 never becomes 100,000 tasks."""
     own_session = session is None
     http = session or make_session(limit=max(16, concurrency * 2))
-    queue: asyncio.Queue[DeviceReport | None] = asyncio.Queue(maxsize=max(1, concurrency))
-    source = iter(targets)
+    queue: asyncio.Queue[tuple[int, DeviceReport] | None] = asyncio.Queue(maxsize=max(1, concurrency))
+    jobs = iter(enumerate(targets))
 
     async def worker() -> None:
-        for target in source:  # shared iterator: each target is taken by exactly one worker
+        for index, target in jobs:  # shared iterator: each target is taken by exactly one worker
             report = await interrogate(
                 target,
                 credentials=credentials_for(target),
@@ -929,7 +933,7 @@ async def interrogate_stream(
                 hostname=hostname,
                 reuse_clock_s=reuse_clock_s,
             )
-            await queue.put(report)
+            await queue.put((index, report))
 
     async def run_all() -> None:
         try:
@@ -949,6 +953,41 @@ async def interrogate_stream(
             await asyncio.gather(runner, return_exceptions=True)
         if own_session:
             await http.close()
+
+
+async def interrogate_stream(
+    targets: Iterable[str],
+    *,
+    credentials_for: Callable[[str], Sequence[Credential]],
+    budget: LoginBudget,
+    session: HttpClient | None = None,
+    concurrency: int = 200,
+    auth_hint_for: Callable[[str], AuthMethod | None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
+    port: int = 80,
+    media2: bool = True,
+    snapshots: SnapshotMode | bool = "main",
+    hostname: bool = False,
+    reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
+) -> AsyncIterator[DeviceReport]:
+    """Yield reports as devices finish, at most ``concurrency`` devices at a time."""
+    async for _, report in _pool(
+        targets,
+        credentials_for=credentials_for,
+        budget=budget,
+        session=session,
+        concurrency=concurrency,
+        auth_hint_for=auth_hint_for,
+        timeout=timeout,
+        deadline=deadline,
+        port=port,
+        media2=media2,
+        snapshots=snapshots,
+        hostname=hostname,
+        reuse_clock_s=reuse_clock_s,
+    ):
+        yield report
 
 
 async def interrogate_many(
@@ -971,36 +1010,25 @@ async def interrogate_many(
     """Reports in the order of ``targets``; ``progress(done, total)`` after each device."""
     items = list(targets)
     results: list[DeviceReport | None] = [None] * len(items)
-    own_session = session is None
-    http = session or make_session(limit=max(16, concurrency * 2))
-    jobs = iter(enumerate(items))
     done = 0
-
-    async def worker() -> None:
-        nonlocal done
-        for index, target in jobs:
-            results[index] = await interrogate(
-                target,
-                credentials=credentials_for(target),
-                session=http,
-                budget=budget,
-                timeout=timeout,
-                deadline=deadline,
-                auth_hint=auth_hint_for(target) if auth_hint_for else None,
-                port=port,
-                media2=media2,
-                snapshots=snapshots,
-                hostname=hostname,
-                reuse_clock_s=reuse_clock_s,
-            )
-            done += 1
-            if progress is not None:
-                with contextlib.suppress(Exception):  # a broken progress bar must not stop a sweep
-                    progress(done, len(items))
-    try:
-        with sweep_gc():
-            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
-    finally:
-        if own_session:
-            await http.close()
+    async for index, report in _pool(
+        items,
+        credentials_for=credentials_for,
+        budget=budget,
+        session=session,
+        concurrency=max(1, min(concurrency, len(items))),
+        auth_hint_for=auth_hint_for,
+        timeout=timeout,
+        deadline=deadline,
+        port=port,
+        media2=media2,
+        snapshots=snapshots,
+        hostname=hostname,
+        reuse_clock_s=reuse_clock_s,
+    ):
+        results[index] = report
+        done += 1
+        if progress is not None:
+            with contextlib.suppress(Exception):  # a broken progress bar must not stop a sweep
+                progress(done, len(items))
     return [r for r in results if r is not None]
