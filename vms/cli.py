@@ -641,7 +641,7 @@ def run(
 
     from api.app import create_app
     from vms.discovery import DiscoveryRequest
-    from vms.jobs import build_scheduler, sweep_discovery
+    from vms.jobs import build_scheduler
 
     settings = Settings()
     inv = inventory()
@@ -658,9 +658,6 @@ def run(
     if settings.demo_fleet == "on" or (settings.demo_fleet == "auto" and request is None and _no_cameras(inv)):
         fleet, request = _start_demo_fleet(inv, settings)
     scheduler = build_scheduler(inv, discovery=request, discovery_minutes=settings.discovery_interval_min)
-    if request is not None:
-        console.print("vms: first discovery sweep ...")
-        sweep_discovery(inv, request)
     scheduler.start()
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
     try:

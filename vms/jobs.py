@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -41,13 +42,18 @@ def build_scheduler(
     inventory: Inventory, *, discovery: DiscoveryRequest | None, discovery_minutes: float
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
-    if discovery is not None and discovery_minutes > 0:
-        scheduler.add_job(
-            sweep_discovery,
-            "interval",
-            minutes=discovery_minutes,
-            args=[inventory, discovery],
-            id="discovery",
-            name="discovery sweep",
-        )
+    if discovery is not None:
+        # The first sweep starts at once, in the background: the API is up while a large range is scanned.
+        if discovery_minutes > 0:
+            scheduler.add_job(
+                sweep_discovery,
+                "interval",
+                minutes=discovery_minutes,
+                args=[inventory, discovery],
+                id="discovery",
+                name="discovery sweep",
+                next_run_time=datetime.now(UTC),
+            )
+        else:
+            scheduler.add_job(sweep_discovery, args=[inventory, discovery], id="discovery", name="discovery sweep")
     return scheduler

@@ -44,6 +44,10 @@ def test_vms_run_serves_the_demo_fleet(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert stats is not None, "API did not come up"
+        # the first discovery sweep runs in the background once the API is up
+        while time.monotonic() < deadline and "onvif" not in {i["key"] for i in stats["items"]}:
+            time.sleep(0.5)
+            stats = get(f"http://127.0.0.1:{api_port}/api/v1/stats?by=source")
         by_source = {i["key"]: i["count"] for i in stats["items"]}
         assert by_source["ledger:demo-police"] == 12
         assert 0 < by_source["onvif"] <= 12  # the healthy and recoverable devices of the demo fleet
