@@ -348,10 +348,12 @@ def iter_camera_rows(
         yield dict(r._mapping)
 
 
-def camera_dicts(session: Session, columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Every current camera as a dict of ``id`` plus the given columns (fast path for reports)."""
+def camera_dicts(session: Session, columns: Sequence[str], *, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Current cameras (all, or these ids) as dicts of ``id`` plus the given columns (fast path for reports)."""
     names = ["id", *columns]
     stmt = select(*(cameras.c[c] for c in names)).where(cameras.c.removed_at.is_(None)).order_by(cameras.c.id)
+    if ids is not None:
+        stmt = stmt.where(cameras.c.id.in_(list(ids)))
     return [dict(zip(names, row, strict=True)) for row in session.execute(stmt)]
 
 
@@ -410,6 +412,53 @@ def regions(session: Session, *, with_geometry: bool = False) -> list[Row[Any]]:
     if with_geometry:
         cols.append(Region.geometry)
     return list(session.execute(select(*cols).order_by(Region.code)))
+
+
+def polygon_codes(session: Session) -> list[str]:
+    return list(session.scalars(select(Region.code).where(Region.geometry.is_not(None))))
+
+
+def parent_exists(session: Session, parent_id: str) -> bool:
+    """A ParentID resolves to a camera, a catalog node or a region."""
+    return any(
+        session.scalar(select(func.count()).select_from(table).where(column == parent_id))
+        for table, column in (
+            (cameras, cameras.c.device_id),
+            (CatalogNode.__table__, CatalogNode.__table__.c.device_id),
+            (Region.__table__, Region.__table__.c.code),
+        )
+    )
+
+
+def duplicate_codes(session: Session, cam: Mapping[str, Any]) -> list[str]:
+    """The duplicate rules (quality rule 5) for one camera, by query instead of over every camera."""
+    from vms.domain import normalize_mac
+
+    others = select(func.count()).select_from(cameras).where(cameras.c.removed_at.is_(None), cameras.c.id != cam["id"])
+    codes: list[str] = []
+    if cam.get("device_id") and session.scalar(others.where(cameras.c.device_id == cam["device_id"])):
+        codes.append("DUP-ID")
+    lon, lat = cam.get("longitude"), cam.get("latitude")
+    if cam.get("name") and lon is not None and lat is not None:
+        near = others.where(
+            func.trim(cameras.c.name) == str(cam["name"]).strip(),
+            func.abs(cameras.c.longitude - lon) < 5e-7,
+            func.abs(cameras.c.latitude - lat) < 5e-7,
+        )
+        if session.scalar(near):
+            codes.append("DUP-NAME-POSITION")
+    mac = normalize_mac(cam.get("mac"))
+    # Importers and probes store a MAC normalised whenever it parses, so equality is the normalised comparison.
+    if mac and session.scalar(others.where(cameras.c.mac == mac)):
+        codes.append("DUP-MAC")
+    if cam.get("serial_number"):
+        same = others.where(
+            cameras.c.serial_number == cam["serial_number"],
+            func.coalesce(cameras.c.manufacturer, "") == (cam.get("manufacturer") or ""),
+        )
+        if session.scalar(same):
+            codes.append("DUP-SERIAL")
+    return codes
 
 
 def polygon_regions(session: Session) -> list[tuple[str, bytes]]:

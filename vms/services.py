@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from vms.merge import SourcedRecord, merge_observations
 from vms.models import utcnow
 from vms.placement import RegionContext
 from vms.quality import COLUMNS as QUALITY_COLUMNS
-from vms.quality import QualityContext, QualityReport, check_all
+from vms.quality import QualityContext, QualityReport, check_all, check_camera
 from vms.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -287,12 +287,13 @@ class Inventory:
 
     # --- quality and statistics -----------------------------------------------------------------------
 
-    def quality_context(self, session: Session) -> QualityContext:
+    def quality_context(self, session: Session, *, parents: Container[str] | None = None) -> QualityContext:
         names = repo.region_codes_and_names(session)
         numeric = {c for c in names if c.isdigit()}
         governed = self.settings.governed_region or None
-        polygons = {code for code, _ in repo.polygon_regions(session)}
-        parents = set(repo.all_device_ids(session)) | repo.node_ids(session) | set(names)
+        polygons = set(repo.polygon_codes(session))
+        if parents is None:
+            parents = set(repo.all_device_ids(session)) | repo.node_ids(session) | set(names)
         return QualityContext(
             governed=governed,
             known_civil_codes=numeric or None,
@@ -310,8 +311,17 @@ class Inventory:
         return check_all(cams, ctx, sources=sources, target=self.settings.quality_target), names
 
     def camera_problems(self, camera_id: int) -> list[str]:
-        report, _ = self.quality()
-        return report.problems.get(camera_id, [])
+        """One camera's problems, the same as the full report gives, without checking every camera."""
+        with self.session(write=False) as s:
+            rows = repo.camera_dicts(s, QUALITY_COLUMNS, ids=[camera_id])
+            if not rows:
+                return []
+            cam = rows[0]
+            parent = cam.get("parent_id")
+            parents = {str(parent)} if parent and repo.parent_exists(s, str(parent)) else set()
+            problems = check_camera(cam, self.quality_context(s, parents=parents))
+            problems.extend(repo.duplicate_codes(s, cam))
+        return problems
 
     def stats(self, by: str) -> list[Stat]:
         with self.session(write=False) as s:

@@ -227,3 +227,22 @@ def test_excel_ledger_with_title_row(inventory, tmp_path):
     assert shown["record"]["ptz_type"] == "1" and shown["record"]["port"] == 80
     assert shown["sources"][0]["line"] == 4
     assert not inventory.import_file(path).result.changed
+
+
+def test_one_camera_problems_equal_the_full_report(inventory, tmp_path, shared_data):
+    ledger = tmp_path / "ledger.csv"
+    write_ledger(ledger)
+    inventory.import_file(ledger)
+    other = tmp_path / "other.csv"  # another department lists a camera with the same name and position
+    other.write_text(HEADER + "37131100001326000011,双月湖公园南门,118.2702,34.9881,371311,3,127.0.1.22,80,30\n")
+    inventory.import_file(other)
+    xml = tmp_path / "catalog.xml"
+    xml.write_bytes(CATALOG.encode("gb18030"))
+    inventory.import_file(xml)
+    inventory.import_regions(shared_data / "cameras/hk_18_districts.geojson")
+    inventory.import_file(shared_data / "cameras/hk_traffic_cameras.csv")
+    report, _ = inventory.quality()
+    _, rows = inventory.list_cameras(repo.CameraFilter(), limit=None)
+    assert any("DUP-NAME-POSITION" in codes for codes in report.problems.values())
+    for row in rows:
+        assert sorted(inventory.camera_problems(row["id"])) == sorted(report.problems.get(row["id"], [])), row
