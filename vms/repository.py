@@ -244,8 +244,12 @@ def camera(session: Session, camera_id: int) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-def camera_ids_by_device_id(session: Session, device_id: str) -> list[int]:
-    return list(session.scalars(select(cameras.c.id).where(cameras.c.device_id == device_id)))
+def camera_ids_by(session: Session, column: str, value: str) -> list[int]:
+    """Cameras whose ``column`` equals ``value``, current ones first."""
+    stmt = (
+        select(cameras.c.id).where(cameras.c[column] == value).order_by(cameras.c.removed_at.is_not(None), cameras.c.id)
+    )
+    return list(session.scalars(stmt))
 
 
 def all_device_ids(session: Session) -> list[str]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vms import repository as repo
 from vms.credentials import store_url_logins, url_logins
 from vms.db import make_engine, make_sessionmaker, upgrade
-from vms.domain import Observation, RowIssue, SourceKind
+from vms.domain import Observation, RowIssue, SourceKind, normalize_mac
 from vms.errors import NotFound, ValidationFailed
 from vms.fields import FIELD_NAMES
 from vms.inventory import IngestResult, ingest, load_region_context, observation_key, reassign_regions, remerge
@@ -345,15 +345,15 @@ class Inventory:
             return repo.count_cameras(s, flt), repo.list_cameras(s, flt, limit=limit, offset=offset)
 
     def resolve_camera(self, session: Session, ref: str) -> int:
-        """A camera by database id or by GB device ID."""
-        if ref.isdigit() and len(ref) < 20:
-            if repo.camera(session, int(ref)) is not None:
-                return int(ref)
-        else:
-            ids = repo.camera_ids_by_device_id(session, ref)
+        """A camera by database id, GB device ID, department number (local_id) or MAC."""
+        ref = ref.strip()
+        if ref.isdigit() and len(ref) < 20 and repo.camera(session, int(ref)) is not None:
+            return int(ref)
+        for column in ("device_id", "local_id", "mac"):
+            ids = repo.camera_ids_by(session, column, normalize_mac(ref) or ref if column == "mac" else ref)
             if ids:
                 return ids[0]
-        raise NotFound(f"no camera {ref!r}")
+        raise NotFound(f"no camera {ref!r} (give an id, a GB device ID, a department number or a MAC)")
 
     def show_camera(self, ref: str) -> dict[str, Any]:
         """The record, each field's provenance (source, when) and the values other sources disagree with."""
