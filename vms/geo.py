@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,46 +47,39 @@ def _out_of_china_arrays(lons: FloatArray, lats: FloatArray) -> npt.NDArray[np.b
     return ~inside
 
 
-def _offset_arrays(lons: FloatArray, lats: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """GCJ-02 minus WGS-84 (degrees) at WGS-84 positions, without the out-of-China test."""
-    x = lons - 105.0
-    y = lats - 35.0
+def _offset(lon: Any, lat: Any, sin: Any, cos: Any, sqrt: Any, fabs: Any) -> tuple[Any, Any]:
+    """GCJ-02 minus WGS-84 (degrees) at WGS-84 positions, without the out-of-China test.
+
+    Written once for numpy arrays and for plain floats (numpy on one point costs ~50x more): the callers pass
+    numpy's or math's functions.
+    """
+    x = lon - 105.0
+    y = lat - 35.0
     pi = math.pi
-    sqrt_abs_x = np.sqrt(np.abs(x))
-    common = (20.0 * np.sin(6.0 * x * pi) + 20.0 * np.sin(2.0 * x * pi)) * 2.0 / 3.0
+    sqrt_abs_x = sqrt(fabs(x))
+    common = (20.0 * sin(6.0 * x * pi) + 20.0 * sin(2.0 * x * pi)) * 2.0 / 3.0
     dlat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * sqrt_abs_x + common
-    dlat += (20.0 * np.sin(y * pi) + 40.0 * np.sin(y / 3.0 * pi)) * 2.0 / 3.0
-    dlat += (160.0 * np.sin(y / 12.0 * pi) + 320.0 * np.sin(y * pi / 30.0)) * 2.0 / 3.0
+    dlat += (20.0 * sin(y * pi) + 40.0 * sin(y / 3.0 * pi)) * 2.0 / 3.0
+    dlat += (160.0 * sin(y / 12.0 * pi) + 320.0 * sin(y * pi / 30.0)) * 2.0 / 3.0
     dlon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * sqrt_abs_x + common
-    dlon += (20.0 * np.sin(x * pi) + 40.0 * np.sin(x / 3.0 * pi)) * 2.0 / 3.0
-    dlon += (150.0 * np.sin(x / 12.0 * pi) + 300.0 * np.sin(x / 30.0 * pi)) * 2.0 / 3.0
-    radlat = lats / 180.0 * pi
-    magic = 1.0 - _EE * np.sin(radlat) ** 2
-    sqrt_magic = np.sqrt(magic)
+    dlon += (20.0 * sin(x * pi) + 40.0 * sin(x / 3.0 * pi)) * 2.0 / 3.0
+    dlon += (150.0 * sin(x / 12.0 * pi) + 300.0 * sin(x / 30.0 * pi)) * 2.0 / 3.0
+    radlat = lat / 180.0 * pi
+    magic = 1.0 - _EE * sin(radlat) ** 2
+    sqrt_magic = sqrt(magic)
     dlat = (dlat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrt_magic) * pi)
-    dlon = (dlon * 180.0) / (_A / sqrt_magic * np.cos(radlat) * pi)
+    dlon = (dlon * 180.0) / (_A / sqrt_magic * cos(radlat) * pi)
+    return dlon, dlat
+
+
+def _offset_arrays(lons: FloatArray, lats: FloatArray) -> tuple[FloatArray, FloatArray]:
+    dlon, dlat = _offset(lons, lats, np.sin, np.cos, np.sqrt, np.abs)
     return dlon, dlat
 
 
 def _offset_scalar(lon: float, lat: float) -> tuple[float, float]:
-    """Scalar twin of _offset_arrays (numpy on one point costs ~50x more; tests keep the two in step)."""
-    x = lon - 105.0
-    y = lat - 35.0
-    pi = math.pi
-    sqrt_abs_x = math.sqrt(abs(x))
-    common = (20.0 * math.sin(6.0 * x * pi) + 20.0 * math.sin(2.0 * x * pi)) * 2.0 / 3.0
-    dlat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * sqrt_abs_x + common
-    dlat += (20.0 * math.sin(y * pi) + 40.0 * math.sin(y / 3.0 * pi)) * 2.0 / 3.0
-    dlat += (160.0 * math.sin(y / 12.0 * pi) + 320.0 * math.sin(y * pi / 30.0)) * 2.0 / 3.0
-    dlon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * sqrt_abs_x + common
-    dlon += (20.0 * math.sin(x * pi) + 40.0 * math.sin(x / 3.0 * pi)) * 2.0 / 3.0
-    dlon += (150.0 * math.sin(x / 12.0 * pi) + 300.0 * math.sin(x / 30.0 * pi)) * 2.0 / 3.0
-    radlat = lat / 180.0 * pi
-    magic = 1.0 - _EE * math.sin(radlat) ** 2
-    sqrt_magic = math.sqrt(magic)
-    dlat = (dlat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrt_magic) * pi)
-    dlon = (dlon * 180.0) / (_A / sqrt_magic * math.cos(radlat) * pi)
-    return dlon, dlat
+    dlon, dlat = _offset(lon, lat, math.sin, math.cos, math.sqrt, abs)
+    return float(dlon), float(dlat)
 
 
 def _as_float_array(values: Sequence[float | None] | FloatArray) -> FloatArray:
