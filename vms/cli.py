@@ -540,6 +540,13 @@ def serve(
     )
 
 
+@app.command("remerge")
+def remerge_cmd() -> None:
+    """Recompute every camera record from its sources (after VMS_SOURCE_PRIORITY changes)."""
+    n = inventory().remerge_all()
+    console.print(f"{n} camera records changed")
+
+
 @app.command("discover")
 def discover(
     ranges: Annotated[list[str] | None, typer.Option("--range", help="CIDR to scan (repeatable)")] = None,

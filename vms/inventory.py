@@ -66,9 +66,7 @@ class IngestResult:
     cameras_removed: int = 0
     cameras_restored: int = 0
     identity_conflicts: list[str] = field(default_factory=list)
-    created_ids: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, for operators and benchmarks
-    updated_ids: list[int] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -238,7 +236,6 @@ def ingest(
     lap("insert_cameras")
     id_of = dict(zip(placeholder_ids, real_ids, strict=True))
     result.cameras_created = len(real_ids)
-    result.created_ids = real_ids
 
     # Observations.
     obs_rows = []
@@ -382,7 +379,6 @@ def remerge(
                 result.cameras_restored += 1
             else:
                 result.cameras_updated += 1
-                result.updated_ids.append(cid)
         changed_rows.append({"_id": cid, **row, "updated_at": now})
     repo.update_cameras(session, changed_rows)
     return [r["_id"] for r in changed_rows]

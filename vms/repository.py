@@ -340,18 +340,6 @@ def camera_sources(session: Session, camera_ids: Collection[int] | None = None) 
     return out
 
 
-def iter_camera_rows(
-    session: Session, columns: Sequence[str] | None = None, *, include_removed: bool = False, batch: int = 5000
-) -> Iterator[dict[str, Any]]:
-    cols = [cameras.c.id, *(cameras.c[c] for c in columns)] if columns else [cameras]
-    stmt = select(*cols).order_by(cameras.c.id)
-    if not include_removed:
-        stmt = stmt.where(cameras.c.removed_at.is_(None))
-    result = session.execute(stmt.execution_options(yield_per=batch))
-    for r in result:
-        yield dict(r._mapping)
-
-
 def camera_dicts(session: Session, columns: Sequence[str], *, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Current cameras (all, or these ids) as dicts of ``id`` plus the given columns (fast path for reports)."""
     names = ["id", *columns]
@@ -500,10 +488,6 @@ def audit(
 
 def audit_entries(session: Session, limit: int = 100) -> list[AuditEntry]:
     return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
-
-
-def import_runs(session: Session, limit: int = 20) -> list[ImportRun]:
-    return list(session.scalars(select(ImportRun).order_by(ImportRun.id.desc()).limit(limit)))
 
 
 def source_of_observation(session: Session, camera_id: int) -> list[Row[Any]]:

@@ -497,7 +497,10 @@ class Inventory:
         """Recompute every record (after the source priority changes)."""
         with self.session() as s:
             ids = {r["id"] for r in repo.list_cameras(s, repo.CameraFilter(include_removed=True), columns=["id"])}
-            return len(remerge(s, ids, rank=self.rank, regions=self.region_context(s), now=utcnow()))
+            changed = remerge(s, ids, rank=self.rank, regions=self.region_context(s), now=utcnow())
+            if changed:
+                repo.audit(s, actor="cli", action="remerge", details={"changed": len(changed)})
+            return len(changed)
 
     # --- export ---------------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 
@@ -103,7 +102,3 @@ class Settings(BaseSettings):
         if kind.value in order:
             return order.index(kind.value)
         return len(order)
-
-
-def new_api_key() -> str:
-    return secrets.token_urlsafe(32)

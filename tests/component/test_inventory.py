@@ -129,11 +129,14 @@ def test_removal_by_one_source_keeps_camera_listed_by_another(inventory):
 
 
 def test_priority_is_configurable(inventory):
-    inventory.settings.source_priority = ["ledger", "catalog", "onvif", "api"]
     L, C = SourceKind.LEDGER, SourceKind.CATALOG
     ingest(inventory, "ledger:a", L, [obs("ledger:a", L, device_id=ID1, name="台账名")])
     ingest(inventory, "catalog:p", C, [obs("catalog:p", C, device_id=ID1, name="目录名")])
-    assert inventory.show_camera(ID1)["record"]["name"] == "台账名"
+    assert inventory.show_camera(ID1)["record"]["name"] == "目录名"  # default: catalog over ledger
+    inventory.settings.source_priority = ["ledger:a", "catalog", "onvif", "api"]  # a named source first
+    assert inventory.remerge_all() == 1
+    assert inventory.list_cameras(repo.CameraFilter())[1][0]["name"] == "台账名"
+    assert inventory.remerge_all() == 0
 
 
 def test_api_edit_wins_and_is_audited(inventory):

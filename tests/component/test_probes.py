@@ -92,7 +92,11 @@ def _one(fleet: SimFleet, fault: str) -> DeviceSpec:
 
 
 async def _sweep(
-    fleet: SimFleet, budget: LoginBudget, creds: list[Credential] | None = None, *, quick: bool = False,
+    fleet: SimFleet,
+    budget: LoginBudget,
+    creds: list[Credential] | None = None,
+    *,
+    quick: bool = False,
     **options: Any,
 ) -> list[DeviceReport]:
     """One sweep of the fleet; ``quick`` leaves out the hang and slow devices, which only add waiting."""
@@ -127,7 +131,11 @@ def _check_profiles(report: DeviceReport, device: DeviceSpec, *, snapshots: str 
     for spec in device.profiles:
         got = by_token[spec.token]
         assert (got.encoding, got.width, got.height, got.fps, got.bitrate) == (
-            spec.encoding, spec.width, spec.height, float(spec.fps), spec.bitrate_kbps,
+            spec.encoding,
+            spec.width,
+            spec.height,
+            float(spec.fps),
+            spec.bitrate_kbps,
         )
         # H.265 only through Media2 (DOMAIN 7.7)
         assert got.source == ("media2" if spec.encoding == "H265" else "media")
@@ -343,8 +351,9 @@ async def test_ws_discovery_unicast_and_picky_probe(fleet: SimFleet) -> None:
     assert all(d.answered_from in hosts for d in found)
     # With only the tds:Device variant the picky camera stays silent: why several variants go out (DOMAIN 7.6).
     picky = _one(fleet, "picky_probe")
-    only_device = await probe_unicast([picky.host], timeout=0.5, bind_ip="127.0.0.1",
-                                      variants=[ProbeVariant.DEVICE_ON_TYPES])
+    only_device = await probe_unicast(
+        [picky.host], timeout=0.5, bind_ip="127.0.0.1", variants=[ProbeVariant.DEVICE_ON_TYPES]
+    )
     assert only_device == []
 
 
@@ -352,7 +361,10 @@ async def test_range_scan_finds_exactly_the_answering_devices(fleet: SimFleet) -
     progress: list[tuple[int, int]] = []
     started = time.perf_counter()
     hits = await scan_range(
-        [_network(fleet)], ports=[fleet.port], concurrency=128, timeout=1.0,
+        [_network(fleet)],
+        ports=[fleet.port],
+        concurrency=128,
+        timeout=1.0,
         progress=lambda done, total: progress.append((done, total)),
     )
     expected = {d.host for d in fleet.devices if not d.faults & {"offline", "hang"}}
@@ -374,8 +386,15 @@ class QuirkyDevice:
 
     REALM = "IP Camera(QX1)"
 
-    def __init__(self, *, soap11_only: bool = False, single_use_nonce: bool = False, huge_op: str = "",
-                 empty_ops: frozenset[str] = frozenset(), fault_200_ops: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        *,
+        soap11_only: bool = False,
+        single_use_nonce: bool = False,
+        huge_op: str = "",
+        empty_ops: frozenset[str] = frozenset(),
+        fault_200_ops: frozenset[str] = frozenset(),
+    ) -> None:
         self.soap11_only = soap11_only
         self.single_use_nonce = single_use_nonce
         self.huge_op = huge_op
@@ -436,8 +455,10 @@ class QuirkyDevice:
         soap_ns = "http://schemas.xmlsoap.org/soap/envelope/" if soap11 else "http://www.w3.org/2003/05/soap-envelope"
 
         def wrap(content: str) -> bytes:
-            return (f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{soap_ns}"><SOAP-ENV:Body>{content}</SOAP-ENV:Body>'
-                    "</SOAP-ENV:Envelope>").encode()
+            return (
+                f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{soap_ns}"><SOAP-ENV:Body>{content}</SOAP-ENV:Body>'
+                "</SOAP-ENV:Envelope>"
+            ).encode()
 
         ctype = "text/xml" if soap11 else "application/soap+xml"
         if op != "GetSystemDateAndTime":
@@ -451,12 +472,19 @@ class QuirkyDevice:
         if op in self.empty_ops:
             return web.Response(body=b"", content_type=ctype)
         if op in self.fault_200_ops:
-            fault = ("<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Receiver</SOAP-ENV:Value>"
-                     "<SOAP-ENV:Subcode><SOAP-ENV:Value>ter:ActionNotSupported</SOAP-ENV:Value></SOAP-ENV:Subcode>"
-                     "</SOAP-ENV:Code><SOAP-ENV:Reason><SOAP-ENV:Text>Not implemented</SOAP-ENV:Text>"
-                     "</SOAP-ENV:Reason></SOAP-ENV:Fault>") if not soap11 else (
-                     "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Client</faultcode><faultstring>Method not implemented"
-                     "</faultstring></SOAP-ENV:Fault>")
+            fault = (
+                (
+                    "<SOAP-ENV:Fault><SOAP-ENV:Code><SOAP-ENV:Value>SOAP-ENV:Receiver</SOAP-ENV:Value>"
+                    "<SOAP-ENV:Subcode><SOAP-ENV:Value>ter:ActionNotSupported</SOAP-ENV:Value></SOAP-ENV:Subcode>"
+                    "</SOAP-ENV:Code><SOAP-ENV:Reason><SOAP-ENV:Text>Not implemented</SOAP-ENV:Text>"
+                    "</SOAP-ENV:Reason></SOAP-ENV:Fault>"
+                )
+                if not soap11
+                else (
+                    "<SOAP-ENV:Fault><faultcode>SOAP-ENV:Client</faultcode><faultstring>Method not implemented"
+                    "</faultstring></SOAP-ENV:Fault>"
+                )
+            )
             return web.Response(body=wrap(fault), content_type=ctype)
         return web.Response(body=wrap(QUIRKY_REPLIES.get(op, "")), content_type=ctype)
 
@@ -661,8 +689,11 @@ async def test_scan_hands_clock_and_connection_to_the_interrogation(fleet: SimFl
     async with make_session() as session:
         served = fleet.server.requests_served
         reports = await interrogate_many(
-            [d.url for d in healthy], credentials_for=lambda _t: _creds(fleet), budget=LoginBudget(),
-            session=session, timeout=TIMEOUT,
+            [d.url for d in healthy],
+            credentials_for=lambda _t: _creds(fleet),
+            budget=LoginBudget(),
+            session=session,
+            timeout=TIMEOUT,
         )
         handed_on = fleet.server.requests_served - served
         assert session.connections_opened == 0  # every device's scan connection was reused
@@ -674,8 +705,12 @@ async def test_scan_hands_clock_and_connection_to_the_interrogation(fleet: SimFl
     async with make_session() as session:
         served = fleet.server.requests_served
         reports = await interrogate_many(
-            [d.url for d in healthy], credentials_for=lambda _t: _creds(fleet), budget=LoginBudget(),
-            session=session, timeout=TIMEOUT, reuse_clock_s=0,
+            [d.url for d in healthy],
+            credentials_for=lambda _t: _creds(fleet),
+            budget=LoginBudget(),
+            session=session,
+            timeout=TIMEOUT,
+            reuse_clock_s=0,
         )
         assert fleet.server.requests_served - served == handed_on + len(healthy)
         assert session.connections_opened == len(healthy)

@@ -674,7 +674,8 @@ async def test_credentials_file_round_trip(fleet: SimFleet, tmp_path: Path) -> N
 
 async def test_run_fleet_prints_a_summary_without_passwords(capsys: pytest.CaptureFixture[str]) -> None:
     base = _test_base_host().rsplit(".", 2)[0] + ".251.1"  # beside the module fleet's addresses
-    rc = await asyncio.wait_for(asyncio.to_thread(
-        run_fleet, 30, port=0, base_host=base, rtsp=False, discovery=False, duration_s=0.3), 30)
+    rc = await asyncio.wait_for(
+        asyncio.to_thread(run_fleet, 30, port=0, base_host=base, rtsp=False, discovery=False, duration_s=0.3), 30
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "30 simulated ONVIF devices" in out and DEFAULT_PASSWORD not in out
