@@ -26,6 +26,7 @@ from vms.fields import BY_NAME, FIELDS, Field, Kind
 
 __all__ = [
     "IGNORE",
+    "LONLAT",
     "ColumnMap",
     "ColumnMapError",
     "HeaderPlan",
@@ -72,6 +73,8 @@ _NO_NOTES: Notes = ()
 
 # Real header spellings seen in ledgers, platform exports and open-data files, by canonical field.
 # The field's own name, its catalog XML name and its Chinese label are added automatically.
+LONLAT = "lonlat"  # pseudo-field of a combined coordinate column
+
 _ALIASES: dict[str, tuple[str, ...]] = {
     "device_id": (
         "设备编码",
@@ -172,6 +175,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "services": ("ONVIF服务",),
     "media_profiles": ("profiles",),
     "stream_uri": ("视频流地址", "取流地址", "RTSP地址", "rtsp", "stream_uri", "StreamUri", "stream_url"),
+    # Not a field: one cell holding both coordinates ("118.2841,34.9972"), split by the importer.
+    LONLAT: ("经纬度", "经纬度坐标", "坐标", "GPS坐标", "位置坐标", "lnglat", "lonlat", "coordinates"),
     "snapshot_uri": (
         "url",
         "snapshot",
@@ -239,7 +244,7 @@ class ColumnMap:
             target = target.strip()
             if target in _IGNORE_TARGETS:
                 target = IGNORE
-            elif target not in BY_NAME:
+            elif target not in BY_NAME and target != LONLAT:
                 raise ColumnMapError(_unknown_target_message(header, target))
             self.overrides[header] = target
             # Rank -1: an operator's explicit choice beats any built-in spelling in the same file.
@@ -880,7 +885,29 @@ def _build_parsers() -> dict[str, Parser]:
     parsers["ip_address"] = _parse_ip
     parsers["mac"] = _parse_mac
     parsers["install_time"] = _parse_install_time
+    parsers[LONLAT] = _make_lonlat_parser(parsers["longitude"], parsers["latitude"])
     return parsers
+
+
+_LONLAT_SPLIT = re.compile(r"[\s,，;；/|]+")
+
+
+def _make_lonlat_parser(lon_parser: Parser, lat_parser: Parser) -> Parser:
+    def parse(raw: object) -> tuple[Any, Notes]:
+        text = _cell_text(raw).strip().strip("()（）[]【】")
+        if _empty(text):
+            return None, _NO_NOTES
+        parts = [p for p in _LONLAT_SPLIT.split(text) if p]
+        if len(parts) != 2:
+            return None, (ValueNote(COORD_GARBAGE, f"{text!r} is not 'longitude,latitude'", fatal=True),)
+        lon, lon_notes = lon_parser(parts[0])
+        lat, lat_notes = lat_parser(parts[1])
+        notes = lon_notes + lat_notes
+        if any(n.fatal for n in notes):
+            return None, notes
+        return ((lon, lat) if lon is not None and lat is not None else None), notes
+
+    return parse
 
 
 _PARSERS = _build_parsers()

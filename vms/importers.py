@@ -26,6 +26,7 @@ from lxml import etree
 from vms.columns import (
     COORD_GARBAGE,
     ID_MALFORMED,
+    LONLAT,
     ColumnMap,
     HeaderPlan,
     cell_text,
@@ -106,7 +107,7 @@ class ReadResult:
 # Row checks shared by every format
 # --------------------------------------------------------------------------------------------------------
 
-_PARSERS = {name: parser_for(name) for name in FIELD_NAMES}
+_PARSERS = {name: parser_for(name) for name in (*FIELD_NAMES, LONLAT)}
 
 
 class _Assembler:
@@ -165,6 +166,10 @@ class _Assembler:
                         id_given = True
             if value is not None:
                 fields[name] = value
+        if LONLAT in fields:  # a combined coordinate column; separate columns win when both exist
+            pair = fields.pop(LONLAT)
+            fields.setdefault("longitude", pair[0])
+            fields.setdefault("latitude", pair[1])
         lon = fields.get("longitude")
         lat = fields.get("latitude")
         if (

@@ -246,3 +246,21 @@ def test_one_camera_problems_equal_the_full_report(inventory, tmp_path, shared_d
     assert any("DUP-NAME-POSITION" in codes for codes in report.problems.values())
     for row in rows:
         assert sorted(inventory.camera_problems(row["id"])) == sorted(report.problems.get(row["id"], [])), row
+
+
+def test_one_column_holding_both_coordinates(inventory, tmp_path):
+    path = tmp_path / "combined.csv"
+    path.write_text(
+        "国标编码,监控点位名称,经纬度,IP地址\n"
+        "37131100001326000001,沂河路口,\"118.2841,34.9972\",127.0.1.1\n"
+        "37131100001326000002,通达路口,118.2702 34.9881,127.0.1.2\n"
+        "37131100001326000003,双月湖,\"34.9902，118.2788\",127.0.1.3\n"
+        "37131100001326000004,坏坐标,118.28,127.0.1.4\n",
+        encoding="utf-8",
+    )
+    rep = inventory.import_file(path)
+    assert [(i.line, i.code) for i in rep.issues if i.fatal] == [(5, "COORD-GARBAGE")]
+    assert (4, "COORD-SWAPPED") in {(i.line, i.code) for i in rep.issues}
+    _, rows = inventory.list_cameras(repo.CameraFilter())
+    got = {r["device_id"][-1]: (r["longitude"], r["latitude"]) for r in rows}
+    assert got == {"1": (118.2841, 34.9972), "2": (118.2702, 34.9881), "3": (118.2788, 34.9902)}
