@@ -6,7 +6,7 @@ Only ``secrets_for`` decrypts, for the probes that log in; nothing here returns 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +15,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vms import repository as repo
+from vms.domain import URI_FIELDS
 from vms.errors import Conflict, ValidationFailed
 from vms.models import Credential
 
 if TYPE_CHECKING:
+    from probes.onvif.auth import Credential as ProbeCredential
     from vms.services import Inventory
 
 
@@ -111,40 +113,84 @@ def list_credentials(session: Session) -> list[CredentialInfo]:
     return [CredentialInfo(r.id, r.name, r.username, r.scope, r.is_default) for r in rows]
 
 
+class CredentialResolver:
+    """The logins for each address, decrypted once per sweep and matched by range in memory."""
+
+    def __init__(self, logins: Sequence[tuple[str | None, bool, Login]]) -> None:
+        self._scoped: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Login]] = []
+        self._default: list[Login] = []
+        for scope, is_default, login in logins:
+            if scope:
+                net = _network(scope)
+                assert net is not None
+                self._scoped.append((net, login))
+            elif is_default:
+                self._default.append(login)
+        self._scoped.sort(key=lambda item: -item[0].prefixlen)  # most specific range first
+        self._cache: dict[str, list[Login]] = {}
+
+    def logins(self, host: str) -> list[Login]:
+        found = self._cache.get(host)
+        if found is None:
+            try:
+                addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+            except ValueError:
+                addr = None
+            scoped = [
+                lg for net, lg in self._scoped if addr is not None and addr.version == net.version and addr in net
+            ]
+            found = self._cache[host] = scoped + self._default
+        return found
+
+    @classmethod
+    def load(cls, session: Session, cipher: Cipher) -> CredentialResolver:
+        rows = session.scalars(select(Credential))
+        return cls([(r.scope, r.is_default, Login(r.id, r.name, r.username, cipher.decrypt(r.secret))) for r in rows])
+
+    def credentials(self, target: str) -> list[ProbeCredential]:
+        """The logins for a probe target (a device-service URL or host[:port]), in the probes' form."""
+        from probes.onvif.addresses import parse_target
+        from probes.onvif.auth import Credential as ProbeCredential
+
+        return [ProbeCredential(lg.username, lg.password) for lg in self.logins(parse_target(target).host)]
+
+
+
+
 def logins_for(session: Session, cipher: Cipher, host: str) -> list[Login]:
     """Logins to try on ``host``: the most specific matching range first, then the default set."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        addr = None
-    scoped: list[tuple[int, Credential]] = []
-    default: list[Credential] = []
-    for row in session.scalars(select(Credential)):
-        net = _network(row.scope)
-        if net is not None and addr is not None and addr.version == net.version and addr in net:
-            scoped.append((net.prefixlen, row))
-        elif row.is_default:
-            default.append(row)
-    ordered = [r for _, r in sorted(scoped, key=lambda x: -x[0])] + default
-    return [Login(r.id, r.name, r.username, cipher.decrypt(r.secret)) for r in ordered]
+    return CredentialResolver.load(session, cipher).logins(host)
+
+
+_QUERY_USER = ("user", "username", "usr", "login")
+_QUERY_PASSWORD = ("password", "pass", "pwd", "passwd")
 
 
 def url_logins(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
-    """host -> (username, password) found as userinfo in imported stream/snapshot URLs."""
-    from urllib.parse import unquote, urlsplit
+    """host -> (username, password) found in imported stream/snapshot URLs, as user:password@ or as login query
+    parameters (some encoders' snapshot URLs): everything the URL stripper removes is kept here first."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
 
     found: dict[str, tuple[str, str]] = {}
     for rec in records:
-        for name in ("stream_uri", "snapshot_uri", "device_service_url"):
+        for name in URI_FIELDS:
             value = rec.get(name)
-            if not isinstance(value, str) or "@" not in value:
+            if not isinstance(value, str) or ("@" not in value and "?" not in value):
                 continue
             try:
                 parts = urlsplit(value)
             except ValueError:
                 continue
-            if parts.username and parts.hostname:
+            if not parts.hostname:
+                continue
+            if parts.username:
                 found.setdefault(parts.hostname, (unquote(parts.username), unquote(parts.password or "")))
+                continue
+            query = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True)}
+            user = next((query[k] for k in _QUERY_USER if k in query), None)
+            if user:
+                password = next((query[k] for k in _QUERY_PASSWORD if k in query), "")
+                found.setdefault(parts.hostname, (user, password))
     return found
 
 

@@ -10,28 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from probes.discovery.scan import scan_range
 from probes.discovery.wsdiscovery import probe_multicast, probe_unicast
-from probes.onvif.addresses import rewrite_uri
+from probes.onvif.addresses import format_hostport, parse_target, rewrite_uri
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import interrogate_many, make_session
 from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile
 from vms import repository as repo
-from vms.credentials import Cipher, Login
+from vms.credentials import Cipher, CredentialResolver
 from vms.domain import Observation, SourceKind
 from vms.inventory import IngestResult, ingest, observation_key
-from vms.models import Credential as CredentialRow
 from vms.models import DeviceLogin, DiscoveryRun, cameras, utcnow
 
 if TYPE_CHECKING:
@@ -106,11 +103,8 @@ class DiscoveryOutcome:
 
 
 def device_key(xaddr: str) -> str:
-    """host:port of a device service URL: one device per answering address."""
-    parts = urlsplit(xaddr)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname or ""
-    return f"{host}:{port}"
+    """host:port of a device service URL: one device per answering address (the probes' own key)."""
+    return parse_target(xaddr).key
 
 
 def answered_xaddr(device: DiscoveredDevice) -> str | None:
@@ -186,38 +180,6 @@ def _profile_dict(p: MediaProfile) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-class CredentialResolver:
-    """The logins for each address, decrypted once per sweep and matched by range in memory."""
-
-    def __init__(self, logins: Sequence[tuple[str | None, bool, Login]]) -> None:
-        self._scoped: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Login]] = []
-        self._default: list[Login] = []
-        for scope, is_default, login in logins:
-            if scope:
-                self._scoped.append((ipaddress.ip_network(scope, strict=False), login))
-            elif is_default:
-                self._default.append(login)
-        self._scoped.sort(key=lambda item: -item[0].prefixlen)  # most specific range first
-        self._cache: dict[str, list[Login]] = {}
-
-    def logins(self, host: str) -> list[Login]:
-        found = self._cache.get(host)
-        if found is None:
-            try:
-                addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-            except ValueError:
-                addr = None
-            scoped = [
-                lg for net, lg in self._scoped if addr is not None and addr.version == net.version and addr in net
-            ]
-            found = self._cache[host] = scoped + self._default
-        return found
-
-    def credentials(self, target: str) -> list[Credential]:
-        host = urlsplit(target).hostname if "://" in target else target.rsplit(":", 1)[0]
-        return [Credential(lg.username, lg.password) for lg in self.logins(host or target)]
-
-
 # --- the service ---------------------------------------------------------------------------------------
 
 
@@ -251,10 +213,7 @@ class Discovery:
                 row.updated_at = utcnow()
 
     def resolver(self, session: Session) -> CredentialResolver:
-        rows = session.scalars(select(CredentialRow))
-        return CredentialResolver(
-            [(r.scope, r.is_default, Login(r.id, r.name, r.username, self.cipher.decrypt(r.secret))) for r in rows]
-        )
+        return CredentialResolver.load(session, self.cipher)
 
     def auth_hints(self, session: Session) -> dict[str, AuthMethod]:
         stmt = select(cameras.c.ip_address, cameras.c.port, cameras.c.auth_method).where(
@@ -263,7 +222,7 @@ class Discovery:
         hints: dict[str, AuthMethod] = {}
         for host, port, method in session.execute(stmt):
             if method in ("wsse", "digest", "none"):
-                hints[f"{host}:{port or 80}"] = method
+                hints[format_hostport(host, port or 80)] = method
         return hints
 
     async def find(self, req: DiscoveryRequest, progress: Progress = _quiet) -> tuple[dict[str, str], dict[str, str]]:
@@ -303,8 +262,8 @@ class Discovery:
                 else:  # ScanHit
                     targets.setdefault(f"{item.host}:{item.port}", item.xaddr)
         for target in req.targets:
-            url = target if "://" in target else f"http://{target}/onvif/device_service"
-            targets.setdefault(device_key(url), url)
+            parsed = parse_target(target)
+            targets.setdefault(parsed.key, parsed.url)
         return targets, endpoints
 
     async def run(self, req: DiscoveryRequest, progress: Progress = _quiet) -> DiscoveryOutcome:
@@ -358,7 +317,7 @@ class Discovery:
         probed = utcnow()
         snap = budget.snapshot(addresses)["devices"]
         for report in reports:
-            key = f"{report.address}:{report.port}"
+            key = format_hostport(report.address, report.port)
             if not report.ok:
                 cause = report.fatal.cause.value if report.fatal else "protocol"
                 failures.append(

@@ -99,27 +99,14 @@ def identity_keys(fields: Mapping[str, Any]) -> dict[str, str]:
 URI_FIELDS = ("stream_uri", "snapshot_uri", "device_service_url")
 
 
-def strip_userinfo(url: str) -> str:
-    """Remove ``user:password@`` from a URL: credentials live encrypted in the credential store only."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def without_url_credentials(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields with user:password@ and login query parameters removed from their URLs: credentials live
+    encrypted in the credential store only (vms.credentials.url_logins keeps them first)."""
+    from probes.onvif.addresses import strip_credentials  # the one stripper the probes use too
+
     out = dict(fields)
     for name in URI_FIELDS:
         value = out.get(name)
         if isinstance(value, str):
-            out[name] = strip_userinfo(value)
+            out[name] = strip_credentials(value)
     return out

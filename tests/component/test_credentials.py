@@ -47,3 +47,19 @@ def test_url_credentials_move_to_the_encrypted_store(inventory, tmp_path):
         assert "S3cret" not in observations
         audit = " ".join(str(e.details) for e in repo.audit_entries(s))
         assert "S3cret" not in audit
+
+
+def test_login_query_parameters_are_kept_encrypted_not_in_the_url(inventory, tmp_path):
+    ledger = tmp_path / "ledger.csv"
+    ledger.write_text(
+        "设备编码,设备名称,IP地址,抓图地址\n"
+        "37131100001326000002,通达路口,127.1.0.6,http://127.1.0.6/cgi-bin/snapshot.cgi?channel=1&user=ops&password=Q%26x\n",
+        encoding="utf-8",
+    )
+    inventory.import_file(ledger)
+    _, rows = inventory.list_cameras(repo.CameraFilter())
+    assert rows[0]["snapshot_uri"] == "http://127.1.0.6/cgi-bin/snapshot.cgi?channel=1"
+    cipher = Cipher(inventory.settings.fernet_key())
+    with inventory.session(write=False) as s:
+        login = logins_for(s, cipher, "127.1.0.6")[0]
+    assert (login.username, login.password) == ("ops", "Q&x")

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
-from vms.domain import DEFAULT_PRIORITY, SourceKind, identity_keys, normalize_mac, strip_userinfo
+from probes.onvif.addresses import strip_credentials as strip_userinfo
+from vms.domain import DEFAULT_PRIORITY, SourceKind, identity_keys, normalize_mac
 from vms.merge import SourcedRecord, merge_observations
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
