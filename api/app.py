@@ -10,10 +10,10 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from api.deps import require_reader, require_writer
 from api.schemas import CameraEdit
-from vms import repository as repo
-from vms.domain import without_url_credentials
+from vms.catalog.domain import without_url_credentials
 from vms.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed, VmsError
-from vms.services import Inventory
+from vms.inventory.service import Inventory
+from vms.store import repository as repo
 
 STATIC = Path(__file__).with_name("static")
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Header, Request
 
-from vms.apikeys import authenticate
+from vms.access.apikeys import authenticate
 from vms.errors import Forbidden, Unauthorized
-from vms.services import Inventory
+from vms.inventory.service import Inventory
 
 
 def _inventory(request: Request) -> Inventory:

@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 from tests.services import RunningService, ServiceUnavailable, services_required, start_postgres
-from vms.services import Inventory
+from vms.inventory.service import Inventory
 from vms.settings import Settings
 
 SHARED_DATA = Path(os.environ.get("VMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -47,7 +47,7 @@ def postgres() -> Iterator[RunningService]:
 @pytest.fixture(scope="session")
 def pg_template(postgres: RunningService) -> str:
     """A database migrated once; each test copies it (CREATE DATABASE ... TEMPLATE is fast)."""
-    from vms.db import make_engine, upgrade
+    from vms.store.db import make_engine, upgrade
 
     admin = create_engine(postgres.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     name = "vms_template"

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vms.domain import DEFAULT_PRIORITY, SourceKind
+from vms.catalog.domain import DEFAULT_PRIORITY, SourceKind
 
 
 def _default_data_dir() -> Path:

@@ -1,6 +1,6 @@
 """Benchmark: discover (range scan), interrogate and register 1,000 simulated ONVIF devices.
 
-Ours: vms.discovery (probes: a small asyncio HTTP/1.1 client with keep-alive, prebuilt envelopes, lxml; the scan's
+Ours: vms.discovery.service (probes: an asyncio HTTP/1.1 client with keep-alive, prebuilt envelopes, lxml; the scan's
 clock reading and connection handed on to the interrogation; bounded concurrency; bulk registration).
 Baseline, in the same run against the same fleet: the plain per-device onvif-zeep-async loop (ONVIFCamera,
 update_xaddrs, GetDeviceInformation, GetNetworkInterfaces, GetProfiles, GetStreamUri per profile), each device
@@ -21,12 +21,12 @@ from pathlib import Path
 from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME, build_fleet
 from tests.bench.onvif_baseline import zeep_interrogate
 from tests.services import free_port
-from vms.credentials import Cipher, add_credential
-from vms.demo import BackgroundFleet
-from vms.discovery import Discovery, DiscoveryRequest
-from vms.domain import Observation, SourceKind
-from vms.inventory import observation_key
-from vms.services import Inventory
+from vms.catalog.domain import Observation, SourceKind
+from vms.discovery.demo import BackgroundFleet
+from vms.discovery.service import Discovery, DiscoveryRequest
+from vms.inventory.credentials import Cipher, add_credential
+from vms.inventory.ingest import observation_key
+from vms.inventory.service import Inventory
 from vms.settings import Settings
 
 COUNT = int(os.environ.get("VMS_BENCH_DEVICES", "1000"))

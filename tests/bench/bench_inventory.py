@@ -18,10 +18,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from vms import repository as repo
-from vms.demo import DEMO_ROADS
-from vms.services import Inventory
+from vms.discovery.demo import DEMO_ROADS
+from vms.inventory.service import Inventory
 from vms.settings import Settings
+from vms.store import repository as repo
 
 ROWS = int(os.environ.get("VMS_BENCH_ROWS", "100000"))
 NAIVE_ROWS = 3000
@@ -92,7 +92,7 @@ def floor_load(path: Path, db: Path) -> float:
 
 def naive_load(inv: Inventory, path: Path, limit: int) -> float:
     """What a straightforward loader does: per row, query for the camera by ID, then insert or update it."""
-    from vms.models import cameras
+    from vms.store.models import cameras
 
     t = time.perf_counter()
     with path.open(encoding="utf-8-sig", newline="") as fh, inv.session() as s:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select, text
 
-from vms import repository as repo
-from vms.credentials import Cipher, add_credential, list_credentials, logins_for
-from vms.models import Credential
+from vms.inventory.credentials import Cipher, add_credential, list_credentials, logins_for
+from vms.store import repository as repo
+from vms.store.models import Credential
 
 
 def test_sets_are_encrypted_and_chosen_by_range(inventory):

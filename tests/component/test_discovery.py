@@ -15,10 +15,10 @@ import pytest
 
 from probes.sim import SimFleet, covering_fault_layout
 from probes.sim.devices import FAULTS
-from vms import repository as repo
-from vms.credentials import Cipher, add_credential
-from vms.demo import covering_cidr
-from vms.discovery import Discovery, DiscoveryRequest
+from vms.discovery.demo import covering_cidr
+from vms.discovery.service import Discovery, DiscoveryRequest
+from vms.inventory.credentials import Cipher, add_credential
+from vms.store import repository as repo
 
 COUNT = 500
 UNREACHABLE = {"hang", "offline"}
@@ -160,6 +160,6 @@ def test_repeated_sweeps_never_lock_an_account_and_change_nothing(inventory, fle
 
 
 def inventory_runs(inventory):
-    from vms.discovery import discovery_runs
+    from vms.discovery.service import discovery_runs
 
     return discovery_runs(inventory)

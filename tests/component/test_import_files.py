@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from shapely.geometry import Point, shape
 
-from vms import repository as repo
+from vms.store import repository as repo
 
 HEADER = "设备编码,设备名称,经度,纬度,行政区域,摄像机类型,IP地址,端口,录像保存天数\n"
 GOOD = [
@@ -149,8 +149,8 @@ def test_export_round_trips_through_import(inventory, tmp_path, fmt, settings):
     assert inventory.export(out, fmt=fmt) == 5
     _, before = inventory.list_cameras(repo.CameraFilter(), limit=None)
 
-    from vms.fields import CATALOG_FIELDS, FIELD_NAMES
-    from vms.services import Inventory
+    from vms.catalog.fields import CATALOG_FIELDS, FIELD_NAMES
+    from vms.inventory.service import Inventory
 
     fresh = Inventory(settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"}))
     fresh.upgrade()

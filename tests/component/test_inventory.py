@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from vms import repository as repo
-from vms.domain import Observation, SourceKind
-from vms.inventory import observation_key
-from vms.models import AuditEntry, cameras
+from vms.catalog.domain import Observation, SourceKind
+from vms.inventory.ingest import observation_key
+from vms.store import repository as repo
+from vms.store.models import AuditEntry, cameras
 
 ID1 = "37131100001326000001"
 ID2 = "37131100001326000002"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from vms.db import current_revision
-from vms.models import Base
+from vms.store.db import current_revision
+from vms.store.models import Base
 
 
 def test_migrated_schema_matches_models(inventory):

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.component.test_import_files import write_ledger
-from vms.apikeys import create_key
+from vms.access.apikeys import create_key
 
 
 @pytest.fixture
@@ -65,13 +65,13 @@ def test_writes_need_a_write_key(client, inventory):
     )
     assert bad.status_code == 422
     with inventory.session(write=False) as s:
-        from vms import repository as repo
+        from vms.store import repository as repo
 
         entries = repo.audit_entries(s)
         assert any(e.action == "camera.edit" and e.actor == "apikey:ops" for e in entries)
         from sqlalchemy import select
 
-        from vms.models import ApiKey
+        from vms.store.models import ApiKey
 
         hashes = list(s.scalars(select(ApiKey.key_hash)))
         assert writer not in hashes and len(hashes) == 2

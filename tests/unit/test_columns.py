@@ -1,4 +1,4 @@
-"""Header mapping and value parsing (vms.columns)."""
+"""Header mapping and value parsing (vms.catalog.columns)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vms.columns import (
+from vms.catalog.columns import (
     IGNORE,
     ColumnMap,
     ColumnMapError,
@@ -18,7 +18,7 @@ from vms.columns import (
     normalize_header,
     parse_value,
 )
-from vms.fields import FIELDS
+from vms.catalog.fields import FIELDS
 
 # --- headers ---
 

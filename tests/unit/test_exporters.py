@@ -1,4 +1,4 @@
-"""Exports (vms.exporters) and their round trip through vms.importers."""
+"""Exports (vms.ingest.exporters) and their round trip through vms.ingest.importers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from vms.exporters import INFO_FIELDS, write_catalog_xml, write_csv, write_geojson
-from vms.fields import BY_NAME, CATALOG_FIELDS, FIELD_NAMES
-from vms.importers import read_records
+from vms.catalog.fields import BY_NAME, CATALOG_FIELDS, FIELD_NAMES
+from vms.ingest.exporters import INFO_FIELDS, write_catalog_xml, write_csv, write_geojson
+from vms.ingest.importers import read_records
 
 
 def sample_records() -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vms.gbid import (
+from vms.catalog.gbid import (
     CAMERA_TYPE_CODES,
     INDUSTRY_CODES,
     NETWORK_CODES,
@@ -22,7 +22,7 @@ from vms.gbid import (
     parse_gb_id,
     short_civil_code,
 )
-from vms.regions import read_admin_codes
+from vms.geo.regions import read_admin_codes
 
 
 def _data_dir() -> Path:

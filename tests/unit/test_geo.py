@@ -15,7 +15,7 @@ import pytest
 import shapely
 from shapely.geometry import Point, box, shape
 
-from vms.geo import (
+from vms.geo.coords import (
     RegionIndex,
     gcj02_to_wgs84,
     gcj02_to_wgs84_arrays,
@@ -24,7 +24,7 @@ from vms.geo import (
     wgs84_to_gcj02,
     wgs84_to_gcj02_arrays,
 )
-from vms.regions import read_region_geojson
+from vms.geo.regions import read_region_geojson
 
 
 def _data_dir() -> Path:

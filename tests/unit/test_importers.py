@@ -1,4 +1,4 @@
-"""Reading ledgers and catalogs (vms.importers) from real files built in tmp_path and the shared data."""
+"""Reading ledgers and catalogs (vms.ingest.importers) from real files built in tmp_path and the shared data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from vms.columns import ColumnMap
-from vms.importers import ReadError, ReadResult, detect_format, read_records
+from vms.catalog.columns import ColumnMap
+from vms.ingest.importers import ReadError, ReadResult, detect_format, read_records
 
 
 def shared_data() -> Path:

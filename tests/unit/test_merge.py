@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
 from probes.onvif.addresses import strip_credentials as strip_userinfo
-from vms.domain import DEFAULT_PRIORITY, SourceKind, identity_keys, normalize_mac
-from vms.merge import SourcedRecord, merge_observations
+from vms.catalog.domain import DEFAULT_PRIORITY, SourceKind, identity_keys, normalize_mac
+from vms.inventory.merge import SourcedRecord, merge_observations
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -67,7 +67,7 @@ def test_credentials_are_stripped_from_urls():
 
 
 def test_covering_cidr():
-    from vms.demo import covering_cidr
+    from vms.discovery.demo import covering_cidr
 
     assert covering_cidr(["127.1.0.1", "127.1.0.50"]) == "127.1.0.0/26"
     assert covering_cidr(["127.151.3.250", "127.151.5.10"]) == "127.151.0.0/21"

@@ -1,6 +1,6 @@
 import pytest
 
-from vms.quality import QualityContext, check_all, check_camera, name_problem
+from vms.inventory.quality import QualityContext, check_all, check_camera, name_problem
 
 CTX = QualityContext(
     governed="371311",

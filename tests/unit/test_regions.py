@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import shapely
 
-from vms.regions import (
+from vms.geo.regions import (
     RegionFileError,
     RegionRecord,
     read_admin_codes,

@@ -2,7 +2,7 @@
 
 Department ledgers name the same column a dozen ways (设备编码, 国标ID, DeviceID, gbid ...) and write values
 the way a spreadsheet left them (full-width digits, "90天", "1-球机", 3.7131100001326e+19). This module maps
-headers onto the canonical fields of :mod:`vms.fields` and turns raw cell values into typed values, reporting
+headers onto the canonical fields of :mod:`vms.catalog.fields` and turns raw cell values into typed values, reporting
 every silent fix as a :class:`ValueNote` so the importer can show it to the operator.
 """
 
@@ -21,8 +21,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from vms.domain import normalize_mac
-from vms.fields import BY_NAME, FIELDS, Field, Kind
+from vms.catalog.domain import normalize_mac
+from vms.catalog.fields import BY_NAME, FIELDS, Field, Kind
 
 __all__ = [
     "IGNORE",
@@ -306,7 +306,7 @@ def _unknown_target_message(header: str, target: str) -> str:
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return (
         f"column map: {header!r} -> {target!r}: {target!r} is not a known field{suggestion}; "
-        f'use one of the field names in vms.fields, or "" / "-" to ignore the column'
+        f'use one of the field names in vms.catalog.fields, or "" / "-" to ignore the column'
     )
 
 

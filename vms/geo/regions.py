@@ -22,8 +22,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
-from vms.gbid import short_civil_code
-from vms.geo import gcj02_to_wgs84_arrays
+from vms.catalog.gbid import short_civil_code
+from vms.geo.coords import gcj02_to_wgs84_arrays
 
 __all__ = [
     "ADMIN_FILES",

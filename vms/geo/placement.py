@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vms.geo import RegionIndex, valid_lon_lat
+from vms.geo.coords import RegionIndex, valid_lon_lat
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,10 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vms.domain import normalize_mac
-from vms.fields import ENUM_FIELDS, Field
-from vms.gbid import check_gb_id
-from vms.placement import related
+from vms.catalog.domain import normalize_mac
+from vms.catalog.fields import ENUM_FIELDS, Field
+from vms.catalog.gbid import check_gb_id
+from vms.geo.placement import related
 
 # code -> (rule number in DOMAIN.md section 3, description)
 RULES: dict[str, tuple[int, str]] = {

@@ -11,9 +11,9 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
-from vms.domain import SourceKind
-from vms.models import AuditEntry, CatalogNode, ImportRun, Region, Source, cameras, utcnow
-from vms.models import Observation as ObservationRow
+from vms.catalog.domain import SourceKind
+from vms.store.models import AuditEntry, CatalogNode, ImportRun, Region, Source, cameras, utcnow
+from vms.store.models import Observation as ObservationRow
 
 # SQLite allows 32,766 bound parameters, PostgreSQL 65,535: chunk IN lists well below both.
 CHUNK = 900
@@ -424,7 +424,7 @@ def parent_exists(session: Session, parent_id: str) -> bool:
 
 def duplicate_codes(session: Session, cam: Mapping[str, Any]) -> list[str]:
     """The duplicate rules (quality rule 5) for one camera, by query instead of over every camera."""
-    from vms.domain import normalize_mac
+    from vms.catalog.domain import normalize_mac
 
     others = select(func.count()).select_from(cameras).where(cameras.c.removed_at.is_(None), cameras.c.id != cam["id"])
     codes: list[str] = []

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 typed models. The camera columns are generated from the field registry (vms.fields)."""
+"""SQLAlchemy 2 typed models. The camera columns are generated from the field registry (vms.catalog.fields)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vms.fields import FIELDS, Kind
+from vms.catalog.fields import FIELDS, Kind
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -114,7 +114,7 @@ class Observation(Base):
     extra: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(40))
     line: Mapped[int | None]
-    # Identity keys (vms.domain.identity_keys), indexed for matching.
+    # Identity keys (vms.catalog.domain.identity_keys), indexed for matching.
     k_device_id: Mapped[str | None] = mapped_column(String(32), index=True)
     k_mac: Mapped[str | None] = mapped_column(String(17), index=True)
     k_serial: Mapped[str | None] = mapped_column(String(255), index=True)

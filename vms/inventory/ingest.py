@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from vms import repository as repo
-from vms.domain import Observation, SourceKind, identity_keys, without_url_credentials
-from vms.fields import FIELD_NAMES, IDENTITY_ORDER
-from vms.merge import Merged, Rank, SourcedRecord, merge_observations
-from vms.models import utcnow
-from vms.placement import RegionContext
+from vms.catalog.domain import Observation, SourceKind, identity_keys, without_url_credentials
+from vms.catalog.fields import FIELD_NAMES, IDENTITY_ORDER
+from vms.geo.placement import RegionContext
+from vms.inventory.merge import Merged, Rank, SourcedRecord, merge_observations
+from vms.store import repository as repo
+from vms.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def _same(a: Any, b: Any) -> bool:
 def load_region_context(session: Session) -> RegionContext:
     from shapely import wkb
 
-    from vms.geo import RegionIndex
+    from vms.geo.coords import RegionIndex
 
     names = repo.region_codes_and_names(session)
     polygons = repo.polygon_regions(session)

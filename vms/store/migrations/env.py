@@ -1,11 +1,11 @@
-"""Alembic environment: uses the caller's connection when given (vms.db.upgrade), else the URL."""
+"""Alembic environment: uses the caller's connection when given (vms.store.db.upgrade), else the URL."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from vms.models import Base
+from vms.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

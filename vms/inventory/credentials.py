@@ -14,14 +14,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from vms import repository as repo
-from vms.domain import URI_FIELDS
+from vms.catalog.domain import URI_FIELDS
 from vms.errors import Conflict, ValidationFailed
-from vms.models import Credential
+from vms.store import repository as repo
+from vms.store.models import Credential
 
 if TYPE_CHECKING:
     from probes.onvif.auth import Credential as ProbeCredential
-    from vms.services import Inventory
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +193,8 @@ def url_logins(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str
     return found
 
 
-def store_url_logins(inv: Inventory, session: Session, logins: Mapping[str, tuple[str, str]], actor: str) -> int:
+def store_url_logins(cipher: Cipher, session: Session, logins: Mapping[str, tuple[str, str]], actor: str) -> int:
     """Keep credentials found in imported URLs as per-host credential sets (the URLs are stored without them)."""
-    cipher = Cipher(inv.settings.fernet_key())
     stored = 0
     for host, (username, password) in logins.items():
         try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from probes.sim import SimFleet
 
 if TYPE_CHECKING:
-    from vms.services import Inventory
+    from vms.inventory.service import Inventory
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def write_demo_ledger(fleet: SimFleet, path: Path, *, seed: int = 11) -> int:
     from shapely import wkb
     from shapely.geometry import Point
 
-    from vms.regions import read_regions
+    from vms.geo.regions import read_regions
 
     data = files("vms") / "data" / "luozhuang_gcj02.geojson"
     with as_file(data) as boundary_path:

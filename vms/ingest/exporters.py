@@ -1,6 +1,6 @@
 """Writers for canonical camera records: CSV (for Excel), GeoJSON (for GIS) and GB/T 28181 Catalog XML.
 
-Each writer streams record by record, and what it writes reads back through :mod:`vms.importers` with the
+Each writer streams record by record, and what it writes reads back through :mod:`vms.ingest.importers` with the
 same fields (round trip without loss for the fields each format carries).
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from lxml import etree
 
-from vms.columns import ColumnMap
-from vms.fields import CATALOG_FIELDS, FIELD_NAMES, FIELDS, Kind
+from vms.catalog.columns import ColumnMap
+from vms.catalog.fields import CATALOG_FIELDS, FIELD_NAMES, FIELDS, Kind
 
 __all__ = ["INFO_FIELDS", "write_catalog_xml", "write_csv", "write_geojson"]
 

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vms import repository as repo
-from vms.domain import SourceKind
+from vms.catalog.domain import SourceKind
 from vms.errors import VmsError
 from vms.settings import Settings
+from vms.store import repository as repo
 
 app = typer.Typer(no_args_is_help=True, help="Unified inventory of a district's public video cameras.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -54,7 +54,7 @@ def emit_json(data: Any) -> None:
 
 
 def inventory() -> Any:
-    from vms.services import Inventory
+    from vms.inventory.service import Inventory
 
     settings = Settings()
     inv = Inventory(settings)
@@ -104,8 +104,8 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the newest version."""
-    from vms.db import current_revision
-    from vms.services import Inventory
+    from vms.inventory.service import Inventory
+    from vms.store.db import current_revision
 
     inv = Inventory(Settings())
     inv.upgrade()
@@ -379,7 +379,7 @@ def cameras_edit(ref: str, assignments: list[str]) -> None:
 @ids_app.command("explain")
 def ids_explain(device_id: str, as_json: JsonOpt = False) -> None:
     """What a GB/T 28181 ID says: region, industry, type, network, serial."""
-    from vms.gbid import GbIdError, check_gb_id, explain_gb_id
+    from vms.catalog.gbid import GbIdError, check_gb_id, explain_gb_id
 
     inv = inventory()
     with inv.session(write=False) as s:
@@ -435,7 +435,7 @@ def credentials_add(
     """Add a credential set. The password is prompted for (or read from --password-env), never an argument."""
     import os
 
-    from vms.credentials import Cipher, add_credential
+    from vms.inventory.credentials import Cipher, add_credential
 
     if password_env:
         password = os.environ.get(password_env)
@@ -463,7 +463,7 @@ def credentials_add(
 @credentials_app.command("list")
 def credentials_list(as_json: JsonOpt = False) -> None:
     """Credential sets (never their passwords)."""
-    from vms.credentials import list_credentials
+    from vms.inventory.credentials import list_credentials
 
     inv = inventory()
     with inv.session(write=False) as s:
@@ -483,7 +483,7 @@ def credentials_list(as_json: JsonOpt = False) -> None:
 @apikey_app.command("create")
 def apikey_create(name: str, role: Annotated[str, typer.Option(help="read or write")] = "read") -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from vms.apikeys import create_key
+    from vms.access.apikeys import create_key
 
     with errors_to_exit():
         key = create_key(inventory(), name, role, actor="cli")
@@ -492,7 +492,7 @@ def apikey_create(name: str, role: Annotated[str, typer.Option(help="read or wri
 
 @apikey_app.command("revoke")
 def apikey_revoke(name: str) -> None:
-    from vms.apikeys import revoke_key
+    from vms.access.apikeys import revoke_key
 
     with errors_to_exit():
         revoke_key(inventory(), name, actor="cli")
@@ -565,7 +565,7 @@ def discover(
     """Find ONVIF cameras (WS-Discovery, range scan), interrogate them and register them in the inventory."""
     import asyncio
 
-    from vms.discovery import DEFAULT_PORTS, Discovery, DiscoveryRequest
+    from vms.discovery.service import DEFAULT_PORTS, Discovery, DiscoveryRequest
 
     if not (ranges or interfaces or unicast or targets):
         err.print("[red]error:[/red] give at least one --range, --interface, --unicast or --target")
@@ -599,7 +599,7 @@ def discover(
 @app.command("discoveries")
 def discoveries(limit: int = 10, as_json: JsonOpt = False) -> None:
     """Past discovery runs: found, new, updated, unchanged, failed with causes."""
-    from vms.discovery import discovery_runs
+    from vms.discovery.service import discovery_runs
 
     runs = discovery_runs(inventory(), limit)
     if as_json:
@@ -647,8 +647,8 @@ def run(
     import uvicorn
 
     from api.app import create_app
-    from vms.discovery import DiscoveryRequest
-    from vms.jobs import build_scheduler
+    from vms.discovery.service import DiscoveryRequest
+    from vms.jobs.scheduler import build_scheduler
 
     settings = Settings()
     inv = inventory()
@@ -685,7 +685,7 @@ DEMO_SOURCES = frozenset({"ledger:demo-police", "onvif", "api", "gbid-allocator"
 
 def _no_cameras(inv: Any) -> bool:
     """No camera configured: an empty inventory, or only what an earlier demo put there."""
-    from vms.credentials import list_credentials
+    from vms.inventory.credentials import list_credentials
 
     with inv.session(write=False) as s:
         if repo.count_cameras(s, repo.CameraFilter(include_removed=True)) == 0:
@@ -697,9 +697,9 @@ def _no_cameras(inv: Any) -> bool:
 
 def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
     """No camera configured: run the simulated fleet on loopback and discover it, as a demo of the real flow."""
-    from vms.credentials import Cipher, add_credential
-    from vms.demo import BackgroundFleet, seed_demo
-    from vms.discovery import DiscoveryRequest
+    from vms.discovery.demo import BackgroundFleet, seed_demo
+    from vms.discovery.service import DiscoveryRequest
+    from vms.inventory.credentials import Cipher, add_credential
 
     bg = BackgroundFleet(
         count=settings.demo_fleet_size, base_host=settings.demo_fleet_host, port=settings.demo_fleet_port, rtsp=True

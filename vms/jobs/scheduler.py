@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 from apscheduler.schedulers.background import BackgroundScheduler
 
 if TYPE_CHECKING:
-    from vms.discovery import DiscoveryRequest
-    from vms.services import Inventory
+    from vms.discovery.service import DiscoveryRequest
+    from vms.inventory.service import Inventory
 
 log = logging.getLogger(__name__)
 
 
 def sweep_discovery(inventory: Inventory, request: DiscoveryRequest) -> None:
     """Discover, interrogate and register; failures are logged, never raised into the scheduler."""
-    from vms.discovery import Discovery
+    from vms.discovery.service import Discovery
 
     try:
         outcome = asyncio.run(Discovery(inventory).run(request))

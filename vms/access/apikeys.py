@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from vms import repository as repo
 from vms.errors import Conflict, Unauthorized, ValidationFailed
-from vms.models import ApiKey, utcnow
+from vms.store import repository as repo
+from vms.store.models import ApiKey, utcnow
 
 if TYPE_CHECKING:
-    from vms.services import Inventory
+    from vms.inventory.service import Inventory
 
 ROLES = ("read", "write")
 

@@ -25,14 +25,14 @@ from probes.onvif.addresses import format_hostport, parse_target, rewrite_uri
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import interrogate_many, make_session
 from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile
-from vms import repository as repo
-from vms.credentials import Cipher, CredentialResolver
-from vms.domain import Observation, SourceKind
-from vms.inventory import IngestResult, ingest, observation_key
-from vms.models import DeviceLogin, DiscoveryRun, cameras, utcnow
+from vms.catalog.domain import Observation, SourceKind
+from vms.inventory.credentials import Cipher, CredentialResolver
+from vms.inventory.ingest import IngestResult, ingest, observation_key
+from vms.store import repository as repo
+from vms.store.models import DeviceLogin, DiscoveryRun, cameras, utcnow
 
 if TYPE_CHECKING:
-    from vms.services import Inventory
+    from vms.inventory.service import Inventory
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ class RowIssue:
 
 @dataclass(slots=True)
 class ParsedRow:
-    """One input record mapped onto canonical fields (see vms.fields), values already typed."""
+    """One input record mapped onto canonical fields (see vms.catalog.fields), values already typed."""
 
     line: int
     fields: dict[str, Any]
@@ -101,7 +101,7 @@ URI_FIELDS = ("stream_uri", "snapshot_uri", "device_service_url")
 
 def without_url_credentials(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The fields with user:password@ and login query parameters removed from their URLs: credentials live
-    encrypted in the credential store only (vms.credentials.url_logins keeps them first)."""
+    encrypted in the credential store only (vms.inventory.credentials.url_logins keeps them first)."""
     from probes.onvif.addresses import strip_credentials  # the one stripper the probes use too
 
     out = dict(fields)

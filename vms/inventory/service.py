@@ -13,19 +13,19 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from vms import repository as repo
-from vms.credentials import store_url_logins, url_logins
-from vms.db import make_engine, make_sessionmaker, upgrade
-from vms.domain import Observation, RowIssue, SourceKind, normalize_mac
+from vms.catalog.domain import Observation, RowIssue, SourceKind, normalize_mac
+from vms.catalog.fields import FIELD_NAMES
 from vms.errors import NotFound, ValidationFailed
-from vms.fields import FIELD_NAMES
-from vms.inventory import IngestResult, ingest, load_region_context, observation_key, reassign_regions, remerge
-from vms.merge import SourcedRecord, merge_observations
-from vms.models import utcnow
-from vms.placement import RegionContext
-from vms.quality import COLUMNS as QUALITY_COLUMNS
-from vms.quality import QualityContext, QualityReport, check_all, check_camera
+from vms.geo.placement import RegionContext
+from vms.inventory.credentials import Cipher, store_url_logins, url_logins
+from vms.inventory.ingest import IngestResult, ingest, load_region_context, observation_key, reassign_regions, remerge
+from vms.inventory.merge import SourcedRecord, merge_observations
+from vms.inventory.quality import COLUMNS as QUALITY_COLUMNS
+from vms.inventory.quality import QualityContext, QualityReport, check_all, check_camera
 from vms.settings import Settings
+from vms.store import repository as repo
+from vms.store.db import make_engine, make_sessionmaker, upgrade
+from vms.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ class Inventory:
         actor: str = "cli",
         progress: Progress = _no_progress,
     ) -> ImportReport:
-        from vms.columns import ColumnMap, load_column_map
-        from vms.importers import read_records
+        from vms.catalog.columns import ColumnMap, load_column_map
+        from vms.ingest.importers import read_records
 
         overrides: dict[str, str] = {}
         if self.settings.column_map_file:
@@ -184,7 +184,7 @@ class Inventory:
             src = repo.get_or_create_source(s, source, kind)
             logins = url_logins(o.fields for o in observations)
             if logins:
-                store_url_logins(self, s, logins, actor)
+                store_url_logins(Cipher(self.settings.fernet_key()), s, logins, actor)
             if nodes:
                 repo.upsert_nodes(s, nodes, src.id)
             report = ImportReport(
@@ -263,7 +263,7 @@ class Inventory:
         name_property: str | None = None,
         actor: str = "cli",
     ) -> RegionImportReport:
-        from vms.regions import read_regions
+        from vms.geo.regions import read_regions
 
         records = read_regions(path, crs=crs, code_property=code_property, name_property=name_property)
         with self.session() as s:
@@ -406,8 +406,8 @@ class Inventory:
 
     def edit_camera(self, ref: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
         """An operator's correction: stored as the 'api' source's observation, so it wins by priority."""
-        from vms.columns import parse_value
-        from vms.fields import BY_NAME
+        from vms.catalog.columns import parse_value
+        from vms.catalog.fields import BY_NAME
 
         clean: dict[str, Any] = {}
         for name, raw in changes.items():
@@ -426,7 +426,7 @@ class Inventory:
             fields = {k: v for k, v in fields.items() if v is not None}
             logins = url_logins([clean])
             if logins:
-                store_url_logins(self, s, logins, actor)
+                store_url_logins(Cipher(self.settings.fernet_key()), s, logins, actor)
             ingest(
                 s,
                 source="api",
@@ -451,7 +451,7 @@ class Inventory:
         dry_run: bool = False,
     ) -> list[tuple[int, str]]:
         """Give every camera without a GB ID a new one, per civil code, never colliding with a known ID."""
-        from vms.gbid import allocate_gb_ids
+        from vms.catalog.gbid import allocate_gb_ids
 
         with self.session() as s:
             existing = repo.all_device_ids(s) + sorted(repo.node_ids(s))
@@ -507,7 +507,7 @@ class Inventory:
     def export(
         self, path: Path, *, fmt: str | None = None, flt: repo.CameraFilter | None = None, actor: str = "cli"
     ) -> int:
-        from vms import exporters
+        from vms.ingest import exporters
 
         fmt = fmt or _format_from_suffix(path)
         with self.session() as s:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vms.domain import SourceKind, normalize_mac
-from vms.fields import FIELD_NAMES
+from vms.catalog.domain import SourceKind, normalize_mac
+from vms.catalog.fields import FIELD_NAMES
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Readers that turn a camera ledger or a platform catalog file into :class:`vms.domain.ParsedRow` records.
+"""Readers that turn a camera ledger or a platform catalog file into :class:`vms.catalog.domain.ParsedRow` records.
 
 Formats: CSV/TSV (UTF-8, UTF-8 with BOM, GBK/GB18030), XLSX, JSON, GeoJSON and GB/T 28181 Catalog XML.
 Every format goes through the same column map, value parsers and row checks, and every issue carries the
@@ -23,7 +23,7 @@ from typing import Any
 
 from lxml import etree
 
-from vms.columns import (
+from vms.catalog.columns import (
     COORD_GARBAGE,
     ID_MALFORMED,
     LONLAT,
@@ -32,8 +32,8 @@ from vms.columns import (
     cell_text,
     parser_for,
 )
-from vms.domain import ParsedRow, RowIssue
-from vms.fields import FIELD_NAMES
+from vms.catalog.domain import ParsedRow, RowIssue
+from vms.catalog.fields import FIELD_NAMES
 
 __all__ = [
     "FORMATS",
