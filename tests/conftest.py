@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +14,20 @@ from tests.services import RunningService, ServiceUnavailable, services_required
 from vms.inventory.service import Inventory
 from vms.settings import Settings
 
-SHARED_DATA = Path(os.environ.get("VMS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# The real, public data the tests read (sources and licences in tests/data/SOURCES.md): in the repository, so a
+# fresh clone tests with nothing beside it.
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"reference data not found at {SHARED_DATA} (set VMS_SHARED_DATA)")
-    return SHARED_DATA
+    """Old name of `test_data` (the same repository folder), kept while tests written against it move over."""
+    return TEST_DATA
 
 
 def _skip_or_fail(reason: str) -> None:

@@ -116,7 +116,7 @@ def naive_load(inv: Inventory, path: Path, limit: int) -> float:
     return time.perf_counter() - t
 
 
-def test_bench_inventory_100k(tmp_path: Path, shared_data: Path) -> None:
+def test_bench_inventory_100k(tmp_path: Path, test_data: Path) -> None:
     ledger = tmp_path / "ledger.csv"
     generate(ledger, ROWS)
     settings = Settings(
@@ -127,8 +127,8 @@ def test_bench_inventory_100k(tmp_path: Path, shared_data: Path) -> None:
     )
     inv = Inventory(settings)
     inv.upgrade()
-    inv.import_regions(shared_data / "geo/luozhuang_gcj02.json")
-    inv.import_regions(shared_data / "admin/areas.csv")
+    inv.import_regions(test_data / "geo/luozhuang_gcj02.json")
+    inv.import_regions(test_data / "admin/areas.csv")
 
     t0 = time.perf_counter()
     first = inv.import_file(ledger, source="ledger:bench")

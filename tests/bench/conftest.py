@@ -1,1 +1,1 @@
-from tests.conftest import shared_data  # noqa: F401  (the fixture, for benchmarks run on their own)
+from tests.conftest import test_data  # noqa: F401  (the fixture, for benchmarks run on their own)

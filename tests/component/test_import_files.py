@@ -165,16 +165,16 @@ def test_export_round_trips_through_import(inventory, tmp_path, fmt, settings):
     fresh.engine.dispose()
 
 
-def independent_district_counts(shared: Path) -> dict[str | None, int]:
+def independent_district_counts(data: Path) -> dict[str | None, int]:
     """Point-in-polygon with plain shapely over the raw files: no code of ours.
 
     One camera (K209F, on Boundary Street) lies where two simplified district polygons overlap; like the
     inventory, count it in the smaller one.
     """
-    districts = json.loads((shared / "cameras/hk_18_districts.geojson").read_text())["features"]
+    districts = json.loads((data / "cameras/hk_18_districts.geojson").read_text())["features"]
     shapes = [(f["properties"]["name_en"], shape(f["geometry"])) for f in districts]
     counts: dict[str | None, int] = {}
-    with open(shared / "cameras/hk_traffic_cameras.csv", encoding="utf-8-sig") as fh:
+    with open(data / "cameras/hk_traffic_cameras.csv", encoding="utf-8-sig") as fh:
         for row in csv.DictReader(fh):
             p = Point(float(row["longitude"]), float(row["latitude"]))
             hits = sorted((poly.area, name) for name, poly in shapes if poly.covers(p))
@@ -183,12 +183,12 @@ def independent_district_counts(shared: Path) -> dict[str | None, int]:
     return counts
 
 
-def test_hk_cameras_per_district_match_independent_count(inventory, shared_data):
-    inventory.import_regions(shared_data / "cameras/hk_18_districts.geojson")
-    rep = inventory.import_file(shared_data / "cameras/hk_traffic_cameras.csv")
+def test_hk_cameras_per_district_match_independent_count(inventory, test_data):
+    inventory.import_regions(test_data / "cameras/hk_18_districts.geojson")
+    rep = inventory.import_file(test_data / "cameras/hk_traffic_cameras.csv")
     assert rep.accepted == 210 and rep.rejected == 0
     ours = {s.key: s.count for s in inventory.stats("region")}
-    expected = independent_district_counts(shared_data)
+    expected = independent_district_counts(test_data)
     assert ours == expected
     assert expected.get(None, 0) > 0  # real out-of-region cameras exist in this data
 
@@ -229,7 +229,7 @@ def test_excel_ledger_with_title_row(inventory, tmp_path):
     assert not inventory.import_file(path).result.changed
 
 
-def test_one_camera_problems_equal_the_full_report(inventory, tmp_path, shared_data):
+def test_one_camera_problems_equal_the_full_report(inventory, tmp_path, test_data):
     ledger = tmp_path / "ledger.csv"
     write_ledger(ledger)
     inventory.import_file(ledger)
@@ -239,8 +239,8 @@ def test_one_camera_problems_equal_the_full_report(inventory, tmp_path, shared_d
     xml = tmp_path / "catalog.xml"
     xml.write_bytes(CATALOG.encode("gb18030"))
     inventory.import_file(xml)
-    inventory.import_regions(shared_data / "cameras/hk_18_districts.geojson")
-    inventory.import_file(shared_data / "cameras/hk_traffic_cameras.csv")
+    inventory.import_regions(test_data / "cameras/hk_18_districts.geojson")
+    inventory.import_file(test_data / "cameras/hk_traffic_cameras.csv")
     report, _ = inventory.quality()
     _, rows = inventory.list_cameras(repo.CameraFilter(), limit=None)
     assert any("DUP-NAME-POSITION" in codes for codes in report.problems.values())

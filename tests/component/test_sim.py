@@ -651,11 +651,11 @@ async def test_onvif_zeep_async_client_works(fleet: SimFleet) -> None:
             await cam.close()
 
 
-async def test_rtsp_serves_a_video_file(shared_data: Path) -> None:
+async def test_rtsp_serves_a_video_file(test_data: Path) -> None:
     from probes.sim.rtsp import start_rtsp_server
 
     # H.264 MP4: decodable by the base GStreamer plugins (the MPEG-4 Part 2 AVI needs gstreamer1.0-libav)
-    server = await asyncio.to_thread(start_rtsp_server, 1, None, shared_data / "video" / "pedestrians_480x360.mp4")
+    server = await asyncio.to_thread(start_rtsp_server, 1, None, test_data / "video" / "pedestrians_480x360_8s.mp4")
     try:
         ok, shape = await asyncio.wait_for(asyncio.to_thread(read_one_frame, server.url("/cam0")), 30)
         assert ok and shape == (240, 320, 3)

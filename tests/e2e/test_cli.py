@@ -34,18 +34,18 @@ def run(settings, tmp_path):
     return vms
 
 
-def test_hk_counts_quality_and_show(run, shared_data):
+def test_hk_counts_quality_and_show(run, test_data):
     run("db", "upgrade")
-    run("regions", "import", str(shared_data / "cameras/hk_18_districts.geojson"))
-    imported = json.loads(run("import", str(shared_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)
+    run("regions", "import", str(test_data / "cameras/hk_18_districts.geojson"))
+    imported = json.loads(run("import", str(test_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)
     assert (imported["accepted"], imported["rejected"], imported["cameras_created"]) == (210, 0, 210)
 
     stats = json.loads(run("stats", "--by", "region", "--json").stdout)
-    assert {r["region"]: r["count"] for r in stats} == independent_district_counts(shared_data)
+    assert {r["region"]: r["count"] for r in stats} == independent_district_counts(test_data)
 
     quality = json.loads(run("quality", "--json", "--cameras").stdout)
     outside = [r for r in quality["by_rule"] if r["code"] == "COORD-OUTSIDE-REGIONS"]
-    assert outside and outside[0]["cameras"] == independent_district_counts(shared_data)[None]
+    assert outside and outside[0]["cameras"] == independent_district_counts(test_data)[None]
     assert quality["total"] == 210
 
     listing = json.loads(run("cameras", "list", "--search", "Aberdeen Praya", "--json").stdout)
@@ -55,7 +55,7 @@ def test_hk_counts_quality_and_show(run, shared_data):
     assert shown["region_code"] == "SOUTHERN"
     assert shown["provenance"]["name"]["source"] == "ledger:hk_traffic_cameras"
 
-    again = json.loads(run("import", str(shared_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)
+    again = json.loads(run("import", str(test_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)
     assert again["changed"] is False
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_DATA
 from vms.catalog.gbid import (
     CAMERA_TYPE_CODES,
     INDUSTRY_CODES,
@@ -25,14 +24,9 @@ from vms.catalog.gbid import (
 from vms.geo.regions import read_admin_codes
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("VMS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 @pytest.fixture(scope="module")
 def admin_names() -> dict[str, str]:
-    return {r.code: r.name for r in read_admin_codes(_data_dir() / "admin")}
+    return {r.code: r.name for r in read_admin_codes(TEST_DATA / "admin")}
 
 
 # --- parse ---------------------------------------------------------------------------------------------

@@ -5,16 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
 from shapely.geometry import Point, box, shape
 
+from tests.conftest import TEST_DATA
 from vms.geo.coords import (
     RegionIndex,
     gcj02_to_wgs84,
@@ -25,11 +24,6 @@ from vms.geo.coords import (
     wgs84_to_gcj02_arrays,
 )
 from vms.geo.regions import read_region_geojson
-
-
-def _data_dir() -> Path:
-    env = os.environ.get("VMS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _metres(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -202,13 +196,13 @@ def test_region_index_empty_and_bad_input() -> None:
 
 @pytest.fixture(scope="module")
 def hk_regions() -> list[tuple[str, shapely.Geometry]]:
-    records = read_region_geojson(_data_dir() / "cameras" / "hk_18_districts.geojson")
+    records = read_region_geojson(TEST_DATA / "cameras" / "hk_18_districts.geojson")
     return [(r.code, shapely.from_wkb(r.geometry_wkb)) for r in records]
 
 
 @pytest.fixture(scope="module")
 def hk_cameras() -> list[dict[str, str]]:
-    with (_data_dir() / "cameras" / "hk_traffic_cameras.csv").open(encoding="utf-8-sig", newline="") as fh:
+    with (TEST_DATA / "cameras" / "hk_traffic_cameras.csv").open(encoding="utf-8-sig", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -261,7 +255,7 @@ def test_hk_index_is_fast_for_100k_points(hk_regions: list[tuple[str, shapely.Ge
 
 
 def test_luozhuang_boundary_in_wgs84_contains_its_centre() -> None:
-    path = _data_dir() / "geo" / "luozhuang_gcj02.json"
+    path = TEST_DATA / "geo" / "luozhuang_gcj02.json"
     feature = json.loads(path.read_text(encoding="utf-8"))[0]
     gcj_geom = shape(feature["geometry"])
     wgs_geom = shapely.from_wkb(read_region_geojson(path)[0].geometry_wkb)
@@ -280,7 +274,7 @@ def test_luozhuang_boundary_in_wgs84_contains_its_centre() -> None:
 
 
 def test_linyi_districts_index() -> None:
-    records = read_region_geojson(_data_dir() / "geo" / "linyi_districts_gcj02.geojson")
+    records = read_region_geojson(TEST_DATA / "geo" / "linyi_districts_gcj02.geojson")
     regions = [(r.code, shapely.from_wkb(r.geometry_wkb)) for r in records]
     # Add the whole city as an enclosing region: districts must win over it.
     city = shapely.union_all([g for _, g in regions])

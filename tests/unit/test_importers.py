@@ -1,9 +1,8 @@
-"""Reading ledgers and catalogs (vms.ingest.importers) from real files built in tmp_path and the shared data."""
+"""Reading ledgers and catalogs (vms.ingest.importers) from real files built in tmp_path and tests/data."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 from datetime import datetime
@@ -12,13 +11,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from tests.conftest import TEST_DATA
 from vms.catalog.columns import ColumnMap
 from vms.ingest.importers import ReadError, ReadResult, detect_format, read_records
-
-
-def shared_data() -> Path:
-    env = os.environ.get("VMS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def issues_by_line(result: ReadResult) -> dict[int, set[str]]:
@@ -38,7 +33,7 @@ def row_at(result: ReadResult, line: int):
 
 
 def test_hong_kong_traffic_cameras() -> None:
-    path = shared_data() / "cameras" / "hk_traffic_cameras.csv"
+    path = TEST_DATA / "cameras" / "hk_traffic_cameras.csv"
     result = read_records(path)
     assert result.format == "csv"
     assert result.encoding == "utf-8-sig"

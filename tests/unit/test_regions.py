@@ -1,16 +1,16 @@
-"""Reading admin code CSVs and GeoJSON boundaries from the shared data set."""
+"""Reading admin code CSVs and GeoJSON boundaries from the repository's test data (tests/data)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import shapely
 
+from tests.conftest import TEST_DATA
 from vms.geo.regions import (
     RegionFileError,
     RegionRecord,
@@ -20,11 +20,6 @@ from vms.geo.regions import (
 )
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("VMS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def _csv_rows(path: Path) -> int:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         return sum(1 for _ in csv.DictReader(fh))
@@ -32,14 +27,14 @@ def _csv_rows(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def admin() -> list[RegionRecord]:
-    return read_admin_codes(_data_dir() / "admin")
+    return read_admin_codes(TEST_DATA / "admin")
 
 
 # --- admin codes ---------------------------------------------------------------------------------------
 
 
 def test_admin_counts_match_csv_rows(admin: list[RegionRecord]) -> None:
-    d = _data_dir() / "admin"
+    d = TEST_DATA / "admin"
     by_source: dict[str, int] = {}
     for r in admin:
         by_source[r.source] = by_source.get(r.source, 0) + 1
@@ -81,12 +76,12 @@ def test_admin_parents_precede_and_resolve(admin: list[RegionRecord]) -> None:
 
 
 def test_admin_single_file_and_dispatch() -> None:
-    areas = _data_dir() / "admin" / "areas.csv"
+    areas = TEST_DATA / "admin" / "areas.csv"
     records = read_admin_codes(areas)
     assert len(records) == _csv_rows(areas)
     assert all(r.level == "district" and r.parent_code and len(r.parent_code) == 4 for r in records)
     assert read_regions(areas) == records
-    assert len(read_regions(_data_dir() / "admin")) > len(records)
+    assert len(read_regions(TEST_DATA / "admin")) > len(records)
 
 
 def test_admin_bom_and_plain_utf8_read_the_same(tmp_path: Path) -> None:
@@ -147,7 +142,7 @@ def test_admin_missing_and_undecodable(tmp_path: Path) -> None:
 
 
 def test_luozhuang_array_file_is_converted_from_gcj02() -> None:
-    path = _data_dir() / "geo" / "luozhuang_gcj02.json"
+    path = TEST_DATA / "geo" / "luozhuang_gcj02.json"
     (rec,) = read_region_geojson(path)
     assert (rec.code, rec.name, rec.level, rec.parent_code, rec.source) == (
         "371311",
@@ -170,7 +165,7 @@ def test_luozhuang_array_file_is_converted_from_gcj02() -> None:
 
 
 def test_linyi_districts() -> None:
-    records = read_region_geojson(_data_dir() / "geo" / "linyi_districts_gcj02.geojson")
+    records = read_region_geojson(TEST_DATA / "geo" / "linyi_districts_gcj02.geojson")
     assert len(records) == 12
     codes = [r.code for r in records]
     assert len(set(codes)) == 12
@@ -185,13 +180,13 @@ def test_linyi_districts() -> None:
 
 def test_linyi_codes_join_admin_codes(admin: list[RegionRecord]) -> None:
     known = {r.code: r for r in admin}
-    for r in read_region_geojson(_data_dir() / "geo" / "linyi_districts_gcj02.geojson"):
+    for r in read_region_geojson(TEST_DATA / "geo" / "linyi_districts_gcj02.geojson"):
         assert r.code in known
         assert known[r.code].parent_code == r.parent_code
 
 
 def test_hk_districts_use_english_name_as_code() -> None:
-    path = _data_dir() / "cameras" / "hk_18_districts.geojson"
+    path = TEST_DATA / "cameras" / "hk_18_districts.geojson"
     records = read_region_geojson(path)
     assert len(records) == 18
     assert len({r.code for r in records}) == 18
@@ -317,9 +312,9 @@ def test_geojson_unreadable_and_options(tmp_path: Path) -> None:
 
 
 def test_read_regions_dispatch(tmp_path: Path) -> None:
-    hk = _data_dir() / "cameras" / "hk_18_districts.geojson"
+    hk = TEST_DATA / "cameras" / "hk_18_districts.geojson"
     assert len(read_regions(hk)) == 18
-    assert read_regions(_data_dir() / "geo" / "luozhuang_gcj02.json")[0].code == "371311"
+    assert read_regions(TEST_DATA / "geo" / "luozhuang_gcj02.json")[0].code == "371311"
     other = tmp_path / "regions.txt"
     other.write_text("x", encoding="utf-8")
     with pytest.raises(RegionFileError, match="unsupported"):
