@@ -16,6 +16,7 @@ from typing import Any
 from vms.catalog.domain import normalize_mac
 from vms.catalog.fields import ENUM_FIELDS, Field
 from vms.catalog.gbid import check_gb_id
+from vms.catalog.mojibake import is_damaged
 from vms.geo.placement import related
 
 # code -> (rule number in DOMAIN.md section 3, description)
@@ -45,6 +46,7 @@ RULES: dict[str, tuple[int, str]] = {
     "NAME-DEFAULT": (6, "name is a vendor default, not a place"),
     "NAME-NUMERIC": (6, "name is a bare number"),
     "NAME-IP": (6, "name is an IP address"),
+    "TEXT-DAMAGED": (6, "name, maker, model or address is damaged by a wrong encoding (U+FFFD, mojibake)"),
     "PARENT-UNRESOLVED": (7, "ParentID names no known device, organisation or region"),
     "POINT-INFO-MISSING": (8, "class-1/2 point lacks InstallTime, ContactInfo or RecordSaveDays"),
 }
@@ -86,6 +88,9 @@ def name_problem(name: str | None) -> str | None:
     return None
 
 
+# Free-text fields a wrong encoding damages visibly (TEXT-DAMAGED).
+TEXT_FIELDS = ("name", "manufacturer", "model", "address")
+
 # (field name, problem code, allowed values, multi) for the enumeration rule; built once.
 _ENUM_CHECKS = tuple((f.name, f"ENUM-{f.xml.upper()}", f.values, f.multi) for f in ENUM_FIELDS if f.xml and f.values)
 
@@ -93,6 +98,8 @@ _ENUM_CHECKS = tuple((f.name, f"ENUM-{f.xml.upper()}", f.values, f.multi) for f 
 COLUMNS = (
     "device_id",
     "name",
+    "model",
+    "address",
     "civil_code",
     "longitude",
     "latitude",
@@ -185,6 +192,8 @@ def check_camera(cam: Mapping[str, Any], ctx: QualityContext, _cache: dict[str, 
     naming = name_problem(cam.get("name"))
     if naming:
         problems.append(naming)
+    if any(is_damaged(cam.get(name)) for name in TEXT_FIELDS):
+        problems.append("TEXT-DAMAGED")
     parent = cam.get("parent_id")
     if parent and str(parent) not in ctx.known_parents:
         problems.append("PARENT-UNRESOLVED")
