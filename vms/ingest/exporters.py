@@ -17,6 +17,7 @@ from lxml import etree
 
 from vms.catalog.columns import ColumnMap
 from vms.catalog.fields import CATALOG_FIELDS, FIELD_NAMES, FIELDS, Kind
+from vms.ingest.catalog_ext import ext_element
 
 __all__ = ["INFO_FIELDS", "write_catalog_xml", "write_csv", "write_geojson"]
 
@@ -134,6 +135,9 @@ def _item(record: Mapping[str, Any]) -> Any:
         info = etree.SubElement(item, "Info")
         for f, value in info_values:
             etree.SubElement(info, f.xml or f.name).text = _xml_text(value)
+    ext = ext_element(record, _extra(record), _xml_text)
+    if ext is not None:
+        item.append(ext)
     return item
 
 
@@ -145,7 +149,8 @@ def write_catalog_xml(
     sn: int = 1,
     encoding: str = "UTF-8",
 ) -> int:
-    """One GB/T 28181 Catalog ``<Response>`` holding every record; only catalog fields are written."""
+    """One GB/T 28181 Catalog ``<Response>`` holding every record: the catalog fields as the standard writes them,
+    the other fields and the extra columns in each Item's namespaced ``<vms:Ext>`` (see catalog_ext)."""
     rows = _as_list(records)  # SumNum comes before the items
     with Path(path).open("wb") as raw:
         # Declaration written by hand: xmlfile refuses text outside the root, and the newline keeps each

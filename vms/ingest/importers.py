@@ -34,6 +34,7 @@ from vms.catalog.columns import (
 )
 from vms.catalog.domain import ParsedRow, RowIssue
 from vms.catalog.fields import FIELD_NAMES
+from vms.ingest.catalog_ext import EXT_TAG, read_ext
 
 __all__ = [
     "FORMATS",
@@ -855,10 +856,14 @@ def _read_xml(data: bytes, cmap: ColumnMap, encoding: str | None) -> ReadResult:
 def _add_item(asm: _Assembler, item: Any, cmap: ColumnMap) -> None:
     tags: list[str] = []
     texts: list[str] = []
+    ext: tuple[list[tuple[str, str]], dict[str, str]] | None = None
     for child in item:
         tag = child.tag
         if type(tag) is not str:
             continue  # comments, entity references, processing instructions
+        if tag == EXT_TAG:  # our own extension: the fields the standard has no element for, extra columns
+            ext = read_ext(child)
+            continue
         if tag[0] == "{":
             tag = tag[tag.index("}") + 1 :]
         if (tag == "Info" or tag.lower() == "info") and len(child):
@@ -883,4 +888,8 @@ def _add_item(asm: _Assembler, item: Any, cmap: ColumnMap) -> None:
         )
         return
     extra = {key: texts[idx] for idx, key in plan.extra.items() if texts[idx]}
+    if ext is not None:
+        given = {name for name, _ in values}
+        values.extend(pair for pair in ext[0] if pair[0] not in given)
+        extra.update(ext[1])
     asm.add(line, values, extra)
