@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     api_open_reads: bool = Field(True, description="allow reads without an API key (writes always need one)")
     log_level: str = "INFO"
     quality_target: float = Field(0.95, description="data-quality pass-rate target")
+    max_removal_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="largest share of a source's cameras one import may remove without --allow-removals",
+    )
     demo_fleet: str = Field("auto", description="auto: run the simulated fleet when no camera is configured; on; off")
     demo_fleet_size: int = Field(50, ge=1, le=10000, description="devices in the demo fleet")
     demo_fleet_host: str = Field("127.1.0.1", description="first device address of the demo fleet (loopback)")

@@ -18,24 +18,28 @@ GOOD = [
     "37131100001326000003,罗庄区政府西侧,34.9902,118.2788,371311,枪机,127.0.1.3,80,90",  # swapped
     "37131100001326000004,盛庄街道办事处,,,371311,2,127.0.1.4,80,30",  # no coordinates
 ]
+# Rejected: rows that repeat another (the only other reason is a row that names no camera at all).
 BAD = [
-    ("3713110000132600000X,坏编码,118.28,34.99,371311,1,127.0.1.9,80,30", "ID-MALFORMED"),
     ("37131100001326000001,重复编码,118.29,34.98,371311,1,127.0.1.10,80,30", "ID-DUPLICATE"),
-    ("37131100001326000006,乱码坐标,东经118度,abc,371311,1,127.0.1.11,80,30", "COORD-GARBAGE"),
     (
         "37131100001326000007,沂河路与通达路交叉口东,118.2841,34.9972,371311,1,127.0.1.12,80,30",
         "DUPLICATE-NAME-POSITION",
     ),
 ]
+# Landed flagged: a value that cannot be read is left out (kept as written in extra), the camera is imported.
+FLAGGED = [
+    ("3713110000132600000X,坏编码,118.28,34.99,371311,1,127.0.1.9,80,30", "ID-MALFORMED"),
+    ("37131100001326000006,乱码坐标,东经118度,abc,371311,1,127.0.1.11,80,30", "COORD-GARBAGE"),
+]
 
 
-def write_ledger(path: Path, encoding: str = "utf-8") -> dict[int, str]:
-    """The ledger file, and the line of each bad row -> its expected code."""
+def write_ledger(path: Path, encoding: str = "utf-8", *, flagged: bool = False) -> dict[int, str]:
+    """The ledger file, and the line of each bad row -> its expected code (``flagged``: also FLAGGED rows)."""
     lines = [HEADER.rstrip("\n")]
     expected: dict[int, str] = {}
     for row in GOOD[:2]:
         lines.append(row)
-    for row, code in BAD:
+    for row, code in BAD + (FLAGGED if flagged else []):
         lines.append(row)
         expected[len(lines)] = code
     lines.extend(GOOD[2:])
@@ -46,22 +50,28 @@ def write_ledger(path: Path, encoding: str = "utf-8") -> dict[int, str]:
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])
 def test_broken_ledger_lands_good_rows_and_reports_bad_ones(inventory, tmp_path, encoding):
     path = tmp_path / "ledger.csv"
-    expected = write_ledger(path, encoding)
+    expected = write_ledger(path, encoding, flagged=True)
     rep = inventory.import_file(path)
     fatal = {i.line: i.code for i in rep.issues if i.fatal}
-    assert fatal == expected
+    assert fatal == {line: code for line, code in expected.items() if code in dict(BAD).values()}
     assert all(
         str(line) in i.reason or f"line {line}" in i.reason or i.line == line
         for line, i in ((i.line, i) for i in rep.issues)
     )
-    assert rep.accepted == 4 and rep.rejected == 4
+    assert rep.accepted == 6 and rep.rejected == 2
     notes = {(i.line, i.code) for i in rep.issues if not i.fatal}
-    assert (len(GOOD[:2]) + len(BAD) + 2, "COORD-SWAPPED") in notes
-    assert (len(GOOD[:2]) + len(BAD) + 3, "COORD-MISSING") in notes
+    assert {(line, code) for line, code in expected.items() if code in dict(FLAGGED).values()} <= notes
+    assert (len(GOOD[:2]) + len(BAD) + len(FLAGGED) + 2, "COORD-SWAPPED") in notes
+    assert (len(GOOD[:2]) + len(BAD) + len(FLAGGED) + 3, "COORD-MISSING") in notes
     assert any(code == "NUMBER-FORMAT" for _, code in notes)
 
     total, rows = inventory.list_cameras(repo.CameraFilter(), limit=10)
-    assert total == 4
+    assert total == 6
+    garbled = next(r for r in rows if r["name"] == "乱码坐标")
+    assert (garbled["longitude"], garbled["latitude"]) == (None, None)
+    assert garbled["extra"] == {"经度": "东经118度", "纬度": "abc"}
+    no_id = next(r for r in rows if r["name"] == "坏编码")
+    assert no_id["device_id"] is None and no_id["extra"] == {"设备编码": "3713110000132600000X"}
     by_id = {r["device_id"]: r for r in rows}
     assert by_id["37131100001326000002"]["record_save_days"] == 1000
     assert by_id["37131100001326000003"]["longitude"] == pytest.approx(118.2788)
@@ -70,7 +80,7 @@ def test_broken_ledger_lands_good_rows_and_reports_bad_ones(inventory, tmp_path,
 
     again = inventory.import_file(path)
     assert not again.result.changed
-    assert again.result.observations_unchanged == 4
+    assert again.result.observations_unchanged == 6
 
 
 def test_wrong_encoding_rows_are_reported_not_lost(inventory, tmp_path):
@@ -79,8 +89,8 @@ def test_wrong_encoding_rows_are_reported_not_lost(inventory, tmp_path):
     bad = b"37131100001326000009," + "错误编码行".encode("gbk") + b",118.28,34.99,371311,1,127.0.1.9,80,30\n"
     path.write_bytes(good + bad)
     rep = inventory.import_file(path)
-    assert [(i.line, i.code) for i in rep.issues if i.fatal] == [(4, "ENCODING")]
-    assert rep.accepted == 2
+    assert [(i.line, i.code, i.fatal) for i in rep.issues if i.code == "ENCODING"] == [(4, "ENCODING", False)]
+    assert rep.accepted == 3
 
 
 def test_dry_run_changes_nothing(inventory, tmp_path):
@@ -207,7 +217,7 @@ def test_excel_ledger_with_title_row(inventory, tmp_path):
     ws.append(["罗庄区公安分局视频监控点位台账（2025年）"])  # title row above the header, as departments do
     ws.append(HEADER.strip().split(","))
     # Excel keeps numbers as doubles: a 20-digit ID typed as a number has lost its last digits.
-    ws.append([37131100001326000009, "数字格式编码", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80, 30])
+    ws.append([37131100001326000009, "数字格式编码", 118.2841, 34.9972, "371311", "球机", "127.0.1.8", 80, 30])
     ws.append(
         ["37131100001326000001", "沂河路与通达路交叉口东", 118.2841, 34.9972, "371311", "球机", "127.0.1.1", 80, 30]
     )
@@ -219,10 +229,14 @@ def test_excel_ledger_with_title_row(inventory, tmp_path):
     path = tmp_path / "台账.xlsx"
     wb.save(path)
     rep = inventory.import_file(path)
-    fatal = {i.line: i for i in rep.issues if i.fatal}
-    assert {line: i.code for line, i in fatal.items()} == {3: "ID-MALFORMED", 6: "ID-MALFORMED", 7: "COORD-GARBAGE"}
-    assert "lost its last digits" in fatal[3].reason
-    assert rep.accepted == 2
+    flagged = {i.line: i for i in rep.issues if i.code in {"ID-MALFORMED", "COORD-GARBAGE"}}
+    assert {line: (i.code, i.fatal) for line, i in flagged.items()} == {
+        3: ("ID-MALFORMED", False),
+        6: ("ID-MALFORMED", False),
+        7: ("COORD-GARBAGE", False),
+    }
+    assert "lost its last digits" in flagged[3].reason
+    assert rep.accepted == 5 and rep.rejected == 0
     shown = inventory.show_camera("37131100001326000001")
     assert shown["record"]["ptz_type"] == "1" and shown["record"]["port"] == 80
     assert shown["sources"][0]["line"] == 4
@@ -259,8 +273,8 @@ def test_one_column_holding_both_coordinates(inventory, tmp_path):
         encoding="utf-8",
     )
     rep = inventory.import_file(path)
-    assert [(i.line, i.code) for i in rep.issues if i.fatal] == [(5, "COORD-GARBAGE")]
+    assert [(i.line, i.code, i.fatal) for i in rep.issues if i.code == "COORD-GARBAGE"] == [(5, "COORD-GARBAGE", False)]
     assert (4, "COORD-SWAPPED") in {(i.line, i.code) for i in rep.issues}
     _, rows = inventory.list_cameras(repo.CameraFilter())
     got = {r["device_id"][-1]: (r["longitude"], r["latitude"]) for r in rows}
-    assert got == {"1": (118.2841, 34.9972), "2": (118.2702, 34.9881), "3": (118.2788, 34.9902)}
+    assert got == {"1": (118.2841, 34.9972), "2": (118.2702, 34.9881), "3": (118.2788, 34.9902), "4": (None, None)}

@@ -183,17 +183,18 @@ def broken_ledger_bytes() -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+# Only a row that names no camera or repeats another is rejected; every other defect lands flagged.
 EXPECTED_REJECTED = {
-    4: {"ID-MALFORMED"},
-    5: {"ID-MALFORMED"},
     6: {"ID-DUPLICATE"},
     7: {"DUPLICATE-NAME-POSITION"},
-    8: {"COORD-GARBAGE"},
-    9: {"COORD-GARBAGE"},
-    10: {"ENCODING"},
     11: {"NO-IDENTITY"},
 }
 EXPECTED_NOTES = {
+    4: {"ID-MALFORMED"},
+    5: {"ID-MALFORMED"},
+    8: {"COORD-GARBAGE"},
+    9: {"COORD-GARBAGE"},
+    10: {"ENCODING"},
     12: {"COORD-SWAPPED"},
     13: {"COORD-MISSING"},
     14: {"VALUE-DROPPED"},
@@ -210,7 +211,7 @@ def test_broken_ledger(tmp_path: Path) -> None:
     by_line = issues_by_line(result)
     assert by_line == {**EXPECTED_REJECTED, **EXPECTED_NOTES}
     assert {r.line for r in result.rejected} == set(EXPECTED_REJECTED)
-    assert {r.line for r in result.accepted} == {3, 12, 13, 14, 15, 17, 19, 20}
+    assert {r.line for r in result.accepted} == {3, 4, 5, 8, 9, 10, 12, 13, 14, 15, 17, 19, 20}
     for issue in result.issues:
         assert issue.fatal == (issue.line in EXPECTED_REJECTED)
         assert f"line {issue.line}" in issue.reason
@@ -220,6 +221,12 @@ def test_broken_ledger(tmp_path: Path) -> None:
     assert "line 3" in reasons["DUPLICATE-NAME-POSITION"]
     assert "wrong encoding" in reasons["ENCODING"]
     assert "lost" in next(i.reason for i in result.issues if i.line == 5)
+    # What could not be read is kept as written, in extra under its header, and the camera lands without it.
+    assert "device_id" not in row_at(result, 4).fields and row_at(result, 4).extra["设备编码"] == "3713110000132"
+    assert row_at(result, 8).extra == {"序号": "6", "经度": "abc", "纬度": "35.0"}
+    assert "longitude" not in row_at(result, 8).fields and "latitude" not in row_at(result, 8).fields
+    assert row_at(result, 9).extra == {"序号": "7", "经度": "500", "纬度": "95"}
+    assert row_at(result, 14).extra == {"序号": "12", "端口": "abc"}
 
     swapped = row_at(result, 12).fields
     assert (swapped["longitude"], swapped["latitude"]) == (118.2950, 35.0612)
@@ -243,7 +250,7 @@ def test_mostly_gbk_file_with_one_utf8_line(tmp_path: Path) -> None:
     result = read_records(path)
     assert result.encoding == "gb18030"
     assert [(i.line, i.code) for i in result.issues] == [(3, "ENCODING")]
-    assert [r.fields["name"] for r in result.accepted] == ["北门", "西门", "东门"]
+    assert [r.fields["name"] for r in result.accepted] == ["北门", "南门", "西门", "东门"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -283,8 +290,9 @@ def test_xlsx(tmp_path: Path) -> None:
         "management_unit": "罗庄分局",
     }
     assert first.extra == {"备注": "1"}
-    assert [(i.line, i.code, i.fatal) for i in result.issues] == [(4, "ID-MALFORMED", True)]
+    assert [(i.line, i.code, i.fatal) for i in result.issues] == [(4, "ID-MALFORMED", False)]
     assert "row 4" in result.issues[0].reason
+    assert "device_id" not in result.rows[1].fields and result.rows[1].extra == {"国标编码": "3.7131100001326e+19"}
     assert result.rows[2].fields["port"] == 8000
     assert result.rows[2].fields["install_time"] == "2023-06-01"
     assert result.rows[2].fields["supply_light_type"] == "3"

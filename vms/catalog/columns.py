@@ -43,6 +43,12 @@ __all__ = [
 IGNORE = ""
 _IGNORE_TARGETS = frozenset({"", "-"})
 
+# Longest text read as a number: real cells are far shorter, and the bound keeps hostile cells (thousands of
+# digits, long runs of separators) from costing quadratic time or exceeding int conversion limits.
+MAX_NUMBER_TEXT = 64
+# Integer fields are 32-bit columns (PostgreSQL INTEGER): a larger value would abort the whole import there.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
 # Issue codes shared with the importer.
 NUMBER_FORMAT = "NUMBER-FORMAT"
 VALUE_DROPPED = "VALUE-DROPPED"
@@ -369,7 +375,10 @@ def _cell_text(raw: object) -> str:
     if isinstance(raw, bool):
         return "1" if raw else "0"
     if isinstance(raw, int):
-        return str(raw)
+        try:
+            return str(raw)
+        except ValueError:  # beyond Python's int-to-text limit: no ledger value, and no reason to hang on it
+            return f"(an integer of {raw.bit_length():,} bits)"
     if isinstance(raw, float):
         if raw.is_integer() and abs(raw) < 1e15:
             return str(int(raw))
@@ -379,7 +388,10 @@ def _cell_text(raw: object) -> str:
     if isinstance(raw, date | time):
         return raw.isoformat()
     if isinstance(raw, dict | list):
-        return json.dumps(raw, ensure_ascii=False)
+        try:
+            return json.dumps(raw, ensure_ascii=False)
+        except (ValueError, RecursionError):
+            return "(a value nested too deeply)"
     return str(raw)
 
 
@@ -394,9 +406,14 @@ def _parse_number(raw: object) -> tuple[float | None, str | None]:
     if isinstance(raw, bool):
         return None, None
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer of hundreds of digits
+            return None, None
         return (value, None) if math.isfinite(value) else (None, None)
     text = str(raw)
+    if len(text) > MAX_NUMBER_TEXT:  # no number is written this long; bounds the patterns below
+        return None, None
     if "_" not in text and text.isascii():  # float() also takes "1_000" and full-width digits silently
         try:
             value = float(text)
@@ -457,6 +474,12 @@ def _strip_separators(body: str, fixes: list[str]) -> str | None:
     return body
 
 
+def _short(raw: object) -> str:
+    """A cell's text for a message: a hostile cell of a megabyte is not repeated whole in the report."""
+    text = _cell_text(raw)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text):,} characters)"
+
+
 def _number_note(text: object, value: float | int, fixes: str) -> Notes:
     return (ValueNote(NUMBER_FORMAT, f"{_cell_text(text)!r} read as {value} ({fixes})"),)
 
@@ -465,7 +488,7 @@ def _make_int_parser(f: Field) -> Parser:
     zero_is_none = f.name == "port"  # GB/T 28181: 0 means "not reported"
 
     def parse(raw: object) -> tuple[Any, Notes]:
-        if type(raw) is int:
+        if type(raw) is int and _INT_MIN <= raw <= _INT_MAX:
             return (None if zero_is_none and raw == 0 else raw), _NO_NOTES
         if type(raw) is str:
             text = raw.strip()
@@ -475,8 +498,8 @@ def _make_int_parser(f: Field) -> Parser:
             if _empty(text):
                 return None, _NO_NOTES
         value_f, fixes = _parse_number(raw)
-        if value_f is None or not value_f.is_integer():
-            return None, (ValueNote(VALUE_DROPPED, f"{_cell_text(raw)!r} is not a whole number: dropped"),)
+        if value_f is None or not value_f.is_integer() or not _INT_MIN <= value_f <= _INT_MAX:
+            return None, (ValueNote(VALUE_DROPPED, f"{_short(raw)!r} is not a whole number: dropped"),)
         value_i = int(value_f)
         if zero_is_none and value_i == 0:
             return None, _NO_NOTES
@@ -540,14 +563,14 @@ def _make_float_parser(f: Field) -> Parser:
                 return None, _NO_NOTES  # nan / inf; coordinate 0 = "not reported" (GB/T 28181)
             return number, _NO_NOTES
         value, fixes = _parse_number(raw)
-        if value is None and coordinate and isinstance(raw, str):
+        if value is None and coordinate and isinstance(raw, str) and len(raw) <= MAX_NUMBER_TEXT:
             value = _parse_dms(raw)
             fixes = "degrees-minutes-seconds converted" if value is not None else None
         if value is None:
             if coordinate:
-                message = f"{_cell_text(raw)!r} is not a coordinate"
+                message = f"{_short(raw)!r} is not a coordinate"
                 return None, (ValueNote(COORD_GARBAGE, message, fatal=True),)
-            return None, (ValueNote(VALUE_DROPPED, f"{_cell_text(raw)!r} is not a number: dropped"),)
+            return None, (ValueNote(VALUE_DROPPED, f"{_short(raw)!r} is not a number: dropped"),)
         if coordinate and value == 0:  # GB/T 28181: 0 means "not reported"
             return None, _NO_NOTES
         return value, (_number_note(raw, value, fixes) if fixes else _NO_NOTES)
@@ -657,7 +680,7 @@ def _make_enum_parser(f: Field) -> Parser:
         hit = labels.get(key)
         if hit is not None:
             return hit
-        if re.fullmatch(r"\d+(\.0+)?", key):  # "1", "01", "1.0" (Excel)
+        if len(key) <= 8 and re.fullmatch(r"\d+(\.0+)?", key):  # "1", "01", "1.0" (Excel)
             n = int(float(key))
             for candidate in (str(n), f"{n:02d}"):
                 if candidate in values:
@@ -717,6 +740,8 @@ def _parse_device_id(raw: object) -> tuple[Any, Notes]:
     if isinstance(raw, bool):
         return None, (ValueNote(ID_MALFORMED, f"{raw!r} is not a 20-digit ID", fatal=True),)
     if isinstance(raw, int):
+        if not -(10**MAX_NUMBER_TEXT) < raw < 10**MAX_NUMBER_TEXT:
+            return None, (ValueNote(ID_MALFORMED, "a number of more than 64 digits is not a 20-digit ID", fatal=True),)
         text = str(raw)  # an integer cell holds every digit: recoverable
     elif isinstance(raw, float):
         text = repr(raw)  # Excel kept only ~15 significant digits
@@ -726,6 +751,8 @@ def _parse_device_id(raw: object) -> tuple[Any, Notes]:
         return None, _NO_NOTES
     if len(text) == 20 and text.isascii() and text.isdigit():
         return text, _NO_NOTES
+    if len(text) > MAX_NUMBER_TEXT:
+        return None, (ValueNote(ID_MALFORMED, f"{_short(text)!r} is not a 20-digit ID", fatal=True),)
     # Full-width digits, spaces typed for readability, Excel's leading apostrophe that forces text.
     norm = re.sub(r"\s+", "", _nfkc(text)).lstrip("'")
     m = _SCIENTIFIC.fullmatch(norm)
@@ -864,7 +891,7 @@ def _parse_json(raw: object) -> tuple[Any, Notes]:
         return None, _NO_NOTES
     try:
         return json.loads(text), _NO_NOTES
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, nested too deeply, or numbers beyond conversion limits
         return text, _NO_NOTES
 
 

@@ -67,11 +67,18 @@ def errors_to_exit() -> Iterator[None]:
     try:
         yield
     except VmsError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {_one_line(exc)}")
         raise typer.Exit(2) from exc
-    except (OSError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+    except (OSError, ValueError, OverflowError, RecursionError) as exc:
+        err.print(f"[red]error:[/red] {_one_line(exc)}")
         raise typer.Exit(2) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message as one line of plain text: file contents echoed in it must not be read as markup."""
+    from rich.markup import escape
+
+    return escape(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 @contextmanager
@@ -160,6 +167,13 @@ def import_(
     encoding: Annotated[str | None, typer.Option(help="force the text encoding (default: detect)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change, change nothing")] = False,
     partial: Annotated[bool, typer.Option("--partial", help="the file is not the source's whole list")] = False,
+    allow_removals: Annotated[
+        bool,
+        typer.Option(
+            "--allow-removals",
+            help="let this import remove more of the source's cameras than VMS_MAX_REMOVAL_SHARE (default 20%)",
+        ),
+    ] = False,
     strict: Annotated[bool, typer.Option(help="exit 1 if any row was rejected")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -181,6 +195,7 @@ def import_(
             encoding=encoding,
             dry_run=dry_run,
             snapshot=not partial,
+            allow_removals=allow_removals,
             progress=bar,
         )
     if as_json:
@@ -192,10 +207,12 @@ def import_(
 
 
 def _print_import(rep: Any) -> None:
+    from rich.markup import escape  # paths, names and cell values echoed in reasons are text, never markup
+
     r = rep.result
     head = "[yellow]dry run[/yellow]: would import" if rep.dry_run else "imported"
     console.print(
-        f"{head} {rep.path} as source [bold]{rep.source}[/bold] ({rep.format}"
+        f"{head} {escape(rep.path)} as source [bold]{escape(rep.source)}[/bold] ({rep.format}"
         f"{', ' + rep.encoding if rep.encoding else ''}): {rep.rows} rows, {rep.accepted} accepted, "
         f"{rep.rejected} rejected"
     )
@@ -217,12 +234,12 @@ def _print_import(rep: Any) -> None:
         ordered = sorted(rep.issues, key=lambda i: (not i.fatal, i.line))
         table = Table("line", "code", "reason", title=f"{len(rep.issues)} row issues")
         for i in ordered[:200]:
-            table.add_row(str(i.line), ("[red]" if i.fatal else "[yellow]") + i.code, i.reason)
+            table.add_row(str(i.line), ("[red]" if i.fatal else "[yellow]") + escape(i.code), escape(i.reason))
         console.print(table)
         if len(ordered) > 200:
             console.print(f"... {len(ordered) - 200} more (use --json for all)")
     for c in r.identity_conflicts[:20]:
-        console.print(f"[yellow]identity conflict[/yellow] {c}")
+        console.print(f"[yellow]identity conflict[/yellow] {escape(c)}")
 
 
 @app.command("export")

@@ -16,7 +16,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,14 @@ from vms.catalog.columns import (
     COORD_GARBAGE,
     ID_MALFORMED,
     LONLAT,
+    VALUE_DROPPED,
     ColumnMap,
     HeaderPlan,
     cell_text,
     parser_for,
 )
 from vms.catalog.domain import ParsedRow, RowIssue
-from vms.catalog.fields import FIELD_NAMES
+from vms.catalog.fields import FIELD_NAMES, FIELDS, Kind
 from vms.ingest.catalog_ext import EXT_TAG, read_ext
 
 __all__ = [
@@ -79,6 +80,14 @@ RECORD_INVALID = "RECORD-INVALID"
 CATALOG_INCOMPLETE = "CATALOG-INCOMPLETE"
 CATALOG_REGION = "CATALOG-REGION"
 GEOMETRY_IGNORED = "GEOMETRY-IGNORED"
+VALUE_TOO_LONG = "VALUE-TOO-LONG"
+CONTROL_CHARACTERS = "CONTROL-CHARACTERS"
+
+# Notes whose value was not kept: the row lands without it and the text as written goes to the record's extra
+# (under its own header), so nothing the file said is lost and an export carries it again.
+_DROPPING_CODES = frozenset({COORD_GARBAGE, ID_MALFORMED, VALUE_DROPPED})
+_MAX_LEN = {f.name: f.max_len for f in FIELDS if f.kind is Kind.TEXT}
+_COORDINATE_NAMES = frozenset({"longitude", "latitude", LONLAT})
 
 
 class ReadError(ValueError):
@@ -121,6 +130,7 @@ class _Assembler:
         self.columns: dict[str, str] = {}
         self.unmapped: dict[str, None] = {}
         self._plans_seen: dict[int, HeaderPlan] = {}  # holding the plan keeps its id unique
+        self._header_of: dict[str, str] = {}  # canonical field -> the header it was first read from
         self._ids: dict[str, int] = {}
         self._name_pos: dict[tuple[str, float, float], int] = {}
 
@@ -136,6 +146,7 @@ class _Assembler:
         self._plans_seen[id(plan)] = plan
         for idx, name in plan.fields.items():
             self.columns.setdefault(headers[idx], name)
+            self._header_of.setdefault(name, headers[idx])
         for key in plan.extra.values():
             self.unmapped.setdefault(key)
 
@@ -148,7 +159,7 @@ class _Assembler:
     def add(
         self,
         line: int,
-        values: Iterable[tuple[str, object]],
+        values: Sequence[tuple[str, object]],
         extra: dict[str, str],
         pre: Sequence[RowIssue] = (),
     ) -> ParsedRow:
@@ -157,14 +168,34 @@ class _Assembler:
         fields: dict[str, Any] = {}
         id_given = False
         parsers = _PARSERS
+        limits = _MAX_LEN
         for name, raw in values:
             value, notes = parsers[name](raw)
             if notes:
+                # A value that cannot be read never rejects the row (only a missing identity or a duplicate
+                # does): the camera lands without it, the text is kept in extra, and the row is reported.
                 where = self.where(line)
+                dropped = False
                 for note in notes:
-                    issues.append(RowIssue(line, note.code, f"{where}: {name}: {note.message}", note.fatal, name))
+                    issues.append(RowIssue(line, note.code, f"{where}: {name}: {note.message}", False, name))
                     if note.code == ID_MALFORMED:
                         id_given = True
+                    dropped = dropped or note.code in _DROPPING_CODES
+                if dropped and value is None:
+                    self._keep_raw(name, raw, extra)
+            elif type(value) is str and len(value) > limits.get(name, 1 << 30):
+                issues.append(
+                    RowIssue(
+                        line,
+                        VALUE_TOO_LONG,
+                        f"{self.where(line)}: {name}: {len(value):,} characters, more than the {limits[name]} "
+                        "the field holds: kept in extra",
+                        False,
+                        name,
+                    )
+                )
+                self._keep_raw(name, raw, extra)
+                continue
             if value is not None:
                 fields[name] = value
         if LONLAT in fields:  # a combined coordinate column; separate columns win when both exist
@@ -181,16 +212,24 @@ class _Assembler:
             or not -180 <= lon <= 180
             or (3 <= lon <= 54 and lat >= 73)
         ):
-            self._check_coordinates(line, self.where(line), fields, issues)
-        if not id_given and _IDENTITY_SET.isdisjoint(fields):
-            issues.append(
-                RowIssue(
-                    line,
-                    NO_IDENTITY,
-                    f"{self.where(line)}: nothing identifies the camera "
-                    "(no device ID, name, IP, MAC, serial or local ID)",
+            self._check_coordinates(line, self.where(line), fields, issues, extra, values)
+        if _IDENTITY_SET.isdisjoint(fields):
+            if id_given:  # the malformed ID was all there was: the row cannot name a camera
+                issues = [
+                    replace(i, fatal=True, reason=i.reason + "; nothing else identifies the camera")
+                    if i.code == ID_MALFORMED
+                    else i
+                    for i in issues
+                ]
+            else:
+                issues.append(
+                    RowIssue(
+                        line,
+                        NO_IDENTITY,
+                        f"{self.where(line)}: nothing identifies the camera "
+                        "(no device ID, name, IP, MAC, serial or local ID)",
+                    )
                 )
-            )
         if not issues or not any(i.fatal for i in issues):
             self._check_duplicates(line, fields, issues)
         row = ParsedRow(line=line, fields=fields, extra=extra, issues=issues)
@@ -199,8 +238,37 @@ class _Assembler:
             self.issues.extend(issues)
         return row
 
-    def _check_coordinates(self, line: int, where: str, fields: dict[str, Any], issues: list[RowIssue]) -> None:
+    def _keep_raw(self, name: str, raw: object, extra: dict[str, str]) -> None:
+        """The text of a value that was not kept, in extra under the header it came from."""
+        text = cell_text(raw)
+        if not text:
+            return
+        key = self._header_of.get(name, name)
+        if key in extra and extra[key] != text:
+            key = f"{key} ({name})"
+        extra[key] = text
+
+    def _drop_position(
+        self, fields: dict[str, Any], extra: dict[str, str], values: Sequence[tuple[str, object]]
+    ) -> None:
+        """Land the row without a position; the coordinates as written go to extra (a position needs both)."""
+        fields.pop("longitude", None)
+        fields.pop("latitude", None)
+        for name, raw in values:
+            if name in _COORDINATE_NAMES:
+                self._keep_raw(name, raw, extra)
+
+    def _check_coordinates(
+        self,
+        line: int,
+        where: str,
+        fields: dict[str, Any],
+        issues: list[RowIssue],
+        extra: dict[str, str],
+        values: Sequence[tuple[str, object]],
+    ) -> None:
         if any(i.code == COORD_GARBAGE for i in issues):
+            self._drop_position(fields, extra, values)
             return
         lon: float | None = fields.get("longitude")
         lat: float | None = fields.get("latitude")
@@ -228,8 +296,15 @@ class _Assembler:
             bad.append(f"latitude {lat}")
         if bad:
             issues.append(
-                RowIssue(line, COORD_GARBAGE, f"{where}: {' and '.join(bad)} out of range", True, "longitude")
+                RowIssue(
+                    line,
+                    COORD_GARBAGE,
+                    f"{where}: {' and '.join(bad)} out of range: landed without a position, the values kept in extra",
+                    False,
+                    "longitude",
+                )
             )
+            self._drop_position(fields, extra, values)
             return
         if lon is None or lat is None:
             missing = [n for n, v in (("longitude", lon), ("latitude", lat)) if v is None]
@@ -530,6 +605,7 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
                         ENCODING,
                         f"line {start}: wrong encoding: this line is not {label} like the rest of the file "
                         "(re-save the whole file in one encoding)",
+                        fatal=False,
                     )
                 )
             if "'" in joined:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from vms.catalog.domain import Observation, SourceKind, identity_keys, without_url_credentials
 from vms.catalog.fields import FIELD_NAMES, IDENTITY_ORDER
+from vms.errors import Conflict
 from vms.geo.placement import RegionContext
 from vms.inventory.merge import Merged, Rank, SourcedRecord, merge_observations
 from vms.store import repository as repo
@@ -26,6 +27,25 @@ from vms.store.models import utcnow
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_CONFLICTS = 200
+
+
+class RemovalRefused(Conflict):
+    """A snapshot import would remove more of its source's cameras than allowed: nothing was changed."""
+
+    def __init__(self, source: str, removing: int, listed: int, share: float) -> None:
+        self.source, self.removing, self.listed, self.share = source, removing, listed, share
+        super().__init__(
+            f"refused: this import would remove {removing:,} of the {listed:,} cameras source {source!r} lists "
+            f"({removing / listed:.0%}), more than the {share:.0%} allowed (VMS_MAX_REMOVAL_SHARE); nothing was "
+            "changed. If the file is the whole list now, import it again with --allow-removals; if it is only "
+            "part of the list, use --partial"
+        )
+
+
+def check_removals(source: str, removing: int, listed: int, share: float | None) -> None:
+    """Raise RemovalRefused when ``removing`` of ``listed`` live observations is more than ``share``."""
+    if share is not None and removing and removing > share * listed:
+        raise RemovalRefused(source, removing, listed, share)
 
 
 def observation_key(fields: Mapping[str, Any], line: int | None = None) -> str:
@@ -168,11 +188,14 @@ def ingest(
     pinned: Mapping[str, int] | None = None,
     now: datetime | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    max_removal_share: float | None = None,
 ) -> IngestResult:
     """Merge one source's observations into the inventory.
 
     ``snapshot``: the observations are everything the source lists now, so records it no longer lists are
     marked removed (never deleted). ``pinned`` maps observation keys to the camera they describe (API edits).
+    ``max_removal_share``: a snapshot that would mark more than this share of the source's live observations
+    removed raises RemovalRefused (the caller's transaction then changes nothing); None: no limit.
     """
     now = now or utcnow()
     result = IngestResult(source=source)
@@ -198,6 +221,10 @@ def ingest(
             changed.append((ob, dg, st))
         else:
             result.observations_unchanged += 1
+    if snapshot:
+        listed = sum(1 for st in stored.values() if not st.removed)
+        removing = sum(1 for k, st in stored.items() if not st.removed and k not in seen)
+        check_removals(source, removing, listed, max_removal_share)
     repo.touch_observations(session, src.id, now)
     lap("compare")
 

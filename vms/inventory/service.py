@@ -137,9 +137,16 @@ class Inventory:
         encoding: str | None = None,
         dry_run: bool = False,
         snapshot: bool = True,
+        allow_removals: bool = False,
         actor: str = "cli",
         progress: Progress = _no_progress,
     ) -> ImportReport:
+        """Read a ledger or catalog file and merge it as ``source``'s full list (``snapshot``) or part of it.
+
+        A snapshot that would remove more than ``settings.max_removal_share`` of the source's cameras (a
+        header-only file, a file whose every row is rejected, the wrong file) raises RemovalRefused and changes
+        nothing, unless ``allow_removals``.
+        """
         from vms.catalog.columns import ColumnMap, load_column_map
         from vms.ingest.importers import read_records
 
@@ -179,6 +186,7 @@ class Inventory:
                 regions=ctx,
                 snapshot=snapshot,
                 progress=progress,
+                max_removal_share=None if allow_removals else self.settings.max_removal_share,
             )
             result.timings = {"read": read_seconds, **result.timings}
             src = repo.get_or_create_source(s, source, kind)
