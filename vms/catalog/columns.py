@@ -236,6 +236,13 @@ class HeaderPlan:
     extra: dict[int, str]  # column index -> key in ParsedRow.extra (the original header)
     ignored: tuple[int, ...]  # columns a user override told us to drop
     shadowed: dict[int, str]  # columns that also named a field another column already holds (-> extra)
+    id_as_local: str | None = None  # header of a bare `id` column taken as the department number (local_id)
+
+
+# A bare `id` column is the record's number in its source: the department number when nothing else identifies
+# the camera (no GB ID, 编号, MAC, serial, endpoint or IP column). The importer says so in its report.
+_BARE_ID_HEADERS = frozenset({"id", "@id"})
+_IDENTIFYING = frozenset({"device_id", "local_id", "mac", "serial_number", "endpoint_ref", "ip_address"})
 
 
 class ColumnMap:
@@ -284,6 +291,14 @@ class ColumnMap:
                 best[target] = (rank, idx)
         fields = {idx: f for idx, f in candidates.items() if best[f][1] == idx}
         shadowed = {idx: f for idx, f in candidates.items() if idx not in fields}
+        id_as_local = None
+        if _IDENTIFYING.isdisjoint(fields.values()):
+            for idx, header in enumerate(headers):
+                free = idx not in fields and idx not in ignored and idx not in shadowed
+                if free and normalize_header(header) in _BARE_ID_HEADERS:
+                    fields[idx] = "local_id"
+                    id_as_local = header.strip()
+                    break
         extra: dict[int, str] = {}
         used: set[str] = set()
         for idx, header in enumerate(headers):
@@ -296,7 +311,9 @@ class ColumnMap:
                 unique, n = f"{name} ({n})", n + 1
             used.add(unique)
             extra[idx] = unique
-        plan = HeaderPlan(fields=fields, extra=extra, ignored=tuple(ignored), shadowed=shadowed)
+        plan = HeaderPlan(
+            fields=fields, extra=extra, ignored=tuple(ignored), shadowed=shadowed, id_as_local=id_as_local
+        )
         if len(self._plans) < 1024:  # JSON records may each carry their own key set
             self._plans[key] = plan
         return plan
@@ -583,18 +600,19 @@ def _make_float_parser(f: Field) -> Parser:
 # Chinese and English labels people write instead of the code (GB/T 28181-2016/2022 appendix value sets).
 _ENUM_LABELS: dict[str, dict[str, tuple[str, ...]]] = {
     "ptz_type": {
-        "1": ("球机", "球型", "球形", "球型摄像机", "高速球", "ptz", "speeddome"),
-        "2": ("半球", "半球型", "半球形", "半球机", "dome"),
-        "3": ("固定枪机", "枪机", "枪型", "固定", "固定摄像机", "bullet", "box", "fixed"),
-        "4": ("遥控枪机", "遥控枪", "电动枪机"),
-        "5": ("遥控半球", "遥控半球机"),
-        "6": ("多目设备全景拼接通道", "多目全景", "全景拼接"),
-        "7": ("多目设备分割通道", "多目分割"),
+        # English: vendor catalogues and OpenStreetMap's camera:type (fixed, dome, panning).
+        "1": ("球机", "球型", "球形", "球型摄像机", "高速球", "ptz", "speeddome", "ptzdome", "panning", "pantilt"),
+        "2": ("半球", "半球型", "半球形", "半球机", "dome", "fixeddome", "minidome", "turret", "eyeball"),
+        "3": ("固定枪机", "枪机", "枪型", "固定", "固定摄像机", "bullet", "box", "fixed", "fixedbullet"),
+        "4": ("遥控枪机", "遥控枪", "电动枪机", "motorizedbullet", "motorisedbullet", "remotebullet"),
+        "5": ("遥控半球", "遥控半球机", "motorizeddome", "motoriseddome", "remotedome"),
+        "6": ("多目设备全景拼接通道", "多目全景", "全景拼接", "panoramic", "panorama", "multisensorpanoramic"),
+        "7": ("多目设备分割通道", "多目分割", "multisensorsplit"),
     },
-    "room_type": {"1": ("室外", "outdoor"), "2": ("室内", "indoor")},
+    "room_type": {"1": ("室外", "outdoor", "outside"), "2": ("室内", "indoor", "inside")},
     "supply_light_type": {
-        "1": ("无补光", "none"),
-        "2": ("红外", "红外补光", "ir", "infrared"),
+        "1": ("无补光", "none", "nolight"),
+        "2": ("红外", "红外补光", "ir", "infrared", "irled", "infraredlight", "irlight"),
         "3": ("白光", "白光补光", "white", "whitelight"),
         "4": ("激光", "激光补光", "laser"),
         "9": ("其他", "其它", "other"),
@@ -621,14 +639,18 @@ _ENUM_LABELS: dict[str, dict[str, tuple[str, ...]]] = {
         "9": ("治安复杂区域",),
         "10": ("交通干线",),
     },
-    "use_type": {"1": ("治安", "社会治安"), "2": ("交通",), "3": ("重点", "重点区域")},
+    "use_type": {
+        "1": ("治安", "社会治安", "publicorder", "publicsecurity", "security"),
+        "2": ("交通", "traffic"),
+        "3": ("重点", "重点区域", "keyarea", "key"),
+    },
     "resolution": {
         "1": ("qcif",),
         "2": ("cif",),
         "3": ("4cif",),
         "4": ("d1", "704x576", "720x576"),
         "5": ("720p", "1280x720", "130万"),
-        "6": ("1080p", "1920x1080", "200万"),
+        "6": ("1080p", "1920x1080", "200万", "fullhd", "fhd"),
     },
     "point_type": {
         "1": ("一类", "一类点", "一类点位", "一类视频监控点"),
@@ -663,6 +685,9 @@ _MULTI_SPLIT = re.compile(r"\s*[/、,，;；|+]\s*")
 _CODE_PREFIX = re.compile(r"(\d{1,2})\s*[-:：.、(（\s](?!\d)")
 
 
+_KIND_SUFFIXES = ("camera", "cam", "摄像机", "摄像头")
+
+
 def _label_key(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", _nfkc(text).casefold())
 
@@ -680,6 +705,11 @@ def _make_enum_parser(f: Field) -> Parser:
         hit = labels.get(key)
         if hit is not None:
             return hit
+        for suffix in _KIND_SUFFIXES:  # "Dome Camera", "PTZ cam", "半球摄像机": the label before the noun
+            if key.endswith(suffix) and len(key) > len(suffix):
+                hit = labels.get(key[: -len(suffix)])
+                if hit is not None:
+                    return hit
         if len(key) <= 8 and re.fullmatch(r"\d+(\.0+)?", key):  # "1", "01", "1.0" (Excel)
             n = int(float(key))
             for candidate in (str(n), f"{n:02d}"):

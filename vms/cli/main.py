@@ -162,7 +162,7 @@ def import_(
     path: Path,
     source: Annotated[str | None, typer.Option(help="source name (default: KIND:file-stem)")] = None,
     kind: Annotated[SourceKind | None, typer.Option(help="ledger or catalog (default from format)")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, xlsx, json, geojson or xml")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, xlsx, json, geojson, xml or osm")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="HEADER=field, repeatable")] = None,
     encoding: Annotated[str | None, typer.Option(help="force the text encoding (default: detect)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change, change nothing")] = False,
@@ -177,7 +177,7 @@ def import_(
     strict: Annotated[bool, typer.Option(help="exit 1 if any row was rejected")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a ledger (CSV, XLSX, JSON, GeoJSON) or a GB/T 28181 Catalog XML into the inventory."""
+    """Import a ledger (CSV, XLSX, JSON, GeoJSON), a GB/T 28181 Catalog XML or OpenStreetMap cameras."""
     column_map: dict[str, str] = {}
     for item in mapping or []:
         header, sep, target = item.partition("=")

@@ -35,6 +35,7 @@ from vms.catalog.columns import (
 )
 from vms.catalog.domain import ParsedRow, RowIssue
 from vms.catalog.fields import FIELD_NAMES, FIELDS, Kind
+from vms.ingest import osm
 from vms.ingest.catalog_ext import EXT_TAG, read_ext
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("csv", "xlsx", "json", "geojson", "xml")
+FORMATS: tuple[str, ...] = ("csv", "xlsx", "json", "geojson", "xml", "osm")
 _SUFFIXES = {
     ".csv": "csv",
     ".txt": "csv",
@@ -58,6 +59,7 @@ _SUFFIXES = {
     ".json": "json",
     ".geojson": "geojson",
     ".xml": "xml",
+    ".osm": "xml",  # OpenStreetMap XML (read as OSM by its <osm> root)
 }
 _FORMAT_ALIASES = {"excel": "xlsx", "tsv": "csv", "catalog": "xml", "txt": "csv"}
 
@@ -80,6 +82,7 @@ RECORD_INVALID = "RECORD-INVALID"
 CATALOG_INCOMPLETE = "CATALOG-INCOMPLETE"
 CATALOG_REGION = "CATALOG-REGION"
 GEOMETRY_IGNORED = "GEOMETRY-IGNORED"
+ID_AS_LOCAL = "ID-AS-LOCAL-ID"  # file note: a bare `id` column taken as the department number
 VALUE_TOO_LONG = "VALUE-TOO-LONG"
 CONTROL_CHARACTERS = "CONTROL-CHARACTERS"
 
@@ -130,6 +133,7 @@ class _Assembler:
         self.columns: dict[str, str] = {}
         self.unmapped: dict[str, None] = {}
         self._plans_seen: dict[int, HeaderPlan] = {}  # holding the plan keeps its id unique
+        self._id_notes: set[str] = set()
         self._header_of: dict[str, str] = {}  # canonical field -> the header it was first read from
         self._ids: dict[str, int] = {}
         self._name_pos: dict[tuple[str, float, float], int] = {}
@@ -144,6 +148,18 @@ class _Assembler:
         if id(plan) in self._plans_seen:
             return
         self._plans_seen[id(plan)] = plan
+        if plan.id_as_local is not None and plan.id_as_local not in self._id_notes:
+            self._id_notes.add(plan.id_as_local)
+            self.issues.append(
+                RowIssue(
+                    0,
+                    ID_AS_LOCAL,
+                    f"column {plan.id_as_local!r} is the only thing identifying the cameras: its values are kept as "
+                    f"the department number (local_id); --map '{plan.id_as_local}=FIELD' reads it otherwise",
+                    fatal=False,
+                    field="local_id",
+                )
+            )
         for idx, name in plan.fields.items():
             self.columns.setdefault(headers[idx], name)
             self._header_of.setdefault(name, headers[idx])
@@ -376,6 +392,8 @@ def detect_format(path: Path, head: bytes = b"") -> str:
         return by_suffix
     if head.startswith(b"PK\x03\x04"):
         return "xlsx"
+    if path.suffix.lower() == ".pbf":
+        raise ReadError(f"{path.name}: OpenStreetMap PBF is binary: convert it to .osm XML (osmium cat) first")
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         raise ReadError(f"{path.name}: legacy binary .xls workbook: save it as .xlsx or CSV first")
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -424,6 +442,8 @@ def _read_records(path: Path, *, fmt: str | None, column_map: ColumnMap | None, 
     except OSError as exc:
         raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
     fmt = fmt or detect_format(path, data[:64])
+    if fmt == "osm":  # Overpass JSON, OSM GeoJSON or .osm XML: each reader recognises OSM by its content
+        fmt = "xml" if data[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") else "json"
     if fmt == "xlsx":
         return _read_xlsx(path, cmap)
     if fmt == "csv":
@@ -783,6 +803,10 @@ def _read_json(data: bytes, cmap: ColumnMap, encoding: str | None, *, geojson: b
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ReadError(f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if osm.is_osm_json(obj):
+        return _osm_result(osm.items_from_json(obj), "record", label)
+    if (geojson or _is_geojson(obj)) and osm.is_osm_geojson(obj):
+        return _osm_result(osm.items_from_geojson(obj), "record", label)
     if geojson or _is_geojson(obj):
         return _geojson_records(obj, cmap, label)
     records = _find_list(obj)
@@ -839,6 +863,22 @@ def _geojson_records(obj: object, cmap: ColumnMap, label: str) -> ReadResult:
                 )
         _add_mapping_record(asm, number, props, cmap, override, pre)
     return asm.result("geojson", label)
+
+
+def _osm_result(items: Iterable[osm.OsmItem], unit: str, label: str | None) -> ReadResult:
+    """OpenStreetMap cameras (vms.ingest.osm maps the tags) through the same row checks as every format."""
+    asm = _Assembler(unit)
+    for item in items:
+        if isinstance(item, osm.OsmNote):
+            if item.line:
+                asm.file_issue(item.line, item.code, item.reason)
+            else:
+                asm.issues.append(RowIssue(0, item.code, item.reason, fatal=False))
+        else:
+            where = asm.where(item.line)
+            notes = [RowIssue(item.line, code, f"{where}: {why}", False, name) for code, why, name in item.notes]
+            asm.add(item.line, item.values, item.extra, notes)
+    return asm.result(osm.OSM_FORMAT, label)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -899,6 +939,10 @@ def _read_xml(data: bytes, cmap: ColumnMap, encoding: str | None) -> ReadResult:
         except etree.XMLSyntaxError:
             raise ReadError(f"XML not well-formed: {first_error}") from first_error
         documents = [d for d in wrapper if isinstance(d.tag, str)]
+    if len(documents) == 1 and osm.is_osm_xml(documents[0]):
+        if osm.declares_entities(documents[0]):
+            raise ReadError("OSM XML declares entities in a DOCTYPE: refused (OpenStreetMap files have none)")
+        return _osm_result(osm.items_from_xml(documents[0]), "line", label)
     asm = _Assembler("line")
     found_list = False
     sum_num = 0
