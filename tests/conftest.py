@@ -24,12 +24,6 @@ def test_data() -> Path:
     return TEST_DATA
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Old name of `test_data` (the same repository folder), kept while tests written against it move over."""
-    return TEST_DATA
-
-
 def _skip_or_fail(reason: str) -> None:
     if services_required():
         pytest.fail(f"required service missing: {reason}")
