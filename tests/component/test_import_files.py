@@ -179,10 +179,11 @@ def independent_district_counts(data: Path) -> dict[str | None, int]:
     """Point-in-polygon with plain shapely over the raw files: no code of ours.
 
     One camera (K209F, on Boundary Street) lies where two simplified district polygons overlap; like the
-    inventory, count it in the smaller one.
+    inventory, count it in the smaller one. Districts are keyed by the name the inventory shows (name_zh): the
+    file has no codes, so the inventory generates them.
     """
     districts = json.loads((data / "cameras/hk_18_districts.geojson").read_text())["features"]
-    shapes = [(f["properties"]["name_en"], shape(f["geometry"])) for f in districts]
+    shapes = [(f["properties"]["name_zh"], shape(f["geometry"])) for f in districts]
     counts: dict[str | None, int] = {}
     with open(data / "cameras/hk_traffic_cameras.csv", encoding="utf-8-sig") as fh:
         for row in csv.DictReader(fh):
@@ -197,7 +198,7 @@ def test_hk_cameras_per_district_match_independent_count(inventory, test_data):
     inventory.import_regions(test_data / "cameras/hk_18_districts.geojson")
     rep = inventory.import_file(test_data / "cameras/hk_traffic_cameras.csv")
     assert rep.accepted == 210 and rep.rejected == 0
-    ours = {s.key: s.count for s in inventory.stats("region")}
+    ours = {s.name: s.count for s in inventory.stats("region")}
     expected = independent_district_counts(test_data)
     assert ours == expected
     assert expected.get(None, 0) > 0  # real out-of-region cameras exist in this data

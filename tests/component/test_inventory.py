@@ -167,9 +167,10 @@ def test_allocate_ids_per_civil_code_without_collisions(inventory):
             obs("ledger:a", L, local_id="B1", name="三", civil_code="371302"),
         ],
     )
-    pairs = inventory.allocate_ids()
+    pairs = inventory.allocate_ids().allocated
     ids = sorted(g for _, g in pairs)
     assert ids == ["37130200001326000001", "37131100001326000008", "37131100001326000009"]
-    assert len(inventory.allocate_ids()) == 0  # nothing left without an ID
+    again = inventory.allocate_ids()
+    assert again.allocated == [] and again.skipped == []  # nothing left without an ID
     shown = inventory.show_camera("37130200001326000001")
     assert shown["provenance"]["device_id"]["source"] == "gbid-allocator"

@@ -41,7 +41,7 @@ def test_hk_counts_quality_and_show(run, test_data):
     assert (imported["accepted"], imported["rejected"], imported["cameras_created"]) == (210, 0, 210)
 
     stats = json.loads(run("stats", "--by", "region", "--json").stdout)
-    assert {r["region"]: r["count"] for r in stats} == independent_district_counts(test_data)
+    assert {r["name"]: r["count"] for r in stats} == independent_district_counts(test_data)
 
     quality = json.loads(run("quality", "--json", "--cameras").stdout)
     outside = [r for r in quality["by_rule"] if r["code"] == "COORD-OUTSIDE-REGIONS"]
@@ -52,7 +52,7 @@ def test_hk_counts_quality_and_show(run, test_data):
     assert listing["total"] == 1
     shown = json.loads(run("cameras", "show", str(listing["items"][0]["id"]), "--json").stdout)
     assert shown["record"]["local_id"] == "H429F"
-    assert shown["region_code"] == "SOUTHERN"
+    assert shown["region_name"] == "南區"
     assert shown["provenance"]["name"]["source"] == "ledger:hk_traffic_cameras"
 
     again = json.loads(run("import", str(test_data / "cameras/hk_traffic_cameras.csv"), "--json").stdout)

@@ -88,8 +88,16 @@ def test_normalize_header() -> None:
 def test_resolve_and_unmapped() -> None:
     headers = ["key", "region", "description", "easting", "northing", "latitude", "longitude", "url"]
     mapping, unmapped = ColumnMap().resolve(headers)
-    assert mapping == {0: "local_id", 2: "name", 5: "latitude", 6: "longitude", 7: "snapshot_uri"}
-    assert unmapped == ["region", "easting", "northing"]
+    assert mapping == {
+        0: "local_id",
+        2: "name",
+        3: "easting",  # pseudo-fields: converted with a stated CRS, kept as extra columns
+        4: "northing",
+        5: "latitude",
+        6: "longitude",
+        7: "snapshot_uri",
+    }
+    assert unmapped == ["region"]
 
 
 def test_canonical_header_beats_alias_for_the_same_field() -> None:

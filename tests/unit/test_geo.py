@@ -197,7 +197,7 @@ def test_region_index_empty_and_bad_input() -> None:
 @pytest.fixture(scope="module")
 def hk_regions() -> list[tuple[str, shapely.Geometry]]:
     records = read_region_geojson(TEST_DATA / "cameras" / "hk_18_districts.geojson")
-    return [(r.code, shapely.from_wkb(r.geometry_wkb)) for r in records]
+    return [(r.name, shapely.from_wkb(r.geometry_wkb)) for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def hk_cameras() -> list[dict[str, str]]:
 def test_hk_camera_in_southern(hk_regions: list[tuple[str, shapely.Geometry]]) -> None:
     idx = RegionIndex(hk_regions)
     # H429F, Aberdeen Praya Road near Fish Market: lat 22.2485255, lon 114.1501576.
-    assert idx.locate_one(114.1501576, 22.2485255) == "SOUTHERN"
+    assert idx.locate_one(114.1501576, 22.2485255) == "南區"  # Southern District
 
 
 def test_hk_index_agrees_with_naive_loop(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.conftest import TEST_DATA
 from vms.geo.regions import (
     RegionFileError,
     RegionRecord,
+    generated_region_code,
     read_admin_codes,
     read_region_geojson,
     read_regions,
@@ -185,22 +187,29 @@ def test_linyi_codes_join_admin_codes(admin: list[RegionRecord]) -> None:
         assert known[r.code].parent_code == r.parent_code
 
 
-def test_hk_districts_use_english_name_as_code() -> None:
+def test_hk_districts_without_codes_get_generated_codes_never_names() -> None:
     path = TEST_DATA / "cameras" / "hk_18_districts.geojson"
     records = read_region_geojson(path)
     assert len(records) == 18
     assert len({r.code for r in records}) == 18
-    assert "SOUTHERN" in {r.code for r in records}
-    assert all(r.name == r.code for r in records)
+    assert all(r.code_generated for r in records)
+    with path.open(encoding="utf-8") as fh:
+        props = [f["properties"] for f in json.load(fh)["features"]]
+    names = {v for p in props for v in p.values()}
+    assert not {r.code for r in records} & names  # never a name as a code
+    assert all(re.fullmatch(r"N[0-9A-F]{10}", r.code) for r in records)
+    assert {r.name for r in records} == {p["name_zh"] for p in props}
+    southern = next(r for r in records if r.name == "南區")
+    assert southern.code == generated_region_code("SOUTHERN") == generated_region_code(" southern ")
     assert all(r.level == "other" and r.parent_code is None for r in records)
     # WGS-84 file (no "gcj" in the name): coordinates are untouched.
     with path.open(encoding="utf-8") as fh:
         first = json.load(fh)["features"][0]
     assert records[0].geometry_wkb is not None
     assert shapely.from_wkb(records[0].geometry_wkb).equals(shapely.geometry.shape(first["geometry"]))
-    zh = read_region_geojson(path, name_property="name_zh")
-    assert [r.code for r in zh] == [r.code for r in records]
-    assert {r.name for r in zh} >= {"黃大仙區", "南區"}
+    en = read_region_geojson(path, name_property="name_en")
+    assert [r.code for r in en] == [r.code for r in records]  # the display name does not change the code
+    assert {r.name for r in en} >= {"WONG TAI SIN", "SOUTHERN"}
     by_zh = read_region_geojson(path, code_property="name_zh")
     assert "南區" in {r.code for r in by_zh}
 
@@ -247,7 +256,7 @@ def test_code_and_name_property_order(tmp_path: Path) -> None:
         ("371312", "河东区", "district"),
         ("R9", "Upper", "other"),
         ("3713", "3713", "city"),
-        ("Only a name", "Only a name", "other"),
+        (generated_region_code("Only a name"), "Only a name", "other"),
     ]
 
 

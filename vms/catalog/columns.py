@@ -25,8 +25,12 @@ from vms.catalog.domain import normalize_mac
 from vms.catalog.fields import BY_NAME, FIELDS, Field, Kind
 
 __all__ = [
+    "CRS",
+    "EASTING",
     "IGNORE",
     "LONLAT",
+    "NORTHING",
+    "PSEUDO_FIELDS",
     "ColumnMap",
     "ColumnMapError",
     "HeaderPlan",
@@ -80,7 +84,12 @@ _NO_NOTES: Notes = ()
 # Real header spellings seen in ledgers, platform exports and open-data files, by canonical field.
 # The field's own name, its catalog XML name and its Chinese label are added automatically.
 LONLAT = "lonlat"  # pseudo-field of a combined coordinate column
-
+# Pseudo-fields of projected coordinates and their coordinate system (EPSG code or WKT); the importer converts
+# them to longitude/latitude with vms.geo.projection and keeps the raw values as extra columns.
+EASTING = "easting"
+NORTHING = "northing"
+CRS = "crs"
+PSEUDO_FIELDS = (LONLAT, EASTING, NORTHING, CRS)
 _ALIASES: dict[str, tuple[str, ...]] = {
     "device_id": (
         "设备编码",
@@ -183,6 +192,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "stream_uri": ("视频流地址", "取流地址", "RTSP地址", "rtsp", "stream_uri", "StreamUri", "stream_url"),
     # Not a field: one cell holding both coordinates ("118.2841,34.9972"), split by the importer.
     LONLAT: ("经纬度", "经纬度坐标", "坐标", "GPS坐标", "位置坐标", "lnglat", "lonlat", "coordinates"),
+    EASTING: ("easting", "东坐标", "东向坐标", "东距"),
+    NORTHING: ("northing", "北坐标", "北向坐标", "北距"),
+    CRS: ("crs", "epsg", "srid", "坐标系", "坐标系统", "空间参考"),
     "snapshot_uri": (
         "url",
         "snapshot",
@@ -257,7 +269,7 @@ class ColumnMap:
             target = target.strip()
             if target in _IGNORE_TARGETS:
                 target = IGNORE
-            elif target not in BY_NAME and target != LONLAT:
+            elif target not in BY_NAME and target not in PSEUDO_FIELDS:
                 raise ColumnMapError(_unknown_target_message(header, target))
             self.overrides[header] = target
             # Rank -1: an operator's explicit choice beats any built-in spelling in the same file.
@@ -943,7 +955,14 @@ def _build_parsers() -> dict[str, Parser]:
     parsers["mac"] = _parse_mac
     parsers["install_time"] = _parse_install_time
     parsers[LONLAT] = _make_lonlat_parser(parsers["longitude"], parsers["latitude"])
+    for name in (EASTING, NORTHING, CRS):
+        parsers[name] = _parse_raw_text  # converted (and checked) by the importer, which also keeps the raw text
     return parsers
+
+
+def _parse_raw_text(raw: object) -> tuple[Any, Notes]:
+    text = _cell_text(raw).strip()
+    return (None if _empty(text) else text), _NO_NOTES
 
 
 _LONLAT_SPLIT = re.compile(r"[\s,，;；/|]+")

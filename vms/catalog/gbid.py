@@ -216,13 +216,19 @@ def parse_gb_id(value: str) -> GbId:
 
 
 def short_civil_code(code: str) -> str:
-    """``371300`` -> ``3713``, ``370000`` -> ``37``; other codes unchanged.
+    """``371300`` -> ``3713``, ``370000`` -> ``37``, ``371311001000`` -> ``371311001``; other codes unchanged.
 
     GB/T 2260 pads province and city codes with ``00`` pairs to 6 digits while the admin code files (and
     most region trees) use the 2/4-digit form; prefix tests need the short form. ``100000`` (the country)
     is kept because ``10`` is not a province.
     """
     text = code.strip()
+    if len(text) == 12 and _is_ascii_digits(text):
+        # Statistics-bureau (and official boundary data) form: 6 district, 3 township, 3 village digits.
+        if text.endswith("000"):
+            text = text[:9]
+        if len(text) == 9 and text.endswith("000"):
+            text = text[:6]
     if not _is_ascii_digits(text) or len(text) % 2:
         return text
     while len(text) > 2 and text.endswith("00"):

@@ -125,12 +125,23 @@ def db_upgrade() -> None:
 @regions_app.command("import")
 def regions_import(
     path: Path,
-    crs: Annotated[str, typer.Option(help="auto, wgs84 or gcj02 (Chinese map services)")] = "auto",
-    code_property: Annotated[str | None, typer.Option(help="GeoJSON property holding the region code")] = None,
-    name_property: Annotated[str | None, typer.Option(help="GeoJSON property holding the name")] = None,
+    crs: Annotated[
+        str,
+        typer.Option(
+            help="coordinates of the file: auto (a Shapefile's .prj; GCJ-02 if the name says gcj; else WGS-84), "
+            "wgs84, gcj02 (Chinese map services) or a system such as EPSG:4549, EPSG:32650, EPSG:2326"
+        ),
+    ] = "auto",
+    code_property: Annotated[
+        str | None, typer.Option(help="property (GeoJSON) or DBF field (Shapefile) holding the region code")
+    ] = None,
+    name_property: Annotated[
+        str | None, typer.Option(help="property (GeoJSON) or DBF field (Shapefile) holding the name")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import administrative codes (CSV or a directory of them) or region polygons (GeoJSON)."""
+    """Import administrative codes (CSV or a directory of them) or region polygons (GeoJSON, a Shapefile or a
+    .zip of Shapefiles)."""
     with errors_to_exit():
         rep = inventory().import_regions(path, crs=crs, code_property=code_property, name_property=name_property)
     if as_json:
@@ -140,6 +151,11 @@ def regions_import(
         f"regions: {rep.created} new, {rep.updated} updated, {rep.with_geometry} with polygons; "
         f"{rep.cameras_moved} cameras re-placed"
     )
+    if rep.generated_codes:
+        console.print(
+            f"[yellow]{rep.generated_codes} regions have no code in the file[/yellow]: codes were generated from "
+            "their names (see `vms regions list`); name the code property with --code-property if there is one"
+        )
 
 
 @regions_app.command("list")
@@ -165,6 +181,9 @@ def import_(
     fmt: Annotated[str | None, typer.Option("--format", help="csv, xlsx, json, geojson, xml or osm")] = None,
     mapping: Annotated[list[str] | None, typer.Option("--map", help="HEADER=field, repeatable")] = None,
     encoding: Annotated[str | None, typer.Option(help="force the text encoding (default: detect)")] = None,
+    crs: Annotated[
+        str | None, typer.Option(help="coordinate system of easting/northing columns, e.g. EPSG:2326, EPSG:4549")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change, change nothing")] = False,
     partial: Annotated[bool, typer.Option("--partial", help="the file is not the source's whole list")] = False,
     allow_removals: Annotated[
@@ -193,6 +212,7 @@ def import_(
             fmt=fmt,
             column_map=column_map,
             encoding=encoding,
+            crs=crs,
             dry_run=dry_run,
             snapshot=not partial,
             allow_removals=allow_removals,
@@ -420,24 +440,49 @@ def ids_explain(device_id: str, as_json: JsonOpt = False) -> None:
 
 @ids_app.command("allocate")
 def ids_allocate(
-    centre: Annotated[str | None, typer.Option(help="8-digit centre code (default: each camera's civil code)")] = None,
+    centre: Annotated[
+        str | None, typer.Option(help="8-digit centre code for every camera (default: each camera's own)")
+    ] = None,
+    civil_code: Annotated[
+        str | None,
+        typer.Option(help="6- or 8-digit code for cameras with no civil code and no position in a known region"),
+    ] = None,
     industry: str = "00",
     type_code: Annotated[str, typer.Option("--type")] = "132",
     network: str = "6",
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Allocate GB/T 28181 IDs to cameras that have none."""
+    """Allocate GB/T 28181 IDs to cameras that have none, from each camera's civil code or the region its position
+    lies in. Cameras with neither are skipped and listed, unless --civil-code says which code they get."""
     with errors_to_exit():
-        pairs = inventory().allocate_ids(
-            centre=centre, industry=industry, type_code=type_code, network=network, dry_run=dry_run
+        result = inventory().allocate_ids(
+            centre=centre,
+            civil_code=civil_code,
+            industry=industry,
+            type_code=type_code,
+            network=network,
+            dry_run=dry_run,
         )
     if as_json:
-        emit_json([{"id": cid, "device_id": gid} for cid, gid in pairs])
+        emit_json(result.as_dict())
         return
+    pairs, skipped = result.allocated, result.skipped
     console.print(f"{'would allocate' if dry_run else 'allocated'} {len(pairs)} IDs")
     for cid, gid in pairs[:50]:
         console.print(f"camera {cid}: {gid}")
+    if len(pairs) > 50:
+        console.print(f"... {len(pairs) - 50} more (--json lists all)")
+    if skipped:
+        console.print(
+            f"[yellow]skipped {len(skipped)} cameras[/yellow]: no civil code, and no position in a region that has "
+            "one (an ID names a region: give --civil-code CODE for them, or import their region's boundary):"
+        )
+        for c in skipped[:20]:
+            label = " ".join(str(v) for v in (c["local_id"], c["name"]) if v)
+            console.print(f"camera {c['id']} {label}: {c['reason']}")
+        if len(skipped) > 20:
+            console.print(f"... {len(skipped) - 20} more (--json lists all)")
 
 
 @credentials_app.command("add")

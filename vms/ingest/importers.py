@@ -16,6 +16,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -25,8 +26,12 @@ from lxml import etree
 
 from vms.catalog.columns import (
     COORD_GARBAGE,
+    CRS,
+    EASTING,
     ID_MALFORMED,
     LONLAT,
+    NORTHING,
+    PSEUDO_FIELDS,
     VALUE_DROPPED,
     ColumnMap,
     HeaderPlan,
@@ -35,6 +40,7 @@ from vms.catalog.columns import (
 )
 from vms.catalog.domain import ParsedRow, RowIssue
 from vms.catalog.fields import FIELD_NAMES, FIELDS, Kind
+from vms.geo.projection import CrsError, parse_crs, project_point
 from vms.ingest import osm
 from vms.ingest.catalog_ext import EXT_TAG, read_ext
 
@@ -76,6 +82,7 @@ ENCODING = "ENCODING"
 NO_IDENTITY = "NO-IDENTITY"
 COORD_SWAPPED = "COORD-SWAPPED"
 COORD_MISSING = "COORD-MISSING"
+COORD_PROJECTED = "COORD-PROJECTED"  # easting/northing that could not be converted (no or a wrong CRS)
 EXTRA_CELLS = "EXTRA-CELLS"
 COLUMN_DUPLICATE = "COLUMN-DUPLICATE"
 RECORD_INVALID = "RECORD-INVALID"
@@ -120,7 +127,11 @@ class ReadResult:
 # Row checks shared by every format
 # --------------------------------------------------------------------------------------------------------
 
-_PARSERS = {name: parser_for(name) for name in (*FIELD_NAMES, LONLAT)}
+_PARSERS = {name: parser_for(name) for name in (*FIELD_NAMES, *PSEUDO_FIELDS)}
+
+# The coordinate system stated for the file being read (read_records(crs=...), `vms import --crs`): what its
+# easting/northing columns are in. Set for the duration of one read_records call.
+_FILE_CRS: ContextVar[str | None] = ContextVar("file_crs", default=None)
 
 
 class _Assembler:
@@ -128,6 +139,7 @@ class _Assembler:
 
     def __init__(self, unit: str) -> None:
         self.unit = unit  # "line", "row" or "record": how a person finds the record
+        self.crs = _FILE_CRS.get()  # of easting/northing columns, unless a row names its own
         self.rows: list[ParsedRow] = []
         self.issues: list[RowIssue] = []
         self.columns: dict[str, str] = {}
@@ -218,6 +230,8 @@ class _Assembler:
             pair = fields.pop(LONLAT)
             fields.setdefault("longitude", pair[0])
             fields.setdefault("latitude", pair[1])
+        if EASTING in fields or NORTHING in fields or CRS in fields:
+            self._project(line, fields, extra, issues)
         lon = fields.get("longitude")
         lat = fields.get("latitude")
         if (
@@ -273,6 +287,30 @@ class _Assembler:
         for name, raw in values:
             if name in _COORDINATE_NAMES:
                 self._keep_raw(name, raw, extra)
+
+    def _project(self, line: int, fields: dict[str, Any], extra: dict[str, str], issues: list[RowIssue]) -> None:
+        """Easting/northing in the row's or the file's CRS -> WGS-84 longitude/latitude (vms.geo.projection).
+
+        The values as written stay in extra (as "easting", "northing", "crs"). Longitude/latitude columns, when
+        the row has both, win: they need no conversion. A row that cannot be converted lands without a position
+        and is reported.
+        """
+        easting, northing, crs = fields.pop(EASTING, None), fields.pop(NORTHING, None), fields.pop(CRS, None)
+        for name, raw in ((EASTING, easting), (NORTHING, northing), (CRS, crs)):
+            if raw is not None:
+                extra.setdefault(name, raw)
+        if easting is None or northing is None or ("longitude" in fields and "latitude" in fields):
+            return
+        crs = crs or self.crs
+        if crs is None:
+            reason = "easting/northing without a coordinate system: give --crs (e.g. EPSG:2326) or a crs column"
+        else:
+            try:
+                fields["longitude"], fields["latitude"] = project_point(easting, northing, crs)
+                return
+            except CrsError as exc:
+                reason = str(exc)
+        issues.append(RowIssue(line, COORD_PROJECTED, f"{self.where(line)}: {reason}", False, "longitude"))
 
     def _check_coordinates(
         self,
@@ -423,10 +461,30 @@ def read_records(
     fmt: str | None = None,
     column_map: ColumnMap | None = None,
     encoding: str | None = None,
+    crs: str | None = None,
 ) -> ReadResult:
-    """Read one ledger or catalog file; rows that fail a fatal check are returned with their issues."""
-    with _gc_paused():
-        return _read_records(Path(path), fmt=fmt, column_map=column_map, encoding=encoding)
+    """Read one ledger or catalog file; rows that fail a fatal check are returned with their issues.
+
+    ``crs`` (``EPSG:2326``, WKT): what the file's easting/northing columns are in; they are converted to WGS-84
+    longitude/latitude. A ``crs`` column, where filled, wins for its row.
+    """
+    if crs is not None:
+        try:
+            parse_crs(crs)
+        except CrsError as exc:
+            raise ReadError(f"--crs: {exc}") from exc
+    token = _FILE_CRS.set(crs)
+    try:
+        with _gc_paused():
+            result = _read_records(Path(path), fmt=fmt, column_map=column_map, encoding=encoding)
+    finally:
+        _FILE_CRS.reset(token)
+    if crs is not None and not {EASTING, NORTHING} <= set(result.columns.values()):
+        raise ReadError(
+            f"--crs {crs}: the file has no easting and northing columns to convert "
+            "(name them with --map HEADER=easting --map HEADER=northing)"
+        )
+    return result
 
 
 def _read_records(path: Path, *, fmt: str | None, column_map: ColumnMap | None, encoding: str | None) -> ReadResult:

@@ -77,6 +77,24 @@ class RegionImportReport:
     updated: int
     with_geometry: int
     cameras_moved: int
+    # Regions the file gave no code: their codes were generated from their names (never the name itself).
+    generated_codes: int = 0
+
+
+@dataclass
+class IdAllocation:
+    """GB IDs given by ``Inventory.allocate_ids`` and the cameras left without one, with why."""
+
+    allocated: list[tuple[int, str]]  # (camera id, new device ID)
+    skipped: list[dict[str, Any]]  # id, name, local_id, civil_code, region_by_position, reason
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "allocated": [{"id": cid, "device_id": gid} for cid, gid in self.allocated],
+            "skipped": self.skipped,
+        }
 
 
 @dataclass
@@ -135,6 +153,7 @@ class Inventory:
         fmt: str | None = None,
         column_map: Mapping[str, str] | None = None,
         encoding: str | None = None,
+        crs: str | None = None,
         dry_run: bool = False,
         snapshot: bool = True,
         allow_removals: bool = False,
@@ -156,7 +175,7 @@ class Inventory:
         overrides.update(column_map or {})
         progress("read", 0, 1)
         started = time.perf_counter()
-        read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding)
+        read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding, crs=crs)
         read_seconds = round(time.perf_counter() - started, 3)
         progress("read", 1, 1)
         kind = kind or (SourceKind.CATALOG if read.format == "xml" else SourceKind.LEDGER)
@@ -284,7 +303,14 @@ class Inventory:
                 target=str(path),
                 details={"created": created, "updated": updated, "cameras_moved": moved},
             )
-        return RegionImportReport(str(path), created, updated, sum(1 for r in records if r.geometry_wkb), moved)
+        return RegionImportReport(
+            str(path),
+            created,
+            updated,
+            sum(1 for r in records if r.geometry_wkb),
+            moved,
+            generated_codes=sum(1 for r in records if r.code_generated),
+        )
 
     def list_regions(self) -> list[dict[str, Any]]:
         with self.session(write=False) as s:
@@ -452,26 +478,47 @@ class Inventory:
         self,
         *,
         centre: str | None = None,
+        civil_code: str | None = None,
         industry: str = "00",
         type_code: str = "132",
         network: str = "6",
         actor: str = "cli",
         dry_run: bool = False,
-    ) -> list[tuple[int, str]]:
-        """Give every camera without a GB ID a new one, per civil code, never colliding with a known ID."""
+    ) -> IdAllocation:
+        """Give cameras without a GB ID a new one, never colliding with a known ID.
+
+        The ID's centre code comes from ``centre`` when given, else from the camera's civil code, else from the
+        known region its position lies in, else from ``civil_code`` (the operator's choice for the rest).
+        Cameras with none of these are skipped and listed: an ID names a region, and guessing it (the governed
+        region, say) would put a camera somewhere it is not.
+        """
         from vms.catalog.gbid import allocate_gb_ids
 
+        fallback = None
+        if civil_code is not None:
+            fallback = _centre_code(civil_code)
+            if fallback is None:
+                raise ValidationFailed(f"civil code {civil_code!r} must be a 6- or 8-digit code (e.g. 371311)")
         with self.session() as s:
             existing = repo.all_device_ids(s) + sorted(repo.node_ids(s))
-            rows = [
-                r
-                for r in repo.list_cameras(s, repo.CameraFilter(), columns=["id", "device_id", "civil_code"])
-                if not r["device_id"]
-            ]
+            columns = ["id", "device_id", "name", "local_id", "civil_code", "region_by_position"]
+            rows = [r for r in repo.list_cameras(s, repo.CameraFilter(), columns=columns) if not r["device_id"]]
             groups: dict[str, list[int]] = {}
+            skipped: list[dict[str, Any]] = []
+            names = repo.region_codes_and_names(s) if rows else {}
             for r in rows:
-                cc = centre or _centre_code(r["civil_code"], self.settings.governed_region)
+                cc = centre or _centre_code(r["civil_code"]) or _centre_code(r["region_by_position"]) or fallback
                 if cc is None:
+                    skipped.append(
+                        {
+                            "id": r["id"],
+                            "name": r["name"],
+                            "local_id": r["local_id"],
+                            "civil_code": r["civil_code"],
+                            "region_by_position": r["region_by_position"],
+                            "reason": _no_centre_reason(r["civil_code"], r["region_by_position"], names),
+                        }
+                    )
                     continue
                 groups.setdefault(cc, []).append(r["id"])
             allocated: list[tuple[int, str]] = []
@@ -481,9 +528,10 @@ class Inventory:
                 )
                 existing.extend(new)
                 allocated.extend(zip(ids, new, strict=True))
+            result = IdAllocation(allocated, skipped, dry_run)
             if dry_run or not allocated:
                 s.rollback()
-                return allocated
+                return result
             obs = [
                 Observation("gbid-allocator", SourceKind.API, f"camera:{cid}", {"device_id": gid})
                 for cid, gid in allocated
@@ -498,8 +546,10 @@ class Inventory:
                 snapshot=False,
                 pinned={f"camera:{cid}": cid for cid, _ in allocated},
             )
-            repo.audit(s, actor=actor, action="ids.allocate", details={"count": len(allocated)})
-        return allocated
+            repo.audit(
+                s, actor=actor, action="ids.allocate", details={"count": len(allocated), "skipped": len(skipped)}
+            )
+        return result
 
     def remerge_all(self) -> int:
         """Recompute every record (after the source priority changes)."""
@@ -538,15 +588,26 @@ def _format_from_suffix(path: Path) -> str:
     return {"json": "geojson", "geojson": "geojson", "xml": "xml", "csv": "csv"}.get(suffix, suffix)
 
 
-def _centre_code(civil_code: str | None, governed: str) -> str | None:
-    code = (civil_code or "").strip() or governed
-    if not code.isdigit():
+def _centre_code(code: str | None) -> str | None:
+    """The 8-digit centre of an ID from a civil or region code of 6 or more digits (None for anything else)."""
+    text = (code or "").strip()
+    if not (text.isascii() and text.isdigit()):
         return None
-    if len(code) >= 8:
-        return code[:8]
-    if len(code) == 6:
-        return code + "00"
+    if len(text) >= 8:
+        return text[:8]
+    if len(text) == 6:
+        return text + "00"
     return None
+
+
+def _no_centre_reason(civil_code: str | None, region: str | None, names: Mapping[str, str]) -> str:
+    parts = [f"civil code {civil_code!r} is not a 6- or 8-digit code" if civil_code else "no civil code"]
+    if region:
+        label = f"{names[region]} ({region})" if names.get(region) else region
+        parts.append(f"its position's region {label} has no civil code")
+    else:
+        parts.append("no position in a known region")
+    return ", ".join(parts)
 
 
 def _issue_dict(issue: RowIssue) -> dict[str, Any]:
