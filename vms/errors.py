@@ -25,3 +25,17 @@ class Unauthorized(VmsError):
 
 class Forbidden(VmsError):
     pass
+
+
+class Busy(VmsError):
+    """Another write holds the database (a long import): nothing was changed; try again after ``retry_after`` s."""
+
+    def __init__(
+        self, message: str = "the database is busy with another write; try again shortly", *, retry_after: int = 5
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigurationError(VmsError):
+    """The service is set up unsafely or incompletely (a key file others can read, a missing production key)."""

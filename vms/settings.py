@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vms.catalog.domain import DEFAULT_PRIORITY, SourceKind
+from vms.errors import ConfigurationError
 
 
 def _default_data_dir() -> Path:
@@ -34,6 +36,14 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_open_reads: bool = Field(True, description="allow reads without an API key (writes always need one)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header values the API answers (name, name:port, *.domain or *), comma-separated; "
+        "default: the localhost names when the API listens on loopback, any when it listens elsewhere",
+    )
+    db_lock_timeout: float = Field(
+        5.0, gt=0, le=300, description="seconds a write waits for another writer before giving up (HTTP 503)"
+    )
     log_level: str = "INFO"
     quality_target: float = Field(0.95, description="data-quality pass-rate target")
     max_removal_share: float = Field(
@@ -59,7 +69,7 @@ class Settings(BaseSettings):
             raise ValueError("governed_region must be a civil code of 2, 4, 6 or 8 digits")
         return value
 
-    @field_validator("discovery_ranges", "discovery_interfaces", "discovery_ports", mode="before")
+    @field_validator("discovery_ranges", "discovery_interfaces", "discovery_ports", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip().startswith("["):
@@ -88,12 +98,20 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value().encode()
         path = self.key_file()
         if path.exists():
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise ConfigurationError(
+                    f"key file {path} is readable by others (mode {mode:03o}); refusing to use a secret others can "
+                    f"read: run `chmod 600 {path}` (and make a new key if it may have leaked)"
+                )
             return path.read_bytes().strip()
         if self.environment == "production":
-            raise RuntimeError("production needs VMS_SECRET_KEY or VMS_SECRET_KEY_FILE; refusing to invent one")
+            raise ConfigurationError("production needs VMS_SECRET_KEY or VMS_SECRET_KEY_FILE; refusing to invent one")
         from cryptography.fernet import Fernet
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+            path.parent.chmod(0o700)
         key = Fernet.generate_key()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:

@@ -11,7 +11,13 @@ from vms.store.models import Base
 
 def test_migrated_schema_matches_models(inventory):
     inventory.upgrade()  # idempotent
-    assert current_revision(inventory.engine) == "0001"
+    from alembic.script import ScriptDirectory
+
+    from vms.store.db import alembic_config
+
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1, f"one migration head, not {heads}"
+    assert current_revision(inventory.engine) == heads[0]
     with inventory.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []

@@ -18,7 +18,7 @@ def client(inventory, tmp_path):
         fh.write("37131100001326000008,带密码的点位,118.27,34.99,371311,1,127.0.1.8,80,30\n")
     inventory.import_file(ledger, column_map={})
     inventory.edit_camera("37131100001326000008", {"stream_uri": "rtsp://admin:secret@127.0.1.8:554/ch1"}, actor="test")
-    with TestClient(create_app(inventory)) as c:
+    with TestClient(create_app(inventory), base_url="http://127.0.0.1:8000") as c:  # a Host the API answers
         yield c
 
 

@@ -285,7 +285,7 @@ def quality(
     cameras: Annotated[bool, typer.Option("--cameras", help="list every failing camera")] = False,
 ) -> None:
     """Data-quality report: pass rate overall, by rule, region and source (target 95 %)."""
-    report, names = inventory().quality()
+    report, names = inventory().quality(cameras=cameras)
     data = report.as_dict(region_names=names, include_cameras=cameras)
     if as_json:
         emit_json(data)
@@ -339,7 +339,9 @@ def cameras_list(
     region: str | None = None,
     status: str | None = None,
     source: str | None = None,
-    search: Annotated[str | None, typer.Option(help="name, ID or address contains")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="name, GB ID, address or department number contains (literal text)")
+    ] = None,
     removed: Annotated[bool, typer.Option(help="include cameras their sources removed")] = False,
     limit: int = 50,
     offset: int = 0,
@@ -350,11 +352,12 @@ def cameras_list(
     if as_json:
         emit_json({"total": total, "limit": limit, "offset": offset, "items": rows})
         return
-    t = Table("id", "device_id", "name", "region", "status", "lon", "lat", title=f"{total} cameras")
+    t = Table("id", "device_id", "dept no", "name", "region", "status", "lon", "lat", title=f"{total} cameras")
     for r in rows:
         t.add_row(
             str(r["id"]),
             r["device_id"] or "",
+            r["local_id"] or "",
             r["name"] or "",
             r["region_code"] or "",
             r["status"] or "",
@@ -595,7 +598,7 @@ def serve(
     settings = Settings()
     inv = inventory()
     uvicorn.run(
-        create_app(inv),
+        create_app(inv, bind_host=host or settings.api_host),
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level=settings.log_level.lower(),
@@ -731,7 +734,7 @@ def run(
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
     try:
         uvicorn.run(
-            create_app(inv),
+            create_app(inv, bind_host=host or settings.api_host),
             host=host or settings.api_host,
             port=port or settings.api_port,
             log_level=settings.log_level.lower(),

@@ -352,6 +352,7 @@ class Discovery:
                 regions=inv.region_context(s),
                 snapshot=False,
             )
+            inv.refresh_problems(s, result.camera_ids)
             camera_of = repo.camera_ids_for_keys(s, SOURCE, [ob.key for ob in observations])
             repo.update_cameras(
                 s,

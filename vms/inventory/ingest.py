@@ -87,6 +87,8 @@ class IngestResult:
     cameras_restored: int = 0
     identity_conflicts: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, for operators and benchmarks
+    # Cameras this ingest created or touched (record, sources or removal): their quality problems are refreshed.
+    camera_ids: set[int] = field(default_factory=set, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -313,6 +315,7 @@ def ingest(
         touched |= {st.camera_id for _, st in gone}
 
     remerge(session, touched, rank=rank, regions=regions, now=now, result=result)
+    result.camera_ids = touched | set(real_ids)
     lap("remerge")
     return result
 

@@ -9,7 +9,7 @@ import ipaddress
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +78,12 @@ def name_problem(name: str | None) -> str | None:
             return "NAME-IP"
         except ValueError:
             return "NAME-NUMERIC"
-    try:
-        ipaddress.ip_address(text)
-        return "NAME-IP"
-    except ValueError:
-        pass
+    if ":" in text:  # only an IPv6 address is left (IPv4 is numeric): spare every other name the exception
+        try:
+            ipaddress.ip_address(text)
+            return "NAME-IP"
+        except ValueError:
+            pass
     if _DEFAULT_NAME.match(text):
         return "NAME-DEFAULT"
     return None
@@ -206,14 +207,8 @@ def check_camera(cam: Mapping[str, Any], ctx: QualityContext, _cache: dict[str, 
 
 def duplicate_problems(cams: Sequence[Mapping[str, Any]]) -> dict[int, list[str]]:
     """Index in ``cams`` -> duplicate codes, for every record sharing a key with another."""
-    keyers: tuple[tuple[str, Any], ...] = (
-        ("DUP-ID", lambda c: c.get("device_id") or None),
-        ("DUP-NAME-POSITION", _name_position),
-        ("DUP-MAC", lambda c: normalize_mac(c.get("mac"))),
-        ("DUP-SERIAL", lambda c: (c.get("manufacturer") or "", c["serial_number"]) if c.get("serial_number") else None),
-    )
     out: dict[int, list[str]] = defaultdict(list)
-    for code, keyer in keyers:
+    for code, keyer in DUPLICATE_KEYS:
         keys = [keyer(c) for c in cams]
         counts = Counter(k for k in keys if k is not None)
         for i, k in enumerate(keys):
@@ -227,6 +222,16 @@ def _name_position(cam: Mapping[str, Any]) -> tuple[str, float, float] | None:
     if not name or lon is None or lat is None:
         return None
     return (str(name).strip(), round(float(lon), 6), round(float(lat), 6))
+
+
+# The duplicate rules in report order: code, and the key two cameras share when they are duplicates (None: no key).
+# The stored problems (vms.inventory.problems) index the same keys.
+DUPLICATE_KEYS: tuple[tuple[str, Callable[[Mapping[str, Any]], Hashable | None]], ...] = (
+    ("DUP-ID", lambda c: c.get("device_id") or None),
+    ("DUP-NAME-POSITION", _name_position),
+    ("DUP-MAC", lambda c: normalize_mac(c.get("mac"))),
+    ("DUP-SERIAL", lambda c: (c.get("manufacturer") or "", c["serial_number"]) if c.get("serial_number") else None),
+)
 
 
 @dataclass
@@ -305,7 +310,7 @@ def check_all(
         region = report.by_region[cam.get("region_code") or ""]
         region.total += 1
         region.passed += ok
-        for src in (sources or {}).get(cam["id"], ()):
+        for src in dict.fromkeys((sources or {}).get(cam["id"], ())):  # once per source, however many rows
             t = report.by_source[src]
             t.total += 1
             t.passed += ok

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,21 +16,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vms.catalog.domain import Observation, RowIssue, SourceKind, normalize_mac
 from vms.catalog.fields import FIELD_NAMES
-from vms.errors import NotFound, ValidationFailed
+from vms.errors import Conflict, NotFound, ValidationFailed
 from vms.geo.placement import RegionContext
 from vms.inventory.credentials import Cipher, store_url_logins, url_logins
 from vms.inventory.ingest import IngestResult, ingest, load_region_context, observation_key, reassign_regions, remerge
 from vms.inventory.merge import SourcedRecord, merge_observations
 from vms.inventory.quality import COLUMNS as QUALITY_COLUMNS
-from vms.inventory.quality import QualityContext, QualityReport, check_all, check_camera
+from vms.inventory.quality import QualityContext, QualityReport, check_all
 from vms.settings import Settings
+from vms.store import problems as stored_problems
 from vms.store import repository as repo
-from vms.store.db import make_engine, make_sessionmaker, upgrade
+from vms.store.db import busy_as_domain_error, make_engine, make_sessionmaker, private_dir, upgrade
 from vms.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_STORED_ISSUES = 1000
+_PROBLEMS_REBUILD = threading.Lock()
 CAMERA_TYPES = frozenset({"131", "132"})
 
 
@@ -117,7 +120,9 @@ class Inventory:
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings.url)
+        if settings.data_dir.exists():
+            private_dir(settings.data_dir)  # 0700: the database, key file and exports are nobody else's
+        self.engine = engine or make_engine(settings.url, lock_timeout=settings.db_lock_timeout)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
 
     # --- plumbing --------------------------------------------------------------------------------------
@@ -127,7 +132,8 @@ class Inventory:
 
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:
-        with self.sessions() as s:
+        # A write that waited db_lock_timeout for another (a long import) fails as Busy: HTTP 503, Retry-After.
+        with busy_as_domain_error(max(1, round(self.settings.db_lock_timeout))), self.sessions() as s:
             try:
                 yield s
                 if write:
@@ -141,6 +147,16 @@ class Inventory:
 
     def region_context(self, session: Session) -> RegionContext:
         return load_region_context(session)
+
+    def refresh_problems(
+        self, session: Session, camera_ids: Iterable[int], *, parents: Collection[str] = (), full: bool = False
+    ) -> None:
+        """Keep the stored quality problems current after a write (vms.inventory.problems); same transaction."""
+        from vms.inventory import problems
+
+        problems.refresh(
+            session, camera_ids, governed=self.settings.governed_region or None, parents=parents, full=full
+        )
 
     # --- imports ---------------------------------------------------------------------------------------
 
@@ -231,6 +247,7 @@ class Inventory:
             if dry_run:
                 s.rollback()
                 return report
+            self.refresh_problems(s, result.camera_ids, parents={str(n["device_id"]) for n in nodes})
             report.run_id = repo.record_import_run(
                 s,
                 source_id=src.id,
@@ -275,6 +292,7 @@ class Inventory:
                 snapshot=snapshot,
                 pinned=pinned,
             )
+            self.refresh_problems(s, result.camera_ids)
             if result.changed:
                 repo.audit(s, actor=actor, action=f"ingest:{kind.value}", target=source, details=result.counts())
             return result
@@ -296,6 +314,7 @@ class Inventory:
         with self.session() as s:
             created, updated = repo.upsert_regions(s, records)
             moved = reassign_regions(s, self.region_context(s))
+            self.refresh_problems(s, (), full=True)  # civil codes, polygons and placements all changed
             repo.audit(
                 s,
                 actor=actor,
@@ -311,6 +330,14 @@ class Inventory:
             moved,
             generated_codes=sum(1 for r in records if r.code_generated),
         )
+
+    def list_regions_page(self, *, limit: int, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        with self.session(write=False) as s:
+            total, rows = repo.regions_page(s, limit=limit, offset=offset)
+        return total, [
+            {"code": r.code, "name": r.name, "parent_code": r.parent_code, "level": r.level, "source": r.source}
+            for r in rows
+        ]
 
     def list_regions(self) -> list[dict[str, Any]]:
         with self.session(write=False) as s:
@@ -336,7 +363,25 @@ class Inventory:
             known_parents=parents,
         )
 
-    def quality(self) -> tuple[QualityReport, dict[str, str]]:
+    def quality(self, *, cameras: bool = True) -> tuple[QualityReport, dict[str, str]]:
+        """The data-quality report, read from the problems every write keeps current (vms.inventory.problems).
+
+        ``cameras``: also every failing camera's problems, which grows with the inventory (the CLI's --cameras);
+        the API pages them with ``quality_cameras``.
+        """
+        from vms.inventory import problems
+        from vms.store import problems as stored
+
+        self.ensure_problems_current()
+        with self.session(write=False) as s:
+            report = problems.summary(s, target=self.settings.quality_target)
+            if cameras:
+                report.problems = dict(stored.all_problems(s))
+            names = stored.region_names(s, [code for code in report.by_region if code])
+        return report, names
+
+    def quality_from_scratch(self) -> tuple[QualityReport, dict[str, str]]:
+        """The same report by checking every camera now: the reference the stored problems are tested against."""
         with self.session(write=False) as s:
             ctx = self.quality_context(s)
             cams = repo.camera_dicts(s, QUALITY_COLUMNS)
@@ -344,30 +389,53 @@ class Inventory:
             names = repo.region_codes_and_names(s)
         return check_all(cams, ctx, sources=sources, target=self.settings.quality_target), names
 
-    def camera_problems(self, camera_id: int) -> list[str]:
-        """One camera's problems, the same as the full report gives, without checking every camera."""
-        with self.session(write=False) as s:
-            rows = repo.camera_dicts(s, QUALITY_COLUMNS, ids=[camera_id])
-            if not rows:
-                return []
-            cam = rows[0]
-            parent = cam.get("parent_id")
-            parents = {str(parent)} if parent and repo.parent_exists(s, str(parent)) else set()
-            problems = check_camera(cam, self.quality_context(s, parents=parents))
-            problems.extend(repo.duplicate_codes(s, cam))
-        return problems
+    def quality_cameras(
+        self, *, code: str | None = None, region: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """A page of failing cameras (all, those failing rule ``code``, or those in ``region``), by id."""
+        from vms.store import problems as stored
 
-    def stats(self, by: str) -> list[Stat]:
+        self.ensure_problems_current()
+        with self.session(write=False) as s:
+            total, rows = stored.failing(s, code=code, region=region, limit=limit, offset=offset)
+        return total, [{"id": i, "device_id": d, "name": n, "problems": p} for i, d, n, p in rows]
+
+    def camera_problems(self, camera_id: int) -> list[str]:
+        """One camera's problems, the same as the full report gives: a lookup of the stored problems."""
+        from vms.store import problems as stored
+
+        self.ensure_problems_current()
+        with self.session(write=False) as s:
+            return stored.problems_of(s, camera_id)
+
+    def ensure_problems_current(self) -> None:
+        """Check every camera again when the rules, the governed region or the regions changed since the stored
+        problems were computed (after an upgrade, say): once, by the first reader that notices."""
+        from vms.inventory import problems
+
+        governed = self.settings.governed_region or None
+        with self.session(write=False) as s:
+            if problems.is_current(s, governed):
+                return
+        with _PROBLEMS_REBUILD, self.session() as s:
+            problems.refresh(s, (), governed=governed)  # checks again under the lock: one rebuild, not one each
+
+    def stats(self, by: str, *, limit: int | None = None, offset: int = 0) -> list[Stat]:
+        """Camera counts grouped by ``by``, in key order; ``limit``/``offset`` page the groups."""
         with self.session(write=False) as s:
             if by == "region":
-                names = repo.region_codes_and_names(s)
-                return [Stat(k, names.get(k) if k else None, n) for k, n in repo.count_by(s, "region_code")]
+                rows = repo.count_by(s, "region_code", limit=limit, offset=offset)
+                names = stored_problems.region_names(s, [k for k, _ in rows if k])
+                return [Stat(k, names.get(k) if k else None, n) for k, n in rows]
             if by == "status":
-                return [Stat(k, None, n) for k, n in repo.count_by(s, "status")]
+                return [Stat(k, None, n) for k, n in repo.count_by(s, "status", limit=limit, offset=offset)]
             if by == "source":
-                return [Stat(name, None, n, {"kind": kind}) for name, kind, n in repo.count_by_source(s)]
+                return [
+                    Stat(name, None, n, {"kind": kind})
+                    for name, kind, n in repo.count_by_source(s, limit=limit, offset=offset)
+                ]
             if by == "manufacturer":
-                return [Stat(k, None, n) for k, n in repo.count_by(s, "manufacturer")]
+                return [Stat(k, None, n) for k, n in repo.count_by(s, "manufacturer", limit=limit, offset=offset)]
         raise ValidationFailed(f"cannot group by {by!r}: choose region, status, source or manufacturer")
 
     # --- cameras --------------------------------------------------------------------------------------
@@ -440,20 +508,15 @@ class Inventory:
 
     def edit_camera(self, ref: str, changes: Mapping[str, Any], *, actor: str) -> dict[str, Any]:
         """An operator's correction: stored as the 'api' source's observation, so it wins by priority."""
-        from vms.catalog.columns import parse_value
-        from vms.catalog.fields import BY_NAME
+        from vms.inventory.edits import validate_edit
 
-        clean: dict[str, Any] = {}
-        for name, raw in changes.items():
-            f = BY_NAME.get(name)
-            if f is None:
-                raise ValidationFailed(f"unknown field {name!r}")
-            value, notes = parse_value(f, raw)
-            if any(n.fatal for n in notes):
-                raise ValidationFailed(f"{name}: " + "; ".join(n.message for n in notes))
-            clean[name] = value
+        clean = validate_edit(changes)  # the importer's parsers and checks; nothing dropped silently
         with self.session() as s:
             cid = self.resolve_camera(s, ref)
+            device_id = clean.get("device_id")
+            holders = [i for i in repo.camera_ids_by(s, "device_id", device_id) if i != cid] if device_id else []
+            if holders:
+                raise Conflict(f"GB ID {device_id} already belongs to camera {holders[0]}; IDs are unique")
             key = f"camera:{cid}"
             previous = {o.key: o.fields for o in repo.live_observations(s, [cid]).get(cid, []) if o.source == "api"}
             fields = {**previous.get(key, {}), **clean}
@@ -461,7 +524,7 @@ class Inventory:
             logins = url_logins([clean])
             if logins:
                 store_url_logins(Cipher(self.settings.fernet_key()), s, logins, actor)
-            ingest(
+            edited = ingest(
                 s,
                 source="api",
                 kind=SourceKind.API,
@@ -471,6 +534,7 @@ class Inventory:
                 snapshot=False,
                 pinned={key: cid},
             )
+            self.refresh_problems(s, edited.camera_ids | {cid})
             repo.audit(s, actor=actor, action="camera.edit", target=str(cid), details={"fields": sorted(clean)})
         return self.show_camera(str(cid))
 
@@ -536,7 +600,7 @@ class Inventory:
                 Observation("gbid-allocator", SourceKind.API, f"camera:{cid}", {"device_id": gid})
                 for cid, gid in allocated
             ]
-            ingest(
+            given = ingest(
                 s,
                 source="gbid-allocator",
                 kind=SourceKind.API,
@@ -546,6 +610,7 @@ class Inventory:
                 snapshot=False,
                 pinned={f"camera:{cid}": cid for cid, _ in allocated},
             )
+            self.refresh_problems(s, given.camera_ids)
             repo.audit(
                 s, actor=actor, action="ids.allocate", details={"count": len(allocated), "skipped": len(skipped)}
             )
@@ -556,6 +621,7 @@ class Inventory:
         with self.session() as s:
             ids = {r["id"] for r in repo.list_cameras(s, repo.CameraFilter(include_removed=True), columns=["id"])}
             changed = remerge(s, ids, rank=self.rank, regions=self.region_context(s), now=utcnow())
+            self.refresh_problems(s, changed)
             if changed:
                 repo.audit(s, actor="cli", action="remerge", details={"changed": len(changed)})
             return len(changed)

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from vms.errors import Busy
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str, **kw: Any) -> Engine:
+def make_engine(url: str, *, lock_timeout: float = 5.0, **kw: Any) -> Engine:
+    """An engine whose writes wait at most ``lock_timeout`` seconds for another writer (then: Busy).
+
+    SQLite has one writer at a time: a write during a long import waits that long, then fails cleanly. PostgreSQL
+    writes proceed side by side; only a wait for the same rows (or the quality counters) is bounded.
+    """
+    wait_ms = max(1, int(lock_timeout * 1000))
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kw)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            secure_sqlite_files(Path(path))
+        engine = create_engine(url, connect_args={"timeout": lock_timeout}, **kw)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -30,11 +40,83 @@ def make_engine(url: str, **kw: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={wait_ms}")
             cur.close()
 
         return engine
+    if url.startswith("postgresql"):
+        args = dict(kw.pop("connect_args", {}))
+        args["options"] = f"{args.get('options', '')} -c lock_timeout={wait_ms}".strip()
+        kw["connect_args"] = args
     return create_engine(url, pool_pre_ping=True, **kw)
+
+
+# --- files at rest -------------------------------------------------------------------------------------
+
+SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def private_dir(path: Path, *, fix: bool = True) -> None:
+    """Create ``path`` readable by its owner only (0700), or tighten an existing one of ours that is not."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask; be exact
+        return
+    if fix:
+        _tighten(path, 0o700)
+
+
+def secure_sqlite_files(path: Path) -> None:
+    """The database and its WAL files: owner-only (0600). SQLite gives -wal and -shm the database's mode."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    if not path.exists():
+        # An empty file is a new database to SQLite; creating it here fixes its mode before any data lands.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    for suffix in SQLITE_SUFFIXES:
+        _tighten(path.with_name(path.name + suffix), 0o600)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        path.chmod(mode)
+        log.warning("%s was readable by others (mode %03o): now %03o", path, st.st_mode & 0o777, mode)
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+_BUSY_SQLSTATES = {"55P03", "40P01", "40001"}  # lock_not_available, deadlock_detected, serialization_failure
+_BUSY_SQLITE = ("database is locked", "database table is locked", "database is busy")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """A write gave up waiting for another (SQLite's lock, PostgreSQL's lock_timeout or a deadlock)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state in _BUSY_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and any(m in str(orig).lower() for m in _BUSY_SQLITE)
+
+
+@contextmanager
+def busy_as_domain_error(retry_after: int = 5) -> Iterator[None]:
+    """Turn a lock wait that timed out into the domain's Busy (HTTP 503 with Retry-After); nothing was written."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if is_busy(exc):
+            raise Busy(
+                "the database is busy with another write (an import?); nothing was changed, try again shortly",
+                retry_after=retry_after,
+            ) from exc
+        raise
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

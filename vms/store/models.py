@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -200,3 +201,65 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16), default="read")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+# Data-quality problems kept up to date as records change (vms.inventory.problems), so that a summary reads a
+# few counters instead of checking 100,000 cameras, and one camera's problems is a lookup.
+def _partial(name: str, column: str, where: str, pg_where: str | None = None) -> Index:
+    """An index of only the rows that match ``where``: most cameras have no MAC, serial or parent, few are stale."""
+    return Index(name, column, sqlite_where=text(where), postgresql_where=text(pg_where or where))
+
+
+camera_quality = Table(
+    "camera_quality",
+    Base.metadata,
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
+    # What the record holds now, to find the cameras a change affects. device_id for every camera (a ParentID
+    # also resolves to a removed camera); the rest only while the camera is live.
+    Column("device_id", String(64), nullable=True),
+    Column("parent_id", String(64), nullable=True),
+    # Keys of the duplicate rules (the GB ID or MAC itself, else a SHA-1): cameras sharing one are duplicates.
+    Column("k_id", String(40), nullable=True),
+    Column("k_name_position", String(40), nullable=True),
+    Column("k_mac", String(40), nullable=True),
+    Column("k_serial", String(40), nullable=True),
+    Column("stale", Boolean, nullable=False),  # problems to recompute
+    # What the counters hold for this camera: subtracted when it is checked again.
+    Column("counted", Boolean, nullable=False),
+    Column("problems", Text, nullable=True),  # codes in rule order, space-separated; NULL: passes every rule
+    Column("region_code", String(64), nullable=True),
+    Column("sources", Text, nullable=True),  # JSON list of the source names that list it
+    Column("conflicts", Boolean, nullable=False),
+    *(
+        _partial(f"ix_camera_quality_{c}", c, f"{c} IS NOT NULL")
+        for c in ("parent_id", "k_id", "k_name_position", "k_mac", "k_serial")
+    ),
+    _partial("ix_camera_quality_stale", "stale", "stale = 1", "stale = true"),
+)
+
+camera_problems = Table(
+    "camera_problems",
+    Base.metadata,
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
+    Column("code", String(32), primary_key=True),
+    Index("ix_camera_problems_code", "code", "camera_id"),
+)
+
+# Counters of the quality summary: dim "all" (key ""), "rule" (code), "region" (code, "" for none), "source"
+# (name), "conflicts" (key ""). total cameras, passed cameras (a rule's total is the cameras it fails).
+quality_tallies = Table(
+    "quality_tallies",
+    Base.metadata,
+    Column("dim", String(16), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("total", BigInteger, nullable=False),
+    Column("passed", BigInteger, nullable=False),
+)
+
+# name -> value; "fingerprint": what the stored problems were computed under (rules, governed region, regions).
+quality_state = Table(
+    "quality_state",
+    Base.metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Text, nullable=True),
+)

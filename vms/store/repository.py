@@ -265,16 +265,29 @@ class CameraFilter:
     include_removed: bool = False
 
 
+def escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ``ESCAPE '\\'``: its own %, _ and \\ match literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _filtered(stmt: Any, flt: CameraFilter) -> Any:
     if not flt.include_removed:
         stmt = stmt.where(cameras.c.removed_at.is_(None))
     if flt.region:
-        stmt = stmt.where((cameras.c.region_code == flt.region) | cameras.c.region_code.like(flt.region + "%"))
+        stmt = stmt.where(
+            (cameras.c.region_code == flt.region) | cameras.c.region_code.startswith(flt.region, autoescape=True)
+        )
     if flt.status:
         stmt = stmt.where(cameras.c.status == flt.status)
     if flt.search:
-        like = f"%{flt.search}%"
-        stmt = stmt.where(cameras.c.name.ilike(like) | cameras.c.device_id.like(like) | cameras.c.address.ilike(like))
+        # Literal text: % and _ match themselves (escaped), not "anything".
+        like = "%" + escape_like(flt.search) + "%"
+        stmt = stmt.where(
+            cameras.c.name.ilike(like, escape="\\")
+            | cameras.c.device_id.like(like, escape="\\")
+            | cameras.c.address.ilike(like, escape="\\")
+            | cameras.c.local_id.ilike(like, escape="\\")
+        )
     if flt.source:
         sub = (
             select(ObservationRow.camera_id)
@@ -304,15 +317,17 @@ def count_cameras(session: Session, flt: CameraFilter) -> int:
     return int(session.scalar(_filtered(select(func.count()).select_from(cameras), flt)) or 0)
 
 
-def count_by(session: Session, column: str, *, include_removed: bool = False) -> list[tuple[str | None, int]]:
+def count_by(
+    session: Session, column: str, *, include_removed: bool = False, limit: int | None = None, offset: int = 0
+) -> list[tuple[str | None, int]]:
     col = cameras.c[column]
-    stmt = select(col, func.count()).group_by(col).order_by(col)
+    stmt = select(col, func.count()).group_by(col).order_by(col).limit(limit).offset(offset)
     if not include_removed:
         stmt = stmt.where(cameras.c.removed_at.is_(None))
     return [(r[0], int(r[1])) for r in session.execute(stmt)]
 
 
-def count_by_source(session: Session) -> list[tuple[str, str, int]]:
+def count_by_source(session: Session, *, limit: int | None = None, offset: int = 0) -> list[tuple[str, str, int]]:
     o = ObservationRow
     stmt = (
         select(Source.name, Source.kind, func.count(func.distinct(o.camera_id)))
@@ -321,6 +336,8 @@ def count_by_source(session: Session) -> list[tuple[str, str, int]]:
         .where(o.removed_at.is_(None), cameras.c.removed_at.is_(None))
         .group_by(Source.name, Source.kind)
         .order_by(Source.name)
+        .limit(limit)
+        .offset(offset)
     )
     return [(r[0], r[1], int(r[2])) for r in session.execute(stmt)]
 
@@ -404,6 +421,12 @@ def regions(session: Session, *, with_geometry: bool = False) -> list[Row[Any]]:
     if with_geometry:
         cols.append(Region.geometry)
     return list(session.execute(select(*cols).order_by(Region.code)))
+
+
+def regions_page(session: Session, *, limit: int, offset: int) -> tuple[int, list[Row[Any]]]:
+    total = int(session.scalar(select(func.count()).select_from(Region)) or 0)
+    cols = [Region.code, Region.name, Region.parent_code, Region.level, Region.source]
+    return total, list(session.execute(select(*cols).order_by(Region.code).limit(limit).offset(offset)))
 
 
 def polygon_codes(session: Session) -> list[str]:

@@ -1,0 +1,163 @@
+"""ASGI guards in front of every route: the Host header (DNS rebinding) and the size of request bodies."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Iterable, Sequence
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
+MAX_BODY_BYTES = 64 * 1024  # an edit is a few hundred bytes; JSON fields (ONVIF services) a few kB
+
+
+def _loopback(host: str) -> bool:
+    name = host.strip().strip("[]").lower()
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def default_allowed_hosts(bind_host: str) -> list[str]:
+    """Listening on loopback: only the local names (a page on another site that rebinds its name to 127.0.0.1
+    still sends its own name). Listening elsewhere: any, until VMS_ALLOWED_HOSTS names them."""
+    return list(LOCAL_NAMES) if _loopback(bind_host) else ["*"]
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` or ``[v6][:port]`` -> (lower-case name, IPv6 in brackets; port), None when malformed."""
+    value = value.strip().lower()
+    if not value or any(c in value for c in " /\\@?#"):
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[: end + 1], value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:] if rest else None
+    elif value.count(":") > 1:  # a bare IPv6 address, as people write it in settings
+        try:
+            return f"[{ipaddress.IPv6Address(value).compressed}]", None
+        except ValueError:
+            return None
+    else:
+        name, _, port = value.partition(":")
+        port = port if _ else None
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        return None
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            name = f"[{ipaddress.IPv6Address(name[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    return name, int(port) if port else None
+
+
+class HostGuard:
+    """Answer only requests whose Host header is one of ``allowed`` (else 400).
+
+    Entries: ``name`` (any port), ``name:port``, ``*.domain`` (its subdomains), ``*`` (anything). Starlette's
+    TrustedHostMiddleware does not fit: it cuts ``[::1]:8000`` at the first colon and ignores ports.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.any = False
+        self.rules: list[tuple[str, int | None]] = []
+        for entry in allowed:
+            entry = entry.strip()
+            if entry == "*":
+                self.any = True
+            elif entry.startswith("*."):
+                self.rules.append((entry.lower(), None))
+            elif (parsed := split_host(entry)) is not None:
+                self.rules.append(parsed)
+            else:
+                raise ValueError(f"VMS_ALLOWED_HOSTS: {entry!r} is not a host name, name:port, *.domain or *")
+
+    def allows(self, header: str | None) -> bool:
+        if self.any:
+            return True
+        parsed = split_host(header or "")
+        if parsed is None:
+            return False
+        name, port = parsed
+        for rule, rule_port in self.rules:
+            if rule_port is not None and rule_port != port:
+                continue
+            if rule == name or (rule.startswith("*.") and name.endswith(rule[1:])):
+                return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), None)
+        if self.allows(host):
+            await self.app(scope, receive, send)
+            return
+        await _reply(send, 400, "this host name is not served here (set VMS_ALLOWED_HOSTS to add it)")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before any route parses them."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _reply(send, 413, f"request body over {self.limit:,} bytes")
+            return
+        # Without a length (chunked), read up to the limit here, then hand the body on.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await _reply(send, 413, f"request body over {self.limit:,} bytes")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers: Sequence[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": body})
