@@ -367,6 +367,15 @@ def covering_fault_layout(*, healthy: int = 6) -> dict[int, frozenset[str]]:
     return layout
 
 
+def offline_note(devices: Iterable[DeviceSpec], *, shown: int = 5) -> str:
+    """'; 2 deliberately offline (fault 'offline', never answer): 127.1.0.9, 127.1.0.40' or '' (for log lines)."""
+    hosts = [d.host for d in devices if "offline" in d.faults]
+    if not hosts:
+        return ""
+    listed = ", ".join(hosts[:shown]) + (f" and {len(hosts) - shown} more" if len(hosts) > shown else "")
+    return f"; {len(hosts)} deliberately offline (fault 'offline', never answer): {listed}"
+
+
 def with_rtsp(devices: Sequence[DeviceSpec], rtsp_port: int, *, on_device_hosts: bool) -> list[DeviceSpec]:
     """Point each device's stream at the RTSP server: on its own address when the server listens there."""
     out = []

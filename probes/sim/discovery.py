@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from probes.sim.devices import DeviceSpec
+from probes.sim.devices import DeviceSpec, offline_note
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class DiscoveryResponder:
         if max_delay_s < 0 or max_delay_s > 5:
             raise ValueError("max_delay_s must be within 0..5 s")
         self._devices = [d for d in devices if "offline" not in d.faults]
+        self._offline_note = offline_note(devices)
         self._multicast = multicast
         self._unicast_limit = default_unicast_limit(len(devices)) if unicast_limit is None else unicast_limit
         self.max_delay_s = max_delay_s
@@ -194,8 +195,10 @@ class DiscoveryResponder:
         except BaseException:
             await self.stop()
             raise
-        logger.info("WS-Discovery: multicast %s on %s, unicast on %d device addresses",
-                    "on" if self._multicast else "off", LOOPBACK_IF, len(self._uc_socks))
+        multicast = f"multicast {WSD_GROUP}:{self._port} on {LOOPBACK_IF}" if self._multicast else "no multicast"
+        capped = f" (the first {len(self._uc_socks)})" if len(self._uc_socks) < len(self._devices) else ""
+        logger.info("WS-Discovery: %d devices answer: %s, unicast on %d device addresses%s%s", len(self._devices),
+                    multicast, len(self._uc_socks), capped, self._offline_note)
 
     def _open_multicast(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -35,6 +35,7 @@ from probes.sim.devices import (
     MEDIA_SERVICE_PATH,
     SNAPSHOT_PATH,
     DeviceSpec,
+    offline_note,
 )
 from probes.sim.snapshot import snapshot_jpeg
 
@@ -176,7 +177,13 @@ class OnvifServer:
             await self.stop()
             raise
         self._sweeper = asyncio.create_task(self._sweep())
-        logger.info("ONVIF simulator listening on %d device addresses, port %d", len(self._listeners), port)
+        logger.info(
+            "ONVIF simulator: %d of %d devices listening on port %d%s",
+            len(self._listeners),
+            len(self._devices),
+            port,
+            offline_note(self._devices),
+        )
 
     def _bind_all(self, devices: Sequence[DeviceSpec]) -> list[socket.socket]:
         """Bind every device address on one common port; port 0 picks one free port for all, retrying clashes."""

@@ -156,5 +156,5 @@ def start_rtsp_server(
         raise
     finally:
         Path(cfg_path).unlink(missing_ok=True)
-    logger.info("RTSP server on 127.0.0.1:%d, %d mounts, %d device addresses", bound, len(paths), hosts)
+    logger.info("RTSP server on 127.0.0.1:%d, %d shared mounts, also on %d device addresses", bound, len(paths), hosts)
     return RtspServer(f"rtsp://127.0.0.1:{bound}", bound, paths, hosts, proc)

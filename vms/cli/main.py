@@ -35,8 +35,18 @@ app.add_typer(credentials_app, name="credentials")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
 app.add_typer(apikey_app, name="apikey")
 
-console = Console()
-err = Console(stderr=True)
+
+def _console(*, stderr: bool = False) -> Console:
+    """A terminal gets rich's wrapping to its width; a pipe or file gets every value in full (rich would otherwise
+    cut tables at 80 columns, e.g. IDs as `37131100001…`) and one line per message."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream is not None and stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=1_000_000, soft_wrap=True)
+
+
+console = _console()
+err = _console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
@@ -159,7 +169,13 @@ def regions_import(
 
 
 @regions_app.command("list")
-def regions_list(as_json: JsonOpt = False, level: str | None = None) -> None:
+def regions_list(
+    as_json: JsonOpt = False,
+    level: Annotated[
+        str | None, typer.Option(help="only this level: province, city, district, township or other")
+    ] = None,
+) -> None:
+    """Imported regions: code, name, parent code, level and the file they came from."""
     rows = [r for r in inventory().list_regions() if level is None or r["level"] == level]
     if as_json:
         emit_json(rows)
@@ -327,7 +343,16 @@ def stats(
     t = Table(by, "name", "cameras")
     for r in rows:
         t.add_row(r.key or "(none)", r.name or "", str(r.count))
-    t.add_row("[bold]total", "", f"[bold]{sum(r.count for r in rows)}")
+    if by == "source":
+        # A camera that several sources list counts once under each: the column does not add up to the cameras.
+        distinct, _ = inventory().list_cameras(repo.CameraFilter(), limit=0)
+        t.add_row("[bold]cameras (distinct)", "", f"[bold]{distinct}")
+        t.caption = (
+            f"a camera counts once for each source that lists it: {sum(r.count for r in rows)} listings "
+            f"of {distinct} distinct cameras"
+        )
+    else:
+        t.add_row("[bold]total", "", f"[bold]{sum(r.count for r in rows)}")
     console.print(t)
 
 
@@ -347,6 +372,7 @@ def cameras_list(
     offset: int = 0,
     as_json: JsonOpt = False,
 ) -> None:
+    """The inventory, a page at a time (--limit, --offset), filtered by region, status, source or text."""
     flt = repo.CameraFilter(region=region, status=status, source=source, search=search, include_removed=removed)
     total, rows = inventory().list_cameras(flt, limit=limit, offset=offset)
     if as_json:
@@ -365,6 +391,8 @@ def cameras_list(
             f"{r['latitude']:.6f}" if r["latitude"] is not None else "",
         )
     console.print(t)
+    if len(rows) < total:
+        console.print(f"{len(rows)} of {total}{f' from offset {offset}' if offset else ''}; --limit/--offset for more")
 
 
 @cameras_app.command("show")
@@ -556,12 +584,34 @@ def apikey_create(name: str, role: Annotated[str, typer.Option(help="read or wri
 
 
 @apikey_app.command("revoke")
-def apikey_revoke(name: str) -> None:
+def apikey_revoke(name: Annotated[str, typer.Argument(help="the name given at `vms apikey create`")]) -> None:
+    """Revoke an API key at once: requests with it get 401 from now on. The record stays, for the audit."""
     from vms.access.apikeys import revoke_key
 
     with errors_to_exit():
         revoke_key(inventory(), name, actor="cli")
     console.print(f"revoked {name}")
+
+
+@apikey_app.command("list")
+def apikey_list(as_json: JsonOpt = False) -> None:
+    """API keys: name, role, created, last used (to the minute), revoked. Never the key or its hash."""
+    from vms.access.apikeys import list_keys
+
+    rows = list_keys(inventory())
+    if as_json:
+        emit_json(rows)
+        return
+
+    def when(at: datetime | None) -> str:
+        return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else ""
+
+    t = Table("name", "role", "created", "last used", "revoked", title=f"{len(rows)} API keys")
+    for r in rows:
+        t.add_row(
+            r["name"], r["role"], when(r["created_at"]), when(r["last_used_at"]) or "never", when(r["revoked_at"])
+        )
+    console.print(t)
 
 
 # --- audit / serve -------------------------------------------------------------------------------------
@@ -727,8 +777,11 @@ def run(
             actor="scheduler",
         )
     fleet = None
-    if settings.demo_fleet == "on" or (settings.demo_fleet == "auto" and request is None and _no_cameras(inv)):
-        fleet, request = _start_demo_fleet(inv, settings)
+    why_demo = "VMS_DEMO_FLEET=on" if settings.demo_fleet == "on" else None
+    if settings.demo_fleet == "auto" and request is None:
+        why_demo = _why_demo(inv)
+    if why_demo is not None:
+        fleet, request = _start_demo_fleet(inv, settings, why_demo)
     scheduler = build_scheduler(inv, discovery=request, discovery_minutes=settings.discovery_interval_min)
     scheduler.start()
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
@@ -748,20 +801,24 @@ def run(
 DEMO_SOURCES = frozenset({"ledger:demo-police", "onvif", "api", "gbid-allocator"})
 
 
-def _no_cameras(inv: Any) -> bool:
-    """No camera configured: an empty inventory, or only what an earlier demo put there."""
+def _why_demo(inv: Any) -> str | None:
+    """Why `vms run` starts the demo fleet: no camera configured (an empty inventory), or an inventory that holds
+    only what an earlier demo put there (its fleet runs again so that its cameras answer); None otherwise."""
     from vms.inventory.credentials import list_credentials
 
     with inv.session(write=False) as s:
-        if repo.count_cameras(s, repo.CameraFilter(include_removed=True)) == 0:
-            return True
+        cameras = repo.count_cameras(s, repo.CameraFilter(include_removed=True))
+        if cameras == 0:
+            return "no camera configured"
         sources = {name for name, _ in repo.source_names(s).values()}
         demo_login = any(c.name == "simulated-fleet" for c in list_credentials(s))
-    return demo_login and sources <= DEMO_SOURCES
+    if demo_login and sources <= DEMO_SOURCES:
+        return f"the inventory holds only the {cameras} cameras of an earlier demo"
+    return None
 
 
-def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
-    """No camera configured: run the simulated fleet on loopback and discover it, as a demo of the real flow."""
+def _start_demo_fleet(inv: Any, settings: Settings, why: str) -> tuple[Any, Any]:
+    """Run the simulated fleet on loopback and discover it, as a demo of the real flow (`why` says why)."""
     from vms.discovery.demo import BackgroundFleet, seed_demo
     from vms.discovery.service import DiscoveryRequest
     from vms.inventory.credentials import Cipher, add_credential
@@ -770,9 +827,13 @@ def _start_demo_fleet(inv: Any, settings: Settings) -> tuple[Any, Any]:
         count=settings.demo_fleet_size, base_host=settings.demo_fleet_host, port=settings.demo_fleet_port, rtsp=True
     )
     fleet = bg.start()
+    offline = sum("offline" in d.faults for d in fleet.devices)
+    again = " again" if why.startswith("the inventory holds only") else ""
     console.print(
-        f"vms: no camera configured: simulated fleet of {len(fleet.devices)} ONVIF devices on "
+        f"vms: {why}: starting the demo{again}, a simulated fleet of {len(fleet.devices)} ONVIF devices on "
         f"{bg.cidr()} port {fleet.port}"
+        + (f" ({offline} of them deliberately offline, as in a real district)" if offline else "")
+        + "; VMS_DEMO_FLEET=off skips it"
     )
     seed_demo(inv, fleet)
     with inv.session() as s:

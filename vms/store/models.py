@@ -201,6 +201,7 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16), default="read")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]  # to the minute (see vms.access.apikeys.LAST_USED_RESOLUTION)
 
 
 # Data-quality problems kept up to date as records change (vms.inventory.problems), so that a summary reads a
