@@ -34,6 +34,8 @@ class Cause(enum.StrEnum):
     TLS = "tls"
     HTTP_ERROR = "http_error"
     PROTOCOL = "protocol"
+    # The address policy (probes.policy) refused where a device pointed us: nothing was sent there.
+    ADDRESS_REFUSED = "address_refused"
 
     @property
     def is_transport(self) -> bool:

@@ -123,6 +123,7 @@ class DeviceReport:
     fatal: Failure | None = None
     elapsed_ms: float = 0.0
     steps: tuple[StepResult, ...] = ()
+    answered: bool = False  # the device replied at least once (a refused connection or a timeout is no answer)
 
     def failure_for(self, step: str) -> Failure | None:
         return next((f for f in self.failures if f.step == step), None)

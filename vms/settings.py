@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -56,10 +57,20 @@ class Settings(BaseSettings):
     demo_fleet_size: int = Field(50, ge=1, le=10000, description="devices in the demo fleet")
     demo_fleet_host: str = Field("127.1.0.1", description="first device address of the demo fleet (loopback)")
     demo_fleet_port: int = Field(8080, description="HTTP port of the demo fleet's devices")
-    discovery_ranges: list[str] = Field(default_factory=list, description="CIDRs the scheduled sweep scans")
-    discovery_ports: list[int] = Field(default_factory=lambda: [80, 8080, 8000, 8899])
-    discovery_interfaces: list[str] = Field(default_factory=list, description="interface IPs for multicast probes")
+    # NoDecode: comma-separated in the environment (VMS_DISCOVERY_RANGES=10.1.0.0/24,10.2.0.0/24), not JSON
+    discovery_ranges: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs the scheduled sweep scans"
+    )
+    discovery_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 8080, 8000, 8899])
+    discovery_interfaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="interface IPs for multicast probes"
+    )
     discovery_interval_min: float = Field(15.0, description="minutes between scheduled discovery sweeps; 0 = off")
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs a device may point the prober at besides itself (discovery ranges and credential "
+        "scopes are allowed too); comma-separated",
+    )
 
     @field_validator("governed_region")
     @classmethod
@@ -69,12 +80,24 @@ class Settings(BaseSettings):
             raise ValueError("governed_region must be a civil code of 2, 4, 6 or 8 digits")
         return value
 
-    @field_validator("discovery_ranges", "discovery_interfaces", "discovery_ports", "allowed_hosts", mode="before")
+    @field_validator(
+        "discovery_ranges", "discovery_interfaces", "discovery_ports", "allowed_hosts", "allowed_networks",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)  # the JSON form, '["10.1.0.0/24"]', also works
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from probes.policy import parse_network  # probes never import vms; the reverse is fine
+
+        return [str(parse_network(v)) for v in value]  # a ValueError names the bad entry
 
     @field_validator("source_priority", mode="before")
     @classmethod

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from probes.onvif.addresses import strip_credentials
+from probes.onvif.addresses import parse_target, rewrite_uri, strip_credentials
 from probes.onvif.soap import child, children, descendant, local, parse_xml, text_of
+from probes.policy import AddressPolicy, HostName, Refusal, check_async, parse_host
 from probes.results import DiscoveredDevice
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "WSD_PORT",
     "ProbeVariant",
     "build_probe",
+    "device_service",
     "parse_probe_matches",
     "probe_multicast",
     "probe_unicast",
@@ -354,3 +356,29 @@ async def probe_unicast(
         on_progress=progress,
         multicast=False,
     )
+
+
+async def device_service(
+    device: DiscoveredDevice, policy: AddressPolicy, *, timeout: float = 3.0
+) -> str | Refusal | None:
+    """The device service URL to interrogate for a ProbeMatch, as the address policy admits it: the first HTTP(S)
+    XAddr that names the answering host, means it (DOMAIN 7.4: rewritten), or lies in an allowed network; an
+    address spelled in a legacy form comes back canonical. A :class:`~probes.policy.Refusal` when every XAddr was
+    refused (nothing is sent there); None when the device listed no HTTP(S) XAddr."""
+    refusal: Refusal | None = None
+    for xaddr in device.xaddrs:
+        if not xaddr.lower().startswith(("http://", "https://")):
+            continue
+        verdict = await check_async(policy, xaddr, device.answered_from, timeout=timeout)
+        if isinstance(verdict, Refusal):
+            refusal = refusal or verdict
+            continue
+        if verdict.rewritten:
+            return rewrite_uri(xaddr, device.answered_from, None, policy=policy)
+        try:
+            target = parse_target(xaddr)
+            literal = not isinstance(parse_host(target.host), HostName)
+        except ValueError:
+            continue
+        return target._replace(host=verdict.ip).url if literal else strip_credentials(xaddr.strip())
+    return refusal

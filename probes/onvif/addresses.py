@@ -2,15 +2,18 @@
 
 Cameras behind NAT, on a second NIC, or with a half-configured network stack advertise XAddrs, stream and
 snapshot URIs naming private, 0.0.0.0 or loopback hosts (DOMAIN 7.4). We rewrite those to the host that actually
-answered and keep the original. Credentials some firmwares embed in URIs are always removed.
+answered and keep the original; which hosts mean "the device itself" is the address policy's decision
+(:mod:`probes.policy`, which also decides whether anything else may be connected to). Credentials some firmwares
+embed in URIs are always removed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from probes.policy import AddressPolicy
 
 __all__ = [
     "DEVICE_SERVICE_PATH",
@@ -27,7 +30,6 @@ DEVICE_SERVICE_PATH = "/onvif/device_service"
 _SECRET_PARAMS = frozenset({"user", "username", "usr", "login", "pass", "password", "pwd", "passwd", "auth"})
 _USERINFO = re.compile(r"(?<=//)[^/@?#]*@")
 _SECRET_QUERY = re.compile(r"[?&;](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=", re.IGNORECASE)
-_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
 class Target(NamedTuple):
@@ -72,21 +74,17 @@ def parse_target(target: str, *, port: int = 80, path: str = DEVICE_SERVICE_PATH
     return Target(scheme, host, given_port, (parts.path or path) + (f"?{parts.query}" if parts.query else ""))
 
 
-def _needs_rewrite(uri_host: str | None, answered_host: str) -> bool:
-    if not uri_host:
-        return True  # "http:///onvif/..." seen on devices with no address configured
-    host = uri_host.lower()
-    if host == answered_host.lower():
+_DEVICE_ONLY = AddressPolicy()  # no network allowed beyond the device: what a caller without a policy gets
+
+
+def _needs_rewrite(uri_host: str | None, answered_host: str, policy: AddressPolicy) -> bool:
+    if uri_host and uri_host.lower() == answered_host.lower():
         return False
-    if host in _LOCAL_NAMES:
-        return True
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False  # a DNS name is the operator's choice: keep it
-    # Private, CGNAT, loopback, link-local and 0.0.0.0 are not reachable as given from where we stand;
-    # multicast stream addresses are meant as they are.
-    return not ip.is_global and not ip.is_multicast
+    # Canonically parsed (2131296259, 0x7f000001, 127.1, localhost. are addresses): 0.0.0.0, a NAT address
+    # outside the allowed networks, loopback or link-local while the device is elsewhere mean the device itself.
+    # A DNS name, a public or multicast address is kept as written; whether it may be connected to is the
+    # policy's check, not this text rewrite.
+    return policy.rewrites(uri_host, answered_host)
 
 
 def _quick_host(uri: str) -> str | None:
@@ -123,14 +121,23 @@ def strip_credentials(uri: str) -> str:
         return _USERINFO.sub("", uri)
 
 
-def rewrite_uri(uri: str, answered_host: str, answered_port: int | None, *, answered_scheme: str = "http") -> str:
-    """``uri`` without credentials, its host replaced by ``answered_host`` when it names a private, NAT,
-    0.0.0.0 or other loopback address (DOMAIN 7.4). For an HTTP(S) URI of the scheme we talked, the port is
-    replaced too (a NAT forwards one port to the device's web server); RTSP keeps its port, which we cannot know.
+def rewrite_uri(
+    uri: str,
+    answered_host: str,
+    answered_port: int | None,
+    *,
+    answered_scheme: str = "http",
+    policy: AddressPolicy | None = None,
+) -> str:
+    """``uri`` without credentials, its host replaced by ``answered_host`` when it names the device itself:
+    0.0.0.0, a private or NAT address outside the policy's allowed networks, or a loopback or link-local address
+    while the device is elsewhere (DOMAIN 7.4). For an HTTP(S) URI of the scheme we talked, the port is replaced
+    too (a NAT forwards one port to the device's web server); RTSP keeps its port, which we cannot know.
     """
+    rules = policy or _DEVICE_ONLY
     clean = strip_credentials(uri.strip())
     quick = _quick_host(clean)
-    if quick is not None and not _needs_rewrite(quick, answered_host):
+    if quick is not None and not _needs_rewrite(quick, answered_host, rules):
         return clean  # names the host that answered: the common case, without a parse
     try:
         parts = urlsplit(clean)
@@ -138,7 +145,7 @@ def rewrite_uri(uri: str, answered_host: str, answered_port: int | None, *, answ
         uri_port = parts.port
     except ValueError:
         return clean
-    if not parts.scheme or not _needs_rewrite(uri_host, answered_host):
+    if not parts.scheme or not _needs_rewrite(uri_host, answered_host, rules):
         return clean
     port = uri_port  # an explicit port stays explicit; an implicit one stays implicit
     if answered_port is not None and parts.scheme.lower() == answered_scheme.lower():

@@ -31,7 +31,8 @@ from probes.onvif.auth import (
 )
 from probes.onvif.clocks import RECENT_CLOCKS, ClockReading
 from probes.onvif.gcpause import sweep_gc
-from probes.onvif.http import Disconnected, HttpClient, HttpError, ReplyTooLarge, Response, host_header
+from probes.onvif.http import Disconnected, HttpClient, HttpError, ReplyTooLarge, Response
+from probes.onvif.http import host_header as http_host_header
 from probes.onvif.parse import (
     MEDIA2_NS,
     MEDIA_NS,
@@ -63,6 +64,7 @@ from probes.onvif.soap import (
     request_header_lines,
     status_cause,
 )
+from probes.policy import AddressPolicy, Admitted, HostName, Refusal, check_async, parse_host, resolve
 from probes.results import AuthMethod, DeviceReport, MediaProfile, MediaSource, StepResult
 
 __all__ = [
@@ -120,7 +122,7 @@ class _Endpoint(NamedTuple):
     """A service URL split once: where to connect and what to send."""
 
     scheme: str
-    host: str
+    host: str  # as written in the URL; connections go to the address the policy admitted (_Device.endpoint)
     port: int
     target: bytes  # request target (path + query)
     host_header: bytes
@@ -139,7 +141,7 @@ def _endpoint(url: str) -> _Endpoint:
     default = 443 if scheme == "https" else 80
     port = parts.port or default
     uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Endpoint(scheme, host, port, uri.encode("latin-1", "strict"), host_header(host, port, scheme), uri)
+    return _Endpoint(scheme, host, port, uri.encode("latin-1", "strict"), http_host_header(host, port, scheme), uri)
 
 
 def _transport_failure(exc: BaseException, step: str) -> Failure:
@@ -160,6 +162,14 @@ def _transport_failure(exc: BaseException, step: str) -> Failure:
     return Failure(Cause.PROTOCOL, step, type(exc).__name__)
 
 
+def _maybe_delivered(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` may have reached the device (and been counted by it)."""
+    if isinstance(exc, TimeoutError | ConnectionResetError | BrokenPipeError | ConnectionAbortedError | HttpError):
+        return True  # a timeout may strike after the device read the request; a reset may follow a reply
+    # Refused or unreachable at connect time, a bad URL, a TLS handshake that failed: nothing was sent.
+    return not isinstance(exc, OSError | ValueError)
+
+
 # --- one device ------------------------------------------------------------------------------------------------
 
 
@@ -171,6 +181,9 @@ class _Outcome:
     # The device got past authentication: a 2xx, or a SOAP fault that is not about credentials.
     accepted: bool
     fault: Fault | None = None
+    # False only when the request certainly never reached the device (nothing to connect to, or refused by
+    # the address policy): a login attempt that was not sent costs no budget.
+    sent: bool = True
 
 
 class _AuthImpossible(Exception):
@@ -219,8 +232,13 @@ class _Device:
         max_reply_bytes: int,
         auth_hint: AuthMethod | None,
         findings: _Findings,
+        policy: AddressPolicy,
+        device_ip: str,
     ) -> None:
         self.target = target
+        self.policy = policy
+        self.device_ip = device_ip  # the address that answers for this device: the policy's "own" address
+        self.verdicts: dict[str, Admitted | Refusal] = {}
         self.session = session
         self.credentials = tuple(credentials)
         self.budget = budget
@@ -238,6 +256,7 @@ class _Device:
         self.signer: DigestSigner | None = None  # for the current challenge and credential
         self.nc = 0
         self.heard = False  # the device spoke SOAP (or 2xx) at least once
+        self.replied = False  # any HTTP reply at all (the run's "answered" count)
         self.streak = 0
         self.login_lock = asyncio.Lock()
         self.login_failed: Failure | None = None  # one verdict per interrogation: never a second round of tries
@@ -246,6 +265,42 @@ class _Device:
 
     def _failure(self, cause: Cause, step: str, detail: str) -> Failure:
         return Failure(cause, step, scrub(detail, self.secrets))
+
+    # -- the address policy -----------------------------------------------------------------------------------
+
+    async def admit(self, url: str) -> Admitted | Refusal:
+        """The policy's verdict on ``url`` for this device, once per URL; a DNS name is resolved here, once,
+        without blocking the event loop, and the connection then goes to the address checked."""
+        verdict = self.verdicts.get(url)
+        if verdict is None:
+            verdict = self.verdicts[url] = await check_async(self.policy, url, self.device_ip, timeout=self.timeout)
+        return verdict
+
+    def rewrite(self, uri: str) -> str:
+        """``uri`` with a host that means the device itself replaced by the device's (DOMAIN 7.4)."""
+        t = self.target
+        return rewrite_uri(uri, t.host, t.port, answered_scheme=t.scheme, policy=self.policy)
+
+    async def endpoint(self, url: str) -> _Endpoint | Refusal:
+        """Where a call to ``url`` goes: the address the policy admitted, never the text as written."""
+        endpoint = self.endpoints.get(url)
+        if endpoint is not None:
+            return endpoint
+        verdict = await self.admit(url)
+        if isinstance(verdict, Refusal):
+            return verdict
+        written = self.rewrite(url) if verdict.rewritten else url
+        parsed = _endpoint(written)  # raises ValueError for a URL that is not http(s)
+        host_header = parsed.host_header
+        try:
+            literal = not isinstance(parse_host(parsed.host), HostName)
+        except ValueError:
+            literal = True
+        if literal:  # name the address we connect to, not a legacy spelling of it
+            host_header = http_host_header(verdict.ip, parsed.port, parsed.scheme)
+        endpoint = parsed._replace(host=verdict.ip, host_header=host_header)
+        self.endpoints[url] = endpoint
+        return endpoint
 
     def _classify(self, step: str, http: Response) -> _Outcome:
         reply: Reply | None = None
@@ -285,12 +340,16 @@ class _Device:
         """One logical request, including the digest challenge round trip, a stale-nonce refresh, a switch to
         SOAP 1.1 for devices that refuse 1.2 (DOMAIN 7.9) and one retry of a dropped keep-alive socket."""
         swapped = refreshed = retried = False
-        endpoint = self.endpoints.get(url)
-        if endpoint is None:
-            try:
-                endpoint = self.endpoints[url] = _endpoint(url)
-            except ValueError as exc:
-                return _Outcome(None, None, self._failure(Cause.PROTOCOL, step, f"bad service address: {exc}"), False)
+        proven = cred is not None and method == self.method and cred is self.credential  # logged in with it
+        try:
+            where = await self.endpoint(url)
+        except ValueError as exc:
+            failure = self._failure(Cause.PROTOCOL, step, f"bad service address: {exc}")
+            return _Outcome(None, None, failure, False, sent=False)
+        if isinstance(where, Refusal):  # nothing is sent there, least of all a login (probes.policy)
+            failure = self._failure(Cause.ADDRESS_REFUSED, step, str(where))
+            return _Outcome(None, None, failure, False, sent=False)
+        endpoint = where
         session = self.session
         outcome: _Outcome | None = None
         for _ in range(5):  # bounded: each branch below can only fire once or twice
@@ -321,20 +380,27 @@ class _Device:
                     timeout=self.timeout,
                     max_bytes=self.max_reply_bytes,
                 )
-            except Disconnected:
-                if not retried:  # often a stale keep-alive socket: worth one retry
+            except Disconnected as exc:
+                # Often a stale keep-alive socket (closed before our request was read): worth one retry. A login
+                # not yet proven is resent only then: a device that read it may have counted a failure.
+                if not retried and (exc.reused or cred is None or proven):
                     retried = True
                     continue
-                return _Outcome(None, None, Failure(Cause.PROTOCOL, step, "connection closed without a reply"), False)
+                failure = Failure(Cause.PROTOCOL, step, "connection closed without a reply")
+                return _Outcome(None, None, failure, False, sent=True)
             except (TimeoutError, HttpError, OSError, ValueError) as exc:
-                return _Outcome(None, None, _transport_failure(exc, step), False)
+                return _Outcome(None, None, _transport_failure(exc, step), False, sent=_maybe_delivered(exc))
+            self.replied = True
             challenges = parse_digest_challenges(http.header_all("www-authenticate")) if http.status == 401 else ()
             if challenges:
                 fresh = challenges[0]
                 if method == "digest" and cred is not None:
                     first_contact = used_nonce is None
-                    # A reused nonce may expire without stale=true on some firmwares: refresh once, no charge.
-                    expired = fresh.stale or (fresh.nonce != used_nonce and self.nc > 1)
+                    # A reused nonce may expire without stale=true on some firmwares: refresh once, no charge. Only
+                    # for a login this device already accepted: for one on trial, a new nonce (single-use nonces,
+                    # or a clock tick on time-based ones) comes with a rejection, and resending would be a second
+                    # failed login the budget never charged (three in all lock a 3-strike account).
+                    expired = fresh.stale or (proven and fresh.nonce != used_nonce and self.nc > 1)
                     if first_contact or (expired and not refreshed):
                         refreshed = refreshed or not first_contact
                         self.challenge, self.nc = fresh, 0
@@ -408,7 +474,10 @@ class _Device:
                     self.method, self.credential = method, cred
                     return outcome
                 if failure.cause not in (Cause.AUTH, Cause.CLOCK_SKEW):
-                    self.budget.refund(key)  # no verdict on the credentials (timeout, ...): not a failed login
+                    # No verdict on the credentials. A reply, or a request that never left, is not a failed login;
+                    # a timeout or a dropped connection may be one the device counted: the charge stays.
+                    if outcome.status is not None or not outcome.sent:
+                        self.budget.refund(key)
                     return outcome
                 if failure.cause is Cause.AUTH and outcome.status != 403:
                     # 403 is how some vendors block the client after failed logins: not the password's fault.
@@ -523,6 +592,7 @@ class _Interrogation:
         self.snapshots = snapshots == "all"  # per profile
         self.hostname = hostname
         self.media_url: str | None = None  # where Media answered GetProfiles
+        self.refused: set[str] = set()  # service namespaces whose address the policy refused
         # Per-profile calls side by side on at most 2 connections (NVRs fall over, DOMAIN 7.8); the default of 1
         # keeps one connection per device: a sweep is bound by CPU, not by one device's latency.
         self.parallel = max(1, min(2, per_device_concurrency))
@@ -531,8 +601,7 @@ class _Interrogation:
         self.url = target.url
 
     def rewrite(self, uri: str) -> str:
-        t = self.dev.target
-        return rewrite_uri(uri, t.host, t.port, answered_scheme=t.scheme)
+        return self.dev.rewrite(uri)
 
     async def optional(self, step: str, url: str, op: Operation, *, anonymous: bool = False) -> Reply | None:
         """A step whose failure is recorded but does not fail the device."""
@@ -613,6 +682,7 @@ class _Interrogation:
 
     async def read_services(self) -> None:
         original: dict[str, str] = {}
+        caps = False
         try:
             reply = await self.dev.call(Ops.GET_SERVICES.name, self.url, Ops.GET_SERVICES)
             original = parse_services(reply.payload)
@@ -624,8 +694,21 @@ class _Interrogation:
             reply_caps = await self.optional(Ops.GET_CAPABILITIES.name, self.url, Ops.GET_CAPABILITIES)
             if reply_caps is not None:
                 original = parse_capabilities(reply_caps.payload)
+                caps = True
         self.f.services_original = original
-        self.f.services = {ns: self.rewrite(xaddr) for ns, xaddr in original.items()}
+        step = Ops.GET_CAPABILITIES.name if caps else Ops.GET_SERVICES.name
+        services: dict[str, str] = {}
+        for ns, xaddr in original.items():
+            verdict = await self.dev.admit(xaddr)
+            if isinstance(verdict, Refusal):
+                # A service elsewhere than the policy allows: never called, so no login goes there (probes.policy).
+                self.refused.add(ns)
+                service = ns.rstrip("/").rsplit("/", 2)[-2] if ns.count("/") >= 2 else ns
+                detail = f"{service} service at {verdict}"
+                self.f.failures.append(self.dev._failure(Cause.ADDRESS_REFUSED, step, detail))
+                continue
+            services[ns] = self.rewrite(xaddr) if verdict.rewritten else strip_credentials(xaddr.strip())
+        self.f.services = services
 
     async def read_scopes(self) -> None:
         reply = await self.optional(Ops.GET_SCOPES.name, self.url, Ops.GET_SCOPES)
@@ -644,8 +727,10 @@ class _Interrogation:
 
     async def read_media(self) -> dict[str, MediaProfile]:
         services = self.f.services
+        if MEDIA_NS in self.refused:
+            return {}  # its address was refused (recorded with the services): nothing to ask
         if services and MEDIA_NS not in services:
-            if MEDIA2_NS not in services:
+            if MEDIA2_NS not in services and MEDIA2_NS not in self.refused:
                 self.f.failures.append(Failure(Cause.NOT_SUPPORTED, "GetProfiles", "no media service advertised"))
             return {}
         # Unknown services (GetServices and GetCapabilities both failed): many stacks serve every service on the
@@ -792,6 +877,7 @@ async def interrogate(
     hostname: bool = False,
     per_device_concurrency: int = 1,
     reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
+    policy: AddressPolicy | None = None,
 ) -> DeviceReport:
     """Interrogate one device: clock, identity, services, scopes, MAC, Media and Media2 profiles with their
     stream URIs, a snapshot URI, and optionally the hostname.
@@ -802,14 +888,19 @@ async def interrogate(
     for the main profile's snapshot URI only, "all" (or True) for every profile's, "none" (or False) for none.
     ``hostname`` adds GetHostname (an inventory rarely needs it). A clock reading a range scan took less than
     ``reuse_clock_s`` ago (:mod:`probes.onvif.clocks`) replaces GetSystemDateAndTime; 0 always asks.
-    Never raises for device behaviour.
+    Every address the device hands out is decided by ``policy`` (:mod:`probes.policy`; default: the device's own
+    address only) before anything is sent there. Never raises for device behaviour.
     """
     started = time.perf_counter()
     try:
         target = parse_target(xaddr_or_host, port=port)
+        device_ip = await _device_address(target.host, timeout)
     except ValueError as exc:
         fatal = Failure(Cause.PROTOCOL, "target", scrub(str(exc)))
         return DeviceReport(address=xaddr_or_host, port=port, xaddr=xaddr_or_host, ok=False, fatal=fatal)
+    except OSError as exc:
+        fatal = Failure(Cause.UNREACHABLE, "target", scrub(f"{target.host} does not resolve ({type(exc).__name__})"))
+        return DeviceReport(address=target.host, port=target.port, xaddr=target.url, ok=False, fatal=fatal)
     findings = _Findings()
     device = _Device(
         target,
@@ -820,6 +911,8 @@ async def interrogate(
         max_reply_bytes=max_reply_bytes,
         auth_hint=auth_hint,
         findings=findings,
+        policy=policy or _DEVICE_ONLY,
+        device_ip=device_ip,
     )
     run = _Interrogation(
         device,
@@ -873,7 +966,25 @@ async def interrogate(
         fatal=findings.fatal,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
         steps=tuple(findings.steps),
+        answered=device.replied,
     )
+
+
+_DEVICE_ONLY: Final = AddressPolicy()
+
+
+async def _device_address(host: str, timeout: float) -> str:
+    """The device's own IP (the policy's "own" address): the canonical form of an address, or the first address
+    of a name. Raises ValueError for a host that is neither, OSError for a name that does not resolve."""
+    parsed = parse_host(host)
+    if parsed is None:
+        raise ValueError("target has no host")
+    if not isinstance(parsed, HostName):
+        return str(parsed)
+    addresses = await resolve(parsed.name, timeout)
+    if not addresses:
+        raise OSError(f"{host} does not resolve")
+    return addresses[0].split("%", 1)[0]
 
 
 def _snapshot_mode(value: SnapshotMode | bool) -> SnapshotMode:
@@ -909,6 +1020,7 @@ async def _pool(
     snapshots: SnapshotMode | bool,
     hostname: bool,
     reuse_clock_s: float,
+    policy: AddressPolicy | None,
 ) -> AsyncIterator[tuple[int, DeviceReport]]:
     """(index, report) as devices finish, at most ``concurrency`` devices at a time: a worker pool over the
     iterator, so a fleet of 100,000 never becomes 100,000 tasks."""
@@ -932,6 +1044,7 @@ async def _pool(
                 snapshots=snapshots,
                 hostname=hostname,
                 reuse_clock_s=reuse_clock_s,
+                policy=policy,
             )
             await queue.put((index, report))
 
@@ -970,6 +1083,7 @@ async def interrogate_stream(
     snapshots: SnapshotMode | bool = "main",
     hostname: bool = False,
     reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
+    policy: AddressPolicy | None = None,
 ) -> AsyncIterator[DeviceReport]:
     """Yield reports as devices finish, at most ``concurrency`` devices at a time."""
     async for _, report in _pool(
@@ -986,6 +1100,7 @@ async def interrogate_stream(
         snapshots=snapshots,
         hostname=hostname,
         reuse_clock_s=reuse_clock_s,
+        policy=policy,
     ):
         yield report
 
@@ -1006,6 +1121,7 @@ async def interrogate_many(
     snapshots: SnapshotMode | bool = "main",
     hostname: bool = False,
     reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
+    policy: AddressPolicy | None = None,
 ) -> list[DeviceReport]:
     """Reports in the order of ``targets``; ``progress(done, total)`` after each device."""
     items = list(targets)
@@ -1025,6 +1141,7 @@ async def interrogate_many(
         snapshots=snapshots,
         hostname=hostname,
         reuse_clock_s=reuse_clock_s,
+        policy=policy,
     ):
         results[index] = report
         done += 1

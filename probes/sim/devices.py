@@ -143,6 +143,9 @@ class DeviceSpec:
     profiles: tuple[ProfileSpec, ...]
     rtsp_url_base: str = ""
     rtsp_mount: str = ""
+    # "host:port" a hostile device writes into its XAddrs, service and snapshot addresses instead of its own,
+    # in any spelling ("2131296259:8080", "[::ffff:127.9.0.3]:80"); tests of the address policy set it.
+    advertise_as: str = ""
 
     @property
     def advertised_host(self) -> str:
@@ -159,12 +162,16 @@ class DeviceSpec:
         return f"http://{self.host}:{self.port}{DEVICE_SERVICE_PATH}"
 
     @property
+    def advertised_netloc(self) -> str:
+        return self.advertise_as or f"{self.advertised_host}:{self.port}"
+
+    @property
     def xaddr(self) -> str:
         """What the device advertises (discovery XAddrs, GetServices): may be unreachable by design."""
-        return f"http://{self.advertised_host}:{self.port}{DEVICE_SERVICE_PATH}"
+        return f"http://{self.advertised_netloc}{DEVICE_SERVICE_PATH}"
 
     def service_xaddr(self, path: str) -> str:
-        return f"http://{self.advertised_host}:{self.port}{path}"
+        return f"http://{self.advertised_netloc}{path}"
 
     def stream_uri(self, profile: ProfileSpec) -> str:
         """Advertised RTSP URI; every profile of a device shares its mount (the simulator serves one stream)."""
@@ -174,7 +181,7 @@ class DeviceSpec:
         return self.rtsp_url_base.replace(f"//{self.host}:", f"//{self.advertised_host}:", 1)
 
     def snapshot_uri(self, profile: ProfileSpec) -> str:
-        return f"http://{self.advertised_host}:{self.port}{SNAPSHOT_PATH}?profile={profile.token}"
+        return f"http://{self.advertised_netloc}{SNAPSHOT_PATH}?profile={profile.token}"
 
     @property
     def scopes(self) -> tuple[str, ...]:

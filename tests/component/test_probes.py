@@ -97,6 +97,7 @@ async def _sweep(
     creds: list[Credential] | None = None,
     *,
     quick: bool = False,
+    timeout: float = TIMEOUT,
     **options: Any,
 ) -> list[DeviceReport]:
     """One sweep of the fleet; ``quick`` leaves out the hang and slow devices, which only add waiting."""
@@ -106,7 +107,7 @@ async def _sweep(
         credentials_for=lambda _t: creds if creds is not None else _creds(fleet),
         budget=budget,
         concurrency=32,
-        timeout=TIMEOUT,
+        timeout=timeout,
         deadline=DEADLINE,
         **options,
     )
@@ -256,8 +257,10 @@ async def test_lockout_accounts_never_lock_over_three_sweeps(fleet: SimFleet) ->
     wrong = [Credential(lockout.username, "wrong-1"), Credential(lockout.username, "wrong-2")]
     budget = LoginBudget()  # the service keeps one budget across sweeps
     causes = []
+    # Every device here answers at once: a generous call timeout means a loaded machine still gets a verdict
+    # for each login, never a timeout (tests/component/test_lockout.py covers late replies and new nonces).
     for _sweep_no in range(3):
-        reports = await _sweep(fleet, budget, wrong, quick=True)
+        reports = await _sweep(fleet, budget, wrong, quick=True, timeout=15.0)
         report = next(r for r in reports if r.address == lockout.host)
         assert report.fatal is not None
         causes.append(report.fatal.cause)
@@ -270,7 +273,7 @@ async def test_lockout_accounts_never_lock_over_three_sweeps(fleet: SimFleet) ->
     # A service restart with the persisted snapshot keeps the promise.
     restored = LoginBudget()
     restored.restore(budget.snapshot())
-    reports = await _sweep(fleet, restored, wrong, quick=True)
+    reports = await _sweep(fleet, restored, wrong, quick=True, timeout=15.0)
     assert next(r for r in reports if r.address == lockout.host).fatal.cause is Cause.LOCKED_OUT  # type: ignore[union-attr]
     assert not fleet.is_locked(lockout.index)
 

@@ -675,9 +675,13 @@ def discover(
     targets: Annotated[list[str] | None, typer.Option("--target", help="device service (host[:port] or URL)")] = None,
     timeout: Annotated[float, typer.Option(help="per-call timeout, seconds")] = 3.0,
     concurrency: Annotated[int, typer.Option(help="devices interrogated at once")] = 200,
+    force: Annotated[bool, typer.Option("--force", help="scan ranges of more than 65,536 addresses")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find ONVIF cameras (WS-Discovery, range scan), interrogate them and register them in the inventory."""
+    """Find ONVIF cameras (WS-Discovery, range scan), interrogate them and register them in the inventory.
+
+    Devices may point the prober only at themselves and at allowed networks (the ranges, credential scopes,
+    VMS_ALLOWED_NETWORKS); anything else is refused with the cause address_refused."""
     import asyncio
 
     from vms.discovery.service import DEFAULT_PORTS, Discovery, DiscoveryRequest
@@ -693,7 +697,14 @@ def discover(
         targets=targets or [],
         call_timeout=timeout,
         concurrency=concurrency,
+        force=force,
     )
+    try:
+        req.validate()  # bad input: one line, exit 2, no run recorded
+    except ValueError as exc:
+        hint = " (--force)" if "force it" in str(exc) else ""
+        err.print(f"[red]error:[/red] {exc}{hint}", soft_wrap=True)  # one line, whatever the width
+        raise typer.Exit(2) from None
     inv = inventory()
     with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
         outcome = asyncio.run(Discovery(inv).run(req, bar))
@@ -701,33 +712,48 @@ def discover(
         emit_json(outcome.as_dict())
         return
     console.print(
-        f"discovery run {outcome.run_id}: {outcome.found} devices answered, {outcome.registered} registered "
-        f"({outcome.new} new, {outcome.updated} updated, {outcome.unchanged} unchanged), {outcome.failed} failed"
+        f"discovery run {outcome.run_id}: {outcome.found} devices found, {outcome.answered} answered, "
+        f"{outcome.registered} registered ({outcome.new} new, {outcome.updated} updated, {outcome.unchanged} "
+        f"unchanged), {outcome.failed} failed"
     )
+    if outcome.step_failures:
+        console.print("steps that failed on registered devices: " + _step_summary(outcome.step_failures))
     if outcome.failures:
         t = Table("host", "port", "cause", "step", "detail", title="failures")
         for f in outcome.failures[:200]:
-            t.add_row(f["host"], str(f["port"]), f["cause"], str(f["step"] or ""), str(f["detail"])[:80])
+            port = "" if f["port"] is None else str(f["port"])
+            t.add_row(f["host"], port, f["cause"], str(f["step"] or ""), str(f["detail"])[:80])
         console.print(t)
+
+
+def _step_summary(step_failures: dict[str, dict[str, int]]) -> str:
+    """'GetProfiles timeout 2, GetServices address_refused 1' from {step: {cause: count}}."""
+    return ", ".join(
+        f"{step} {cause} {n}" for step, causes in sorted(step_failures.items()) for cause, n in sorted(causes.items())
+    )
 
 
 @app.command("discoveries")
 def discoveries(limit: int = 10, as_json: JsonOpt = False) -> None:
-    """Past discovery runs: found, new, updated, unchanged, failed with causes."""
+    """Past discovery runs: found, answered, new, updated, unchanged, failed with causes, and the optional steps
+    that failed on registered devices (by step and cause)."""
     from vms.discovery.service import discovery_runs
 
     runs = discovery_runs(inventory(), limit)
     if as_json:
         emit_json(runs)
         return
-    t = Table("run", "started", "found", "new", "updated", "unchanged", "failed", "causes")
+    t = Table(
+        "run", "started", "found", "answered", "new", "updated", "unchanged", "failed", "causes", "failed steps"
+    )
     for r in runs:
         c = r["counts"] or {}
         t.add_row(
             str(r["id"]),
             str(r["started_at"]),
-            *(str(c.get(k, "")) for k in ("found", "new", "updated", "unchanged", "failed")),
+            *(str(c.get(k, "")) for k in ("found", "answered", "new", "updated", "unchanged", "failed")),
             ", ".join(f"{k} {v}" for k, v in (c.get("by_cause") or {}).items()),
+            _step_summary(c.get("step_failures") or {}),
         )
     console.print(t)
 

@@ -4,14 +4,20 @@ Devices are found by WS-Discovery (multicast on chosen interfaces, directed unic
 scans; each answering device service is interrogated once, with the logins of the credential sets that cover
 its address, under a failed-login budget that is persisted so that no sweep, however often it runs, locks an
 account. Healthy and recoverable devices become observations of the ``onvif`` source.
+
+Every address a device hands out goes through one address policy (:mod:`probes.policy`) built here from the
+settings (``VMS_ALLOWED_NETWORKS``, the API's own endpoint), the run's ranges and the credential scopes: the
+prober connects (and sends logins) only to the device itself and to networks the operator allowed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,17 +25,21 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from probes.discovery.scan import scan_range
-from probes.discovery.wsdiscovery import probe_multicast, probe_unicast
-from probes.onvif.addresses import format_hostport, parse_target, rewrite_uri
+from probes.discovery.scan import count_addresses, scan_range
+from probes.discovery.wsdiscovery import device_service, probe_multicast, probe_unicast
+from probes.errors import Cause
+from probes.onvif.addresses import format_hostport, parse_target
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import interrogate_many, make_session
+from probes.policy import AddressPolicy, HostName, Refusal, parse_host
 from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile
 from vms.catalog.domain import Observation, SourceKind
 from vms.inventory.credentials import Cipher, CredentialResolver
 from vms.inventory.ingest import IngestResult, ingest, observation_key
 from vms.store import repository as repo
-from vms.store.models import DeviceLogin, DiscoveryRun, cameras, utcnow
+from vms.store.models import Credential as CredentialRow
+from vms.store.models import DeviceLogin, DiscoveryRun, Source, cameras, utcnow
+from vms.store.models import Observation as ObservationRow
 
 if TYPE_CHECKING:
     from vms.inventory.service import Inventory
@@ -39,6 +49,11 @@ log = logging.getLogger(__name__)
 SOURCE = "onvif"
 DEFAULT_PORTS = (80, 8080, 8000, 8899)
 MAX_STORED_FAILURES = 5000
+MAX_SCAN_ADDRESSES = 65_536  # one /16 per run unless forced
+MAX_FORCED_ADDRESSES = 1 << 24  # a /8: even forced, a scan must end
+# A discovery method that cannot see a field (a range scan has no WS-Discovery endpoint reference) keeps what
+# another method saw: such a field missing from an observation is not a change.
+UNSEEN_BY_SCAN = ("endpoint_ref",)
 
 Progress = Callable[[str, int, int], None]
 
@@ -60,6 +75,51 @@ class DiscoveryRequest:
     concurrency: int = 200
     scan_concurrency: int = 512
     actor: str = "cli"
+    force: bool = False  # allow ranges over MAX_SCAN_ADDRESSES (up to MAX_FORCED_ADDRESSES)
+
+    def validate(self) -> None:
+        """Raise ValueError with one line for input a run cannot use; nothing is recorded then."""
+        if not (self.ranges or self.interfaces or self.unicast or self.targets):
+            raise ValueError("give at least one range, interface, unicast host or target")
+        for cidr in self.ranges:
+            try:
+                net = ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"bad range {cidr!r}: {exc}") from None
+            if net.num_addresses > MAX_FORCED_ADDRESSES:
+                raise ValueError(f"range {cidr} has {net.num_addresses:,} addresses: too many to scan even forced")
+        if self.ranges:
+            total = count_addresses(self.ranges)
+            limit = MAX_FORCED_ADDRESSES if self.force else MAX_SCAN_ADDRESSES
+            if total > limit:
+                hint = "" if self.force else "; narrow the ranges or force it"
+                raise ValueError(f"the ranges cover {total:,} addresses, more than {limit:,}{hint}")
+        for port in self.ports:
+            if not 0 < port < 65_536:
+                raise ValueError(f"bad port {port}: ports are 1-65535")
+        for ip in self.interfaces:
+            try:
+                ipaddress.IPv4Address(ip.strip())
+            except ValueError:
+                raise ValueError(f"bad interface {ip!r}: give the interface's IPv4 address") from None
+        for host in self.unicast:
+            try:
+                parsed = parse_host(host)
+            except ValueError as exc:
+                raise ValueError(f"bad unicast host {host!r}: {exc}") from None
+            if parsed is None or isinstance(parsed, HostName):
+                raise ValueError(f"bad unicast host {host!r}: give an IP address")
+        for target in self.targets:
+            try:
+                parsed_target = parse_target(target)
+                parse_host(parsed_target.host)
+            except ValueError as exc:
+                raise ValueError(f"bad target {target!r}: {exc}") from None
+        for name, value in (("timeout", self.call_timeout), ("probe timeout", self.probe_timeout)):
+            if not 0 < value <= 300:
+                raise ValueError(f"bad {name} {value}: give seconds between 0 and 300")
+        if self.concurrency < 1 or self.scan_concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,14 +134,18 @@ class DiscoveryRequest:
 @dataclass
 class DiscoveryOutcome:
     run_id: int
-    found: int
+    found: int  # devices found (interrogated, or refused by the address policy)
     registered: int
     new: int
     updated: int
     unchanged: int
-    failed: int
+    failed: int  # devices not registered
     failures: list[dict[str, Any]]
     by_cause: dict[str, int]
+    answered: int = 0  # devices that spoke to us (a refused connection or a timeout is no answer)
+    # Optional steps that failed on devices that were registered anyway: {step: {cause: count}}, and the items.
+    step_failures: dict[str, dict[str, int]] = field(default_factory=dict)
+    step_failure_items: list[dict[str, Any]] = field(repr=False, default_factory=list)
     reports: list[DeviceReport] = field(repr=False, default_factory=list)
     ingest: IngestResult | None = field(repr=False, default=None)
 
@@ -89,13 +153,16 @@ class DiscoveryOutcome:
         return {
             "run_id": self.run_id,
             "found": self.found,
+            "answered": self.answered,
             "registered": self.registered,
             "new": self.new,
             "updated": self.updated,
             "unchanged": self.unchanged,
             "failed": self.failed,
             "by_cause": self.by_cause,
+            "step_failures": self.step_failures,
             "failures": self.failures,
+            "step_failure_items": self.step_failure_items,
         }
 
 
@@ -107,14 +174,27 @@ def device_key(xaddr: str) -> str:
     return parse_target(xaddr).key
 
 
-def answered_xaddr(device: DiscoveredDevice) -> str | None:
-    """The device service address to use: XAddrs often carry a NAT or 0.0.0.0 address (DOMAIN 7.4), so the
-    host is replaced by the address the ProbeMatch came from; the port and path are kept."""
-    for xaddr in device.xaddrs:
-        if not xaddr.lower().startswith(("http://", "https://")):
-            continue
-        return rewrite_uri(xaddr, device.answered_from, None)
-    return None
+def step_failure_counts(reports: Sequence[DeviceReport]) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+    """{step: {cause: devices}} of the failed optional steps of registered devices (a device counts once per step
+    and cause), and one item per failure."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    items: list[dict[str, Any]] = []
+    for report in reports:
+        if not report.ok:
+            continue  # a failed device is counted once, by its fatal cause
+        for step, cause in dict.fromkeys((f.step, f.cause.value) for f in report.failures):
+            counts[step][cause] += 1
+        for failure in report.failures:
+            items.append(
+                {
+                    "host": report.address,
+                    "port": report.port,
+                    "step": failure.step,
+                    "cause": failure.cause.value,
+                    "detail": failure.detail,
+                }
+            )
+    return {step: dict(by_cause) for step, by_cause in sorted(counts.items())}, items
 
 
 def main_profile(profiles: Sequence[MediaProfile]) -> MediaProfile | None:
@@ -215,6 +295,32 @@ class Discovery:
     def resolver(self, session: Session) -> CredentialResolver:
         return CredentialResolver.load(session, self.cipher)
 
+    def address_policy(self, session: Session, req: DiscoveryRequest) -> AddressPolicy:
+        """Where devices may point the prober: VMS_ALLOWED_NETWORKS, the run's ranges and the credential scopes
+        (plus each device's own address); never the API's own endpoint."""
+        settings = self.inventory.settings
+        scopes = [scope for scope in session.scalars(select(CredentialRow.scope)) if scope]
+        return AddressPolicy.build(
+            [*settings.allowed_networks, *req.ranges, *scopes], service=[(settings.api_host, settings.api_port)]
+        )
+
+    def previous_endpoint_refs(self, session: Session) -> tuple[dict[str, str], dict[str, str]]:
+        """Endpoint references WS-Discovery saw in earlier runs, by observation key and by host:port."""
+        stmt = (
+            select(ObservationRow.key, ObservationRow.k_host_port, ObservationRow.fields)
+            .join(Source, Source.id == ObservationRow.source_id)
+            .where(Source.name == SOURCE, ObservationRow.k_endpoint_ref.is_not(None))
+        )
+        by_key: dict[str, str] = {}
+        by_host: dict[str, str] = {}
+        for key, host_port, fields_json in session.execute(stmt):
+            ref = (json.loads(fields_json) or {}).get("endpoint_ref")
+            if ref:
+                by_key[key] = ref
+                if host_port:
+                    by_host[host_port] = ref
+        return by_key, by_host
+
     def auth_hints(self, session: Session) -> dict[str, AuthMethod]:
         stmt = select(cameras.c.ip_address, cameras.c.port, cameras.c.auth_method).where(
             cameras.c.auth_method.is_not(None), cameras.c.ip_address.is_not(None)
@@ -225,10 +331,14 @@ class Discovery:
                 hints[format_hostport(host, port or 80)] = method
         return hints
 
-    async def find(self, req: DiscoveryRequest, progress: Progress = _quiet) -> tuple[dict[str, str], dict[str, str]]:
-        """Device services to interrogate (host:port -> URL) and endpoint references by host:port."""
+    async def find(
+        self, req: DiscoveryRequest, policy: AddressPolicy, progress: Progress = _quiet
+    ) -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
+        """Device services to interrogate (host:port -> URL), endpoint references by host:port, and the devices
+        whose every XAddr the address policy refused (as failures: nothing was sent to those addresses)."""
         targets: dict[str, str] = {}
         endpoints: dict[str, str] = {}
+        refused: dict[str, dict[str, Any]] = {}
         probes: list[Any] = [probe_multicast(ip, timeout=req.probe_timeout) for ip in req.interfaces]
         if req.unicast:
             probes.append(probe_unicast(req.unicast, timeout=req.probe_timeout))
@@ -245,6 +355,7 @@ class Discovery:
                     concurrency=req.scan_concurrency,
                     timeout=min(req.call_timeout, 3.0),
                     progress=scan_progress,
+                    max_addresses=MAX_FORCED_ADDRESSES if req.force else MAX_SCAN_ADDRESSES,
                 )
             )
         results = await asyncio.gather(*probes, *scans, return_exceptions=True)
@@ -254,27 +365,43 @@ class Discovery:
                 continue
             for item in result:
                 if isinstance(item, DiscoveredDevice):
-                    xaddr = answered_xaddr(item)
-                    if xaddr:
+                    xaddr = await device_service(item, policy, timeout=req.call_timeout)
+                    if isinstance(xaddr, Refusal):
+                        refused.setdefault(
+                            item.answered_from,
+                            {
+                                "host": item.answered_from,
+                                "port": None,
+                                "cause": Cause.ADDRESS_REFUSED.value,
+                                "step": "WS-Discovery",
+                                "detail": f"every XAddr refused: {xaddr}",
+                                "endpoint_ref": item.endpoint_ref,
+                            },
+                        )
+                    elif xaddr:
                         key = device_key(xaddr)
                         targets.setdefault(key, xaddr)
                         endpoints.setdefault(key, item.endpoint_ref)
                 else:  # ScanHit
-                    targets.setdefault(f"{item.host}:{item.port}", item.xaddr)
+                    targets.setdefault(format_hostport(item.host, item.port), item.xaddr)
         for target in req.targets:
             parsed = parse_target(target)
             targets.setdefault(parsed.key, parsed.url)
-        return targets, endpoints
+        answered = {parse_target(url).host for url in targets.values()}
+        return targets, endpoints, [f for host, f in refused.items() if host not in answered]
 
     async def run(self, req: DiscoveryRequest, progress: Progress = _quiet) -> DiscoveryOutcome:
+        """One sweep. Raises ValueError (one line, nothing recorded) for a request it cannot use."""
+        req.validate()
         inv = self.inventory
         with inv.session(write=False) as s:
             budget = self.load_budget(s)
             resolver = self.resolver(s)
             hints = self.auth_hints(s)
+            policy = self.address_policy(s, req)
         started = utcnow()
         progress("find", 0, 1)
-        targets, endpoints = await self.find(req, progress)
+        targets, endpoints, refused = await self.find(req, policy, progress)
         progress("find", 1, 1)
         order = sorted(targets)
         urls = [targets[k] for k in order]
@@ -294,10 +421,11 @@ class Discovery:
                 progress=interrogate_progress,
                 timeout=req.call_timeout,
                 deadline=req.device_deadline,
+                policy=policy,
             )
         finally:
             await session.close()
-        return self.register(req, reports, endpoints, budget, resolver, order, started)
+        return self.register(req, reports, endpoints, budget, resolver, order, started, refused=refused)
 
     def register(
         self,
@@ -308,14 +436,18 @@ class Discovery:
         resolver: CredentialResolver,
         addresses: Sequence[str],
         started: Any,
+        *,
+        refused: Sequence[dict[str, Any]] = (),
     ) -> DiscoveryOutcome:
         inv = self.inventory
         observations: list[Observation] = []
-        failures: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = list(refused)
         good_login: dict[str, int] = {}
         offsets: list[float | None] = []
         probed = utcnow()
         snap = budget.snapshot(addresses)["devices"]
+        with inv.session(write=False) as s:
+            seen_by_key, seen_by_host = self.previous_endpoint_refs(s)
         for report in reports:
             key = format_hostport(report.address, report.port)
             if not report.ok:
@@ -331,6 +463,13 @@ class Discovery:
                 )
                 continue
             fields, extra = report_fields(report, endpoints.get(key))
+            if "endpoint_ref" not in fields:
+                # Not seen this time (a range scan cannot see it): keep what WS-Discovery saw, so that switching
+                # methods is no change. By the observation's own key first (MAC, serial), else by host:port.
+                host_port = f"{report.address.lower()}:{report.port}"
+                previous = seen_by_key.get(observation_key(fields)) or seen_by_host.get(host_port)
+                if previous:
+                    fields["endpoint_ref"] = previous
             ob_key = observation_key(fields)
             observations.append(Observation(SOURCE, SourceKind.ONVIF, ob_key, fields, extra))
             offsets.append(round(report.clock_offset_s, 3) if report.clock_offset_s is not None else None)
@@ -341,6 +480,8 @@ class Discovery:
                         good_login[ob_key] = login.credential_id
                         break
         by_cause = dict(Counter(f["cause"] for f in failures))
+        step_failures, step_items = step_failure_counts(reports)
+        answered = sum(1 for r in reports if r.answered)
         # One transaction: the cameras, their logins and measurements, the budget and the run land together.
         with inv.session() as s:
             result = ingest(
@@ -373,17 +514,21 @@ class Discovery:
                 finished_at=utcnow(),
                 params=req.as_dict(),
                 counts={
-                    "found": len(reports),
+                    "found": len(reports) + len(refused),
+                    "answered": answered,
                     "registered": len(observations),
                     "new": new,
                     "updated": updated,
                     "unchanged": result.observations_unchanged,
                     "failed": len(failures),
                     "by_cause": by_cause,
+                    "step_failures": step_failures,
                 },
                 failures={
                     "items": failures[:MAX_STORED_FAILURES],
                     "truncated": max(0, len(failures) - MAX_STORED_FAILURES),
+                    "steps": step_items[:MAX_STORED_FAILURES],
+                    "steps_truncated": max(0, len(step_items) - MAX_STORED_FAILURES),
                 },
             )
             s.add(run)
@@ -392,7 +537,10 @@ class Discovery:
             run_id = run.id
         return DiscoveryOutcome(
             run_id=run_id,
-            found=len(reports),
+            found=len(reports) + len(refused),
+            answered=answered,
+            step_failures=step_failures,
+            step_failure_items=step_items,
             registered=len(observations),
             new=new,
             updated=updated,
@@ -416,6 +564,7 @@ def discovery_runs(inv: Inventory, limit: int = 20) -> list[dict[str, Any]]:
                 "params": r.params,
                 "counts": r.counts,
                 "failures": (r.failures or {}).get("items", []),
+                "step_failures": (r.failures or {}).get("steps", []),
             }
             for r in rows
         ]
