@@ -6,8 +6,10 @@ import ipaddress
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+if TYPE_CHECKING:  # annotations only: starlette comes with fastapi, the service does not import it
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
