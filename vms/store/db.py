@@ -28,7 +28,7 @@ def make_engine(url: str, *, lock_timeout: float = 5.0, **kw: Any) -> Engine:
     """
     wait_ms = max(1, int(lock_timeout * 1000))
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
         if path and path != ":memory:" and not path.startswith("file:"):
             secure_sqlite_files(Path(path))
         engine = create_engine(url, connect_args={"timeout": lock_timeout}, **kw)
