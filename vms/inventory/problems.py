@@ -148,7 +148,7 @@ def rebuild(session: Session, *, governed: str | None) -> None:
         after = cams[-1]["id"]
         live = [c for c in cams if c["removed_at"] is None]
         ctx = _with_parents(session, base, live)
-        sources = repo.camera_sources(session, [c["id"] for c in live])
+        sources = store.sources_between(session, cams[0]["id"], after)
         rows: list[dict[str, Any]] = []
         problem_rows: list[tuple[int, str]] = []
         for cam in cams:

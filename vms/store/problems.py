@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from vms.store.models import (
     CatalogNode,
+    Observation,
     Region,
+    Source,
     camera_problems,
     camera_quality,
     cameras,
@@ -71,6 +73,26 @@ def bulk_update(session: Session, table: Table, key: str, rows: Sequence[Mapping
         cursor.close()
 
 
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Many new rows (all the same keys): COPY on PostgreSQL (several times faster than executemany there)."""
+    if not rows:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        bulk_insert(session, table, rows)
+        return
+    names = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[n] for n in names])
+    finally:
+        cursor.close()
+
+
 # --- state ---------------------------------------------------------------------------------------------
 
 
@@ -116,6 +138,20 @@ def camera_records(session: Session, ids: Collection[int], columns: Sequence[str
     for part in chunks(sorted(ids)):
         for row in conn.execute(select(*cols).where(cameras.c.id.in_(part))):
             out[row[0]] = dict(zip(names, row, strict=True))
+    return out
+
+
+def sources_between(session: Session, first: int, last: int) -> dict[int, list[str]]:
+    """camera id -> names of the sources that list it now, for cameras first..last (one range scan)."""
+    o = Observation.__table__.c
+    stmt = (
+        select(o.camera_id, Source.name)
+        .join(Source, Source.id == o.source_id)
+        .where(o.camera_id.between(first, last), o.removed_at.is_(None))
+    )
+    out: dict[int, list[str]] = {}
+    for cid, name in session.execute(stmt):
+        out.setdefault(cid, []).append(name)
     return out
 
 
@@ -165,12 +201,12 @@ def insert_identities(session: Session, rows: Sequence[Mapping[str, Any]]) -> No
         {**{c: r.get(c) for c in ("camera_id", *IDENTITY_COLUMNS)}, "stale": True, "counted": False, "conflicts": False}
         for r in rows
     ]
-    bulk_insert(session, cq, full)
+    insert_rows(session, cq, full)
 
 
 def insert_checked(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows with every column: camera_id, identity, stale, and the contributions."""
-    bulk_insert(session, cq, rows)
+    insert_rows(session, cq, rows)
 
 
 def mark_duplicates_stale(session: Session) -> None:
@@ -235,7 +271,7 @@ def replace_problems(session: Session, ids: Sequence[int], rows: Sequence[tuple[
 
 def insert_problems(session: Session, rows: Sequence[tuple[int, str]]) -> None:
     if rows:
-        bulk_insert(session, camera_problems, [{"camera_id": cid, "code": code} for cid, code in rows])
+        insert_rows(session, camera_problems, [{"camera_id": cid, "code": code} for cid, code in rows])
 
 
 def apply_tallies(session: Session, deltas: Mapping[tuple[str, str], tuple[int, int]]) -> None:
