@@ -30,6 +30,7 @@ resolves a name once without blocking the event loop and passes the results in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -157,6 +158,7 @@ def _unmapped(ip: IPAddress) -> IPAddress:
     return ip
 
 
+@functools.lru_cache(maxsize=16_384)  # pure; a sweep asks about the same few thousand hosts again and again
 def parse_host(text: str) -> IPAddress | HostName | None:
     """The canonical meaning of a URL host: an address, a name to resolve, or None for an empty host.
 
@@ -204,6 +206,7 @@ def parse_network(text: str) -> IPNetwork:
     return ipaddress.ip_network(value, strict=False)
 
 
+@functools.lru_cache(maxsize=16_384)
 def _split(target: str, default_port: int | None) -> tuple[str, str, int | None]:
     """(scheme, host text, port) of a URL, ``host``, ``host:port`` or ``[v6]:port``."""
     text = target.strip()
@@ -391,24 +394,29 @@ class AddressPolicy:
     def _check_ip(
         self, ip: IPAddress, shown: str, port: int, device_ip: IPAddress | None, *, literal: bool
     ) -> Verdict:
-        described = str(ip) if shown == str(ip) else f"{ip} (written {shown})"
         if device_ip is not None and ip == device_ip:
-            if self._is_service(ip, port):
+            if self.service and self._is_service(ip, port):
                 return Refusal(shown, f"{ip}:{port} is this service's own endpoint")
             return Admitted(str(ip), port, own=True)
         if literal and device_ip is not None and self._means_device(ip, device_ip):
             return Admitted(str(device_ip), port, rewritten=True)
-        if self._is_service(ip, port):
-            return Refusal(shown, f"{described}:{port} is this service's own endpoint")
+        if self.service and self._is_service(ip, port):
+            return Refusal(shown, f"{_described(ip, shown)}:{port} is this service's own endpoint")
         if _within(ip, NEVER) or ip.is_multicast:
-            return Refusal(shown, f"{described} is link-local, metadata, multicast or unspecified: never a target")
+            never = "is link-local, metadata, multicast or unspecified: never a target"
+            return Refusal(shown, f"{_described(ip, shown)} {never}")
         if _within(ip, self.allowed):
             return Admitted(str(ip), port)
         where = "another loopback address" if ip.is_loopback else "outside the allowed networks"
-        return Refusal(shown, f"{described} is {where}")
+        return Refusal(shown, f"{_described(ip, shown)} is {where}")
 
     def _is_service(self, ip: IPAddress, port: int) -> bool:
         return any(p == port and ip.version == net.version and ip in net for net, p in self.service)
+
+
+def _described(ip: IPAddress, shown: str) -> str:
+    text = str(ip)
+    return text if shown == text else f"{text} (written {shown})"
 
 
 def _shown(target: str) -> str:

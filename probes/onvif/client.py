@@ -914,6 +914,8 @@ async def interrogate(
         policy=policy or _DEVICE_ONLY,
         device_ip=device_ip,
     )
+    # The target is the device: its address was resolved once, above, and is not looked up again.
+    device.verdicts[target.url] = Admitted(device_ip, target.port, own=True)
     run = _Interrogation(
         device,
         media2=media2,
