@@ -33,6 +33,9 @@ Choices that DOMAIN.md section 7 leaves open, written down here:
 * A range scan right before an interrogation hands on what it learnt: the device's clock reading
   (:mod:`probes.onvif.clocks`, used when younger than ``reuse_clock_s``, default 30 s) and its open connection
   (:class:`probes.onvif.http.HttpClient` ``park_on_close``), saving a request and a TCP handshake per device.
+* Every address a device hands out (XAddrs, service addresses) is decided by one address policy
+  (:mod:`probes.policy`, ``policy=``; default: the device's own address only) before anything, least of all a login,
+  is sent there; a refusal is the failure cause ``address_refused``.
 * HTTP is :mod:`probes.onvif.http` rather than aiohttp: the same calls cost ~0.2-0.35 ms of CPU each through
   aiohttp and a few tens of microseconds here. Reply size is capped, every call has a total timeout, and the odd
   HTTP of camera web servers (chunked, close-delimited, HTTP/1.0, bare LF, lowercase headers) is read.
