@@ -14,9 +14,9 @@ OSM = Path(__file__).resolve().parents[1] / "data" / "osm"
 @pytest.mark.parametrize(
     ("name", "cameras", "skipped"),
     [
-        ("luozhuang_overpass.json", 7, 2),  # ALPR and guard
+        ("luozhuang_overpass.json", 8, 1),  # guard (the ALPR is a checkpoint camera)
         ("luozhuang.osm", 4, 1),  # guard (a road, a hospital and way vertices are not counted as rows)
-        ("luozhuang_overpass_turbo.geojson", 3, 1),  # ALPR
+        ("luozhuang_overpass_turbo.geojson", 4, 0),  # the ALPR is a checkpoint camera
     ],
 )
 def test_osm_files_import(inventory, name: str, cameras: int, skipped: int) -> None:

@@ -40,7 +40,7 @@ def test_import_osm_files_and_show_a_camera(vms, tmp_path: Path) -> None:
         assert rep["format"] == "osm" and rep["rejected"] == 0
         assert rep["issues"][0]["code"] == "OSM-ID" and rep["issues"][0]["line"] == 0
         counts[name] = rep["cameras_created"]
-    assert counts == {"luozhuang.osm": 4, "luozhuang_overpass.json": 7, "luozhuang_overpass_turbo.geojson": 3}
+    assert counts == {"luozhuang.osm": 4, "luozhuang_overpass.json": 8, "luozhuang_overpass_turbo.geojson": 4}
 
     text = vms("import", str(OSM / "luozhuang.osm"))
     assert text.returncode == 0 and "OSM-NOT-CAMERA 1" in text.stdout and "OSM-OTHER-ELEMENTS 1" in text.stdout
@@ -54,7 +54,7 @@ def test_import_osm_files_and_show_a_camera(vms, tmp_path: Path) -> None:
     out = tmp_path / "osm.xml"
     assert vms("export", str(out)).returncode == 0
     exported = out.read_text(encoding="utf-8")
-    assert exported.count("<Item>") == 14
+    assert exported.count("<Item>") == 16
     assert "<vms:local_id>osm:node/11482736604</vms:local_id>" in exported
     assert '<vms:Extra key="camera:direction">225</vms:Extra>' in exported
 

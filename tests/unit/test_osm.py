@@ -35,6 +35,7 @@ def test_overpass_json() -> None:
         "osm:node/11482736502",
         "osm:node/11482736503",
         "osm:node/11482736504",
+        "osm:node/11482736505",
         "osm:node/11482736507",
         "osm:node/11482736508",
         "osm:way/1250373401",
@@ -77,9 +78,11 @@ def test_overpass_json() -> None:
     assert "direction_type" not in untyped.fields and untyped.extra["camera:direction"] == "north-east"
     way = rows["osm:way/1250373401"].fields
     assert (way["longitude"], way["latitude"]) == (118.285482, 35.0089734)  # its center
-    assert codes(result) == [(0, "OSM-ID"), (5, "OSM-NOT-CAMERA"), (6, "OSM-NOT-CAMERA"), (8, "OSM-DIRECTION")]
-    assert "ALPR" in result.issues[1].reason and "guard" in result.issues[2].reason
-    assert result.issues[3].reason.startswith("record 8: node/11482736508: camera:direction 'north-east'")
+    assert codes(result) == [(0, "OSM-ID"), (6, "OSM-NOT-CAMERA"), (8, "OSM-DIRECTION")]
+    assert "guard" in result.issues[1].reason
+    assert result.issues[2].reason.startswith("record 8: node/11482736508: camera:direction 'north-east'")
+    alpr = rows["osm:node/11482736505"].fields  # a plate reader is a checkpoint camera
+    assert (alpr["position_type"], alpr["function_type"], alpr["use_type"]) == ("1", "03", "2")
     assert not any(i.fatal for i in result.issues)
 
 
@@ -117,7 +120,7 @@ def test_osm_geojson_from_overpass_turbo() -> None:
     result = read_records(OSM / "luozhuang_overpass_turbo.geojson")
     assert result.format == "osm"
     rows = by_local_id(result)
-    assert list(rows) == ["osm:node/11482736701", "osm:node/11482736702", "osm:way/1250373403"]
+    assert list(rows) == ["osm:node/11482736701", "osm:node/11482736702", "osm:node/11482736703", "osm:way/1250373403"]
     first = rows["osm:node/11482736701"].fields
     assert (first["longitude"], first["latitude"]) == (118.2923417, 35.0047712)
     assert (first["direction_type"], first["ptz_type"], first["use_type"]) == ("8", "2", "2")  # 315: NW
@@ -125,7 +128,7 @@ def test_osm_geojson_from_overpass_turbo() -> None:
     assert "@id" not in rows["osm:node/11482736701"].extra
     way = rows["osm:way/1250373403"].fields  # a polygon: the mean of its corners
     assert way["longitude"] == pytest.approx(118.270225) and way["latitude"] == pytest.approx(35.018731)
-    assert codes(result) == [(0, "OSM-ID"), (3, "OSM-NOT-CAMERA")]
+    assert codes(result) == [(0, "OSM-ID")]  # the ALPR lands as a checkpoint camera
 
 
 def test_other_geojson_exports_of_osm(tmp_path: Path) -> None:
@@ -243,7 +246,7 @@ def test_format_osm_is_accepted(tmp_path: Path) -> None:
     path.write_bytes((OSM / "luozhuang.osm").read_bytes())
     assert read_records(path, fmt="osm").format == "osm"
     path.write_bytes((OSM / "luozhuang_overpass.json").read_bytes())
-    assert len(read_records(path, fmt="osm").rows) == 7
+    assert len(read_records(path, fmt="osm").rows) == 8
 
 
 # --- a bare `id` column ---------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ into the canonical fields the importer parses and checks like any ledger row:
 | ``surveillance:zone`` traffic / town | ``use_type`` 2 / 1 (others, e.g. shop, bank, parking, stay in extra) |
 | ``camera:direction`` (else ``direction``): 135, NE, NNE | ``direction_type`` 1-8 (E, W, S, N, SE, NE, SW, NW) |
 | ``start_date`` | ``install_time`` |
+| ``surveillance:type=ALPR`` (a plate reader) | ``position_type`` 1 checkpoint, ``function_type`` 03, ``use_type`` 2 |
 
 Every tag that is not copied verbatim into a text field stays with the record as an extra column under its
 own key (``camera:direction`` keeps the degrees, ``camera:mount``, ``height``, ``surveillance:zone``, ...).
-Only cameras count: ``surveillance:type`` guard or ALPR, and elements with other tags (roads, shops), are
+Only cameras count (plate readers are checkpoint cameras): ``surveillance:type`` guard, and elements with other tags (roads, shops), are
 skipped with a note; untagged nodes are the geometry of ways and are skipped silently. Positions are WGS-84, as
 OSM stores them; a way or relation is placed at its ``center`` (Overpass ``out center``), else the mean of its
 nodes or geometry.
@@ -50,7 +51,7 @@ OSM_FORMAT = "osm"
 
 # Issue codes (stable).
 OSM_ID = "OSM-ID"  # file note: element ids are the department numbers
-OSM_NOT_CAMERA = "OSM-NOT-CAMERA"  # surveillance:type guard / ALPR / ...: skipped
+OSM_NOT_CAMERA = "OSM-NOT-CAMERA"  # surveillance:type guard / ...: skipped
 OSM_OTHER = "OSM-OTHER-ELEMENTS"  # file note: elements with other tags skipped
 OSM_NO_POSITION = "OSM-NO-POSITION"
 OSM_DIRECTION = "OSM-DIRECTION"
@@ -145,7 +146,8 @@ def _camera(
 ) -> OsmItem:
     ref = f"{kind}/{osm_id}"
     kinds = _kinds(tags)
-    if kinds and "camera" not in kinds:
+    alpr = "alpr" in kinds
+    if kinds and "camera" not in kinds and not alpr:
         what = tags.get("surveillance:type", "")
         return OsmNote(line, OSM_NOT_CAMERA, f"{ref}: surveillance:type={what} is not a camera: skipped")
     values: list[tuple[str, object]] = [("local_id", f"osm:{ref}")]
@@ -169,6 +171,10 @@ def _camera(
     if room:
         values.append(("room_type", room))
     use = _ZONE_USE.get(tags.get("surveillance:zone", "").strip().lower())
+    if alpr:
+        # A plate reader is a checkpoint camera (卡口): position type 1, function 03 motor vehicle, traffic use.
+        values += [("position_type", "1"), ("function_type", "03")]
+        use = use or "2"
     if use:
         values.append(("use_type", use))
     direction = tags.get("camera:direction") or tags.get("direction")
