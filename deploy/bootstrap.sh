@@ -4,8 +4,8 @@
 #   deploy/bootstrap.sh [--dev]
 #
 # 1. Installs missing Debian packages (as root, or through sudo when available):
-#      always:    python3 python3-venv python3-pip
-#      with --dev: postgresql redis-server and the GStreamer RTSP test server packages
+#      always:    python3 python3-venv python3-pip and the GStreamer RTSP server (the demo fleet's streams)
+#      with --dev: postgresql redis-server
 #    apt-get is skipped entirely when everything is already installed.
 # 2. Creates .venv with a Python >= 3.11 if missing and installs the project into it:
 #      --dev: pip install -e '.[dev]'      otherwise: pip install -e '.[postgres]'
@@ -35,14 +35,15 @@ die() { echo "[bootstrap] ERROR: $*" >&2; exit 1; }
 
 # ------------------------------------------------------------------------------------------ Debian packages
 
-PACKAGES=(python3 python3-venv python3-pip)
+# The GStreamer RTSP server serves the demo fleet's streams (`vms run` with no camera configured) and the tests'.
+PACKAGES=(
+    python3 python3-venv python3-pip
+    python3-gi gir1.2-gst-rtsp-server-1.0
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+    gstreamer1.0-plugins-ugly gstreamer1.0-tools
+)
 if [ "$DEV" = 1 ]; then
-    PACKAGES+=(
-        postgresql redis-server
-        python3-gi gir1.2-gst-rtsp-server-1.0
-        gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-        gstreamer1.0-plugins-ugly gstreamer1.0-tools
-    )
+    PACKAGES+=(postgresql redis-server)
 fi
 
 deb_installed() {
