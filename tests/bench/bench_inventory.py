@@ -4,26 +4,38 @@ Prints figures (never asserts on time). Baselines run in the same process on the
 - floor: stdlib csv + sqlite3 executemany of the raw rows (no mapping, validation, identity or provenance);
 - naive: a per-row ORM loader that looks each row's identity up with its own query (measured on a subset).
 
+Peak memory: each size is imported in a fresh subprocess (``python -m tests.bench.bench_inventory ROWS DIR``),
+which reports its resident-set high-water mark; VMS_BENCH_PEAK_ROWS picks the sizes (default 100,000 and
+1,000,000; goal: 1,000,000 rows under 500 MB).
+
 Run: make bench  (or .venv/bin/python -m pytest -q -s tests/bench/bench_inventory.py)
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
+import resource
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from sqlalchemy import select
 
+from tests.conftest import TEST_DATA
 from vms.discovery.demo import DEMO_ROADS
 from vms.inventory.service import Inventory
 from vms.settings import Settings
 from vms.store import repository as repo
 
 ROWS = int(os.environ.get("VMS_BENCH_ROWS", "100000"))
+PEAK_ROWS = [int(n) for n in os.environ.get("VMS_BENCH_PEAK_ROWS", "100000,1000000").split(",") if n.strip()]
+PEAK_GOAL_MB = 500
+REPO = Path(__file__).resolve().parents[2]
 NAIVE_ROWS = 3000
 ROADS = DEMO_ROADS
 TOWNS = ["371311", "37131100", "37131101", "37131102"]
@@ -168,3 +180,63 @@ def test_bench_inventory_100k(tmp_path: Path, test_data: Path) -> None:
     )
     inv.engine.dispose()
     naive_inv.engine.dispose()
+
+
+def bench_settings(tmp: Path) -> Settings:
+    return Settings(
+        data_dir=tmp / "data",
+        database_url=f"sqlite:///{tmp / 'vms.sqlite3'}",
+        secret_key="x" * 43 + "=",
+        _env_file=None,
+    )
+
+
+def import_once(rows: int, tmp: Path) -> dict[str, float]:
+    """In this process (a fresh one, see test_bench_import_peak_memory): regions, then one import of ``rows``."""
+    ledger = tmp / "ledger.csv"
+    inv = Inventory(bench_settings(tmp))
+    inv.upgrade()
+    inv.import_regions(TEST_DATA / "geo/luozhuang_gcj02.json")
+    inv.import_regions(TEST_DATA / "admin/areas.csv")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    rep = inv.import_file(ledger, source="ledger:bench")
+    seconds = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    inv.engine.dispose()
+    return {
+        "rows": rows,
+        "accepted": rep.accepted,
+        "seconds": round(seconds, 2),
+        "peak_mb": round(peak_kb / 1024, 1),
+        "before_mb": round(before / 1024, 1),
+    }
+
+
+def test_bench_import_peak_memory(tmp_path: Path) -> None:
+    print()
+    for rows in PEAK_ROWS:
+        work = tmp_path / f"peak{rows}"
+        work.mkdir()
+        generate(work / "ledger.csv", rows)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.bench.bench_inventory", str(rows), str(work)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert got["accepted"] == rows
+        print(
+            f"peak memory, {rows:>9,} rows:   {got['peak_mb']:>8,.0f} MB   (process before the import "
+            f"{got['before_mb']:,.0f} MB; import {got['seconds']:,.1f} s, {rows / got['seconds']:,.0f} rows/s; "
+            f"goal < {PEAK_GOAL_MB} MB at 1,000,000)"
+        )
+        (work / "ledger.csv").unlink()
+
+
+if __name__ == "__main__":
+    print(json.dumps(import_once(int(sys.argv[1]), Path(sys.argv[2]))))

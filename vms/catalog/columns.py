@@ -90,6 +90,7 @@ EASTING = "easting"
 NORTHING = "northing"
 CRS = "crs"
 PSEUDO_FIELDS = (LONLAT, EASTING, NORTHING, CRS)
+
 _ALIASES: dict[str, tuple[str, ...]] = {
     "device_id": (
         "设备编码",
@@ -521,7 +522,7 @@ def _make_int_parser(f: Field) -> Parser:
             return (None if zero_is_none and raw == 0 else raw), _NO_NOTES
         if type(raw) is str:
             text = raw.strip()
-            if text.isdigit() and text.isascii():
+            if text.isdigit() and text.isascii() and len(text) < 10:
                 value = int(text)
                 return (None if zero_is_none and value == 0 else value), _NO_NOTES
             if _empty(text):
@@ -588,8 +589,11 @@ def _make_float_parser(f: Field) -> Parser:
             if number is None and _empty(raw.strip()):
                 return None, _NO_NOTES
         if number is not None:
-            if number != number or number in (_INF, -_INF) or (coordinate and number == 0):
-                return None, _NO_NOTES  # nan / inf; coordinate 0 = "not reported" (GB/T 28181)
+            if number in (_INF, -_INF):  # 1e400, or a run of hundreds of digits: no value of any field
+                code = COORD_GARBAGE if coordinate else VALUE_DROPPED
+                return None, (ValueNote(code, f"{_short(raw)!r} is out of any range: dropped", fatal=coordinate),)
+            if number != number or (coordinate and number == 0):
+                return None, _NO_NOTES  # nan; coordinate 0 = "not reported" (GB/T 28181)
             return number, _NO_NOTES
         value, fixes = _parse_number(raw)
         if value is None and coordinate and isinstance(raw, str) and len(raw) <= MAX_NUMBER_TEXT:
@@ -798,6 +802,8 @@ def _parse_device_id(raw: object) -> tuple[Any, Notes]:
     # Full-width digits, spaces typed for readability, Excel's leading apostrophe that forces text.
     norm = re.sub(r"\s+", "", _nfkc(text)).lstrip("'")
     m = _SCIENTIFIC.fullmatch(norm)
+    if m and len(m.group(2)) > 2:  # 1e999999999: no ID, and expanding it would take all memory
+        return None, (ValueNote(ID_MALFORMED, f"{text!r} is not a 20-digit ID", fatal=True),)
     if m:
         significant = len(m.group(1).replace(".", "").lstrip("0"))
         try:

@@ -259,21 +259,29 @@ def _print_import(rep: Any) -> None:
         + (f"; {rep.nodes} catalog nodes" if rep.nodes else "")
     )
     if rep.issues:
-        from collections import Counter
-
-        counts = Counter((i.fatal, i.code) for i in rep.issues)
+        counts = rep.issue_counts or {(i.code, i.fatal): 1 for i in rep.issues}
         console.print(
             "row issues: "
-            + ", ".join(f"{code} {n}" + (" (rejected)" if fatal else "") for (fatal, code), n in sorted(counts.items()))
+            + ", ".join(
+                f"{escape(code)} {n:,}" + (" (rejected)" if fatal else "")
+                for (code, fatal), n in sorted(counts.items())
+            )
         )
         # Rejected rows first: they are what the operator must fix; notes about repaired values come after.
         ordered = sorted(rep.issues, key=lambda i: (not i.fatal, i.line))
-        table = Table("line", "code", "reason", title=f"{len(rep.issues)} row issues")
+        table = Table("line", "code", "reason", title=f"{rep.issues_total:,} row issues")
         for i in ordered[:200]:
             table.add_row(str(i.line), ("[red]" if i.fatal else "[yellow]") + escape(i.code), escape(i.reason))
         console.print(table)
-        if len(ordered) > 200:
-            console.print(f"... {len(ordered) - 200} more (use --json for all)")
+        if rep.issues_total > 200:
+            console.print(
+                f"... {rep.issues_total - 200:,} more"
+                + (
+                    " (use --json for all)"
+                    if rep.issues_total == len(rep.issues)
+                    else f" (--json lists the first {len(rep.issues):,}, every one is counted above)"
+                )
+            )
     for c in r.identity_conflicts[:20]:
         console.print(f"[yellow]identity conflict[/yellow] {escape(c)}")
 

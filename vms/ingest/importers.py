@@ -7,6 +7,7 @@ line a person sees when opening the file (CSV line, sheet row, XML element line,
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gc
 import io
@@ -14,14 +15,16 @@ import json
 import logging
 import re
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lxml import etree
 
 from vms.catalog.columns import (
@@ -43,12 +46,14 @@ from vms.catalog.fields import FIELD_NAMES, FIELDS, Kind
 from vms.geo.projection import CrsError, parse_crs, project_point
 from vms.ingest import osm
 from vms.ingest.catalog_ext import EXT_TAG, read_ext
+from vms.ingest.keyset import HashIndex
 
 __all__ = [
     "FORMATS",
     "ReadError",
     "ReadResult",
     "detect_format",
+    "peek_format",
     "read_records",
     "safe_xml_parser",
 ]
@@ -108,11 +113,17 @@ class ReadError(ValueError):
 class ReadResult:
     format: str
     encoding: str | None
-    rows: list[ParsedRow]  # every record, rejected ones included (ParsedRow.rejected)
-    issues: list[RowIssue]  # all issues: the rows' and the file's, in file order
+    rows: list[ParsedRow]  # every record, rejected ones included (ParsedRow.rejected); empty when streamed
+    issues: list[RowIssue]  # the issues (the first ISSUE_CAP when streamed): the rows' and the file's, by line
     total_rows: int
     columns: dict[str, str] = field(default_factory=dict)  # source header / element -> canonical field
     unmapped: list[str] = field(default_factory=list)  # headers whose values went to ParsedRow.extra
+    issue_counts: dict[tuple[str, bool], int] = field(default_factory=dict)  # (code, rejecting) -> every issue
+    rejected_rows: int = 0
+
+    @property
+    def issues_total(self) -> int:
+        return sum(self.issue_counts.values())
 
     @property
     def accepted(self) -> list[ParsedRow]:
@@ -129,6 +140,15 @@ class ReadResult:
 
 _PARSERS = {name: parser_for(name) for name in (*FIELD_NAMES, *PSEUDO_FIELDS)}
 
+# Rows go to the consumer (vms.inventory's chunked ingest) this many at a time when read_records is given a
+# sink: memory then stays flat however long the file is.
+CHUNK_ROWS = 10_000
+# Issues kept in full when streaming; every issue is counted by code (ReadResult.issue_counts).
+ISSUE_CAP = 1_000
+
+RowSink = Callable[[list[ParsedRow]], None]
+_SINK: ContextVar[RowSink | None] = ContextVar("row_sink", default=None)
+
 # The coordinate system stated for the file being read (read_records(crs=...), `vms import --crs`): what its
 # easting/northing columns are in. Set for the duration of one read_records call.
 _FILE_CRS: ContextVar[str | None] = ContextVar("file_crs", default=None)
@@ -140,15 +160,22 @@ class _Assembler:
     def __init__(self, unit: str) -> None:
         self.unit = unit  # "line", "row" or "record": how a person finds the record
         self.crs = _FILE_CRS.get()  # of easting/northing columns, unless a row names its own
-        self.rows: list[ParsedRow] = []
+        self.rows: list[ParsedRow] = []  # every row when nobody consumes them as they come (no sink)
         self.issues: list[RowIssue] = []
+        self.count = 0  # rows read so far
+        self.rejected_rows = 0
+        self.issue_counts: Counter[tuple[str, bool]] = Counter()
+        self._sink = _SINK.get()
+        self._pending: list[ParsedRow] = []  # rows not yet checked for duplicates and handed on
+        self._counted = 0  # issues already counted in issue_counts
         self.columns: dict[str, str] = {}
         self.unmapped: dict[str, None] = {}
         self._plans_seen: dict[int, HeaderPlan] = {}  # holding the plan keeps its id unique
         self._id_notes: set[str] = set()
         self._header_of: dict[str, str] = {}  # canonical field -> the header it was first read from
-        self._ids: dict[str, int] = {}
-        self._name_pos: dict[tuple[str, float, float], int] = {}
+        # Device IDs and name + position seen so far (for the duplicate checks): 16 bytes a row.
+        self._ids = HashIndex()
+        self._name_pos = HashIndex()
 
     def where(self, line: int) -> str:
         return f"{self.unit} {line}"
@@ -181,8 +208,10 @@ class _Assembler:
     def reject(self, line: int, code: str, reason: str) -> None:
         """A record that is not a record at all (e.g. a JSON string where an object belongs)."""
         issue = RowIssue(line, code, f"{self.where(line)}: {reason}")
-        self.rows.append(ParsedRow(line=line, fields={}, issues=[issue]))
+        self._pending.append(ParsedRow(line=line, fields={}, issues=[issue]))
         self.issues.append(issue)
+        if len(self._pending) >= CHUNK_ROWS:
+            self.flush()
 
     def add(
         self,
@@ -260,33 +289,13 @@ class _Assembler:
                         "(no device ID, name, IP, MAC, serial or local ID)",
                     )
                 )
-        if not issues or not any(i.fatal for i in issues):
-            self._check_duplicates(line, fields, issues)
         row = ParsedRow(line=line, fields=fields, extra=extra, issues=issues)
-        self.rows.append(row)
+        self._pending.append(row)  # checked for duplicates a chunk at a time (flush)
         if issues:
             self.issues.extend(issues)
+        if len(self._pending) >= CHUNK_ROWS:
+            self.flush()
         return row
-
-    def _keep_raw(self, name: str, raw: object, extra: dict[str, str]) -> None:
-        """The text of a value that was not kept, in extra under the header it came from."""
-        text = cell_text(raw)
-        if not text:
-            return
-        key = self._header_of.get(name, name)
-        if key in extra and extra[key] != text:
-            key = f"{key} ({name})"
-        extra[key] = text
-
-    def _drop_position(
-        self, fields: dict[str, Any], extra: dict[str, str], values: Sequence[tuple[str, object]]
-    ) -> None:
-        """Land the row without a position; the coordinates as written go to extra (a position needs both)."""
-        fields.pop("longitude", None)
-        fields.pop("latitude", None)
-        for name, raw in values:
-            if name in _COORDINATE_NAMES:
-                self._keep_raw(name, raw, extra)
 
     def _project(self, line: int, fields: dict[str, Any], extra: dict[str, str], issues: list[RowIssue]) -> None:
         """Easting/northing in the row's or the file's CRS -> WGS-84 longitude/latitude (vms.geo.projection).
@@ -311,6 +320,26 @@ class _Assembler:
             except CrsError as exc:
                 reason = str(exc)
         issues.append(RowIssue(line, COORD_PROJECTED, f"{self.where(line)}: {reason}", False, "longitude"))
+
+    def _keep_raw(self, name: str, raw: object, extra: dict[str, str]) -> None:
+        """The text of a value that was not kept, in extra under the header it came from."""
+        text = cell_text(raw)
+        if not text:
+            return
+        key = self._header_of.get(name, name)
+        if key in extra and extra[key] != text:
+            key = f"{key} ({name})"
+        extra[key] = text
+
+    def _drop_position(
+        self, fields: dict[str, Any], extra: dict[str, str], values: Sequence[tuple[str, object]]
+    ) -> None:
+        """Land the row without a position; the coordinates as written go to extra (a position needs both)."""
+        fields.pop("longitude", None)
+        fields.pop("latitude", None)
+        for name, raw in values:
+            if name in _COORDINATE_NAMES:
+                self._keep_raw(name, raw, extra)
 
     def _check_coordinates(
         self,
@@ -372,50 +401,95 @@ class _Assembler:
                 )
             )
 
-    def _check_duplicates(self, line: int, fields: dict[str, Any], issues: list[RowIssue]) -> None:
-        device_id = fields.get("device_id")
-        if device_id is not None:
-            first = self._ids.get(device_id)
-            if first is not None:
-                issues.append(
-                    RowIssue(
-                        line,
-                        ID_DUPLICATE,
-                        f"{self.where(line)}: device ID {device_id} already appears on {self.unit} {first}",
-                        field="device_id",
-                    )
-                )
-                return
-        name, lon, lat = fields.get("name"), fields.get("longitude"), fields.get("latitude")
-        # Same text gives the same float, so exact comparison finds copied rows.
-        key = (name, lon, lat) if name and lon is not None and lat is not None else None
-        if key is not None:
-            first = self._name_pos.get(key)
-            if first is not None:
-                issues.append(
-                    RowIssue(
-                        line,
-                        DUPLICATE_NAME_POSITION,
-                        f"{self.where(line)}: same name {name!r} and position as {self.unit} {first}",
-                        field="name",
-                    )
-                )
-                return
-            self._name_pos[key] = line
-        if device_id is not None:
-            self._ids[device_id] = line
+    def flush(self) -> None:
+        """Check the pending rows for duplicates of each other and of every earlier row, then hand them on."""
+        rows, self._pending = self._pending, []
+        if rows:
+            self._check_duplicates([r for r in rows if not r.rejected])
+            self.count += len(rows)
+            self.rejected_rows += sum(1 for r in rows if r.rejected)
+        new = self.issues[self._counted :]
+        if new:
+            self.issue_counts.update((i.code, i.fatal) for i in new)
+            if self._sink is not None and len(self.issues) > ISSUE_CAP:
+                self.issues.sort(key=lambda i: i.line)
+                del self.issues[ISSUE_CAP:]  # the first ones in full; every one is counted
+            self._counted = len(self.issues)
+        if not rows:
+            return
+        if self._sink is None:
+            self.rows.extend(rows)
+            return
+        self._sink(rows)
+        # The consumer's reference cycles (database layers make some) go chunk by chunk; what was alive before
+        # the import is frozen (read_records), so this looks at this chunk's leftovers only.
+        gc.collect()
+
+    def _check_duplicates(self, rows: list[ParsedRow]) -> None:
+        """A repeated device ID, or a repeated name at the same position (same text gives the same float).
+
+        Earlier chunks are looked up by hash in one call per chunk; the rows of this chunk in order, as before.
+        """
+        id_of = {i: hash(r.fields["device_id"]) for i, r in enumerate(rows) if "device_id" in r.fields}
+        spot_of = {
+            i: hash((name, lon, lat))
+            for i, r in enumerate(rows)
+            if (name := r.fields.get("name"))
+            and (lon := r.fields.get("longitude")) is not None
+            and (lat := r.fields.get("latitude")) is not None
+        }
+        earlier_id = _earlier(self._ids, id_of.values())
+        earlier_spot = _earlier(self._name_pos, spot_of.values())
+        new_ids: dict[int, int] = {}
+        new_spots: dict[int, int] = {}
+        for i, row in enumerate(rows):
+            h = id_of.get(i)
+            if h is not None:
+                first = earlier_id.get(h) or new_ids.get(h)
+                if first is not None:
+                    where = f"{self.where(row.line)}: device ID {row.fields['device_id']} already appears on"
+                    self._duplicate(row, ID_DUPLICATE, f"{where} {self.unit} {first}", "device_id")
+                    continue
+            spot = spot_of.get(i)
+            if spot is not None:
+                first = earlier_spot.get(spot) or new_spots.get(spot)
+                if first is not None:
+                    where = f"{self.where(row.line)}: same name {row.fields['name']!r} and position as"
+                    self._duplicate(row, DUPLICATE_NAME_POSITION, f"{where} {self.unit} {first}", "name")
+                    continue
+                new_spots.setdefault(spot, row.line)
+            if h is not None:
+                new_ids.setdefault(h, row.line)
+        self._ids.add(list(new_ids), list(new_ids.values()))
+        self._name_pos.add(list(new_spots), list(new_spots.values()))
+
+    def _duplicate(self, row: ParsedRow, code: str, reason: str, field_name: str) -> None:
+        issue = RowIssue(row.line, code, reason, field=field_name)
+        row.issues.append(issue)
+        self.issues.append(issue)
 
     def result(self, fmt: str, encoding: str | None) -> ReadResult:
+        self.flush()
         self.issues.sort(key=lambda i: i.line)  # stable: file issues before the row issues of their line
         return ReadResult(
             format=fmt,
             encoding=encoding,
             rows=self.rows,
             issues=self.issues,
-            total_rows=len(self.rows),
+            total_rows=self.count,
             columns=self.columns,
             unmapped=list(self.unmapped),
+            issue_counts=dict(self.issue_counts),
+            rejected_rows=self.rejected_rows,
         )
+
+
+def _earlier(index: HashIndex, hashes: Iterable[int]) -> dict[int, int]:
+    """Hash -> the line it was first seen on, for the hashes an earlier chunk had."""
+    wanted = np.fromiter(hashes, dtype=np.int64)
+    lines = index.lookup(wanted)
+    hit = lines >= 0
+    return dict(zip(wanted[hit].tolist(), lines[hit].tolist(), strict=True))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -442,15 +516,41 @@ def detect_format(path: Path, head: bytes = b"") -> str:
     return by_suffix or "csv"
 
 
+_ROOT_TAG = re.compile(rb"<([A-Za-z_][\w.:-]*)")
+
+
+def peek_format(path: Path, fmt: str | None = None) -> str:
+    """The format read_records will report, from the first bytes: csv, xlsx, json, geojson, xml (a GB/T 28181
+    catalog) or osm (OpenStreetMap XML). Decides a file's default source kind before its rows are read."""
+    path = Path(path)
+    if fmt is not None:
+        fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+        if fmt != "xml":
+            return fmt
+    with _open_binary(path) as fh:
+        head = fh.read(4096)
+    found = fmt or detect_format(path, head[:64])
+    if found != "xml":
+        return found
+    body = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", b"", head, flags=re.S)
+    root = _ROOT_TAG.search(body)
+    return "osm" if root and root.group(1).split(b":")[-1] == b"osm" else "xml"
+
+
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(*, frozen: bool = False) -> Iterator[None]:
     # Reading 100,000 rows allocates millions of small acyclic containers; the cyclic collector would scan
-    # them again and again for nothing (about a quarter of the read time, measured).
+    # them again and again for nothing (about a quarter of the read time, measured). ``frozen``: rows stream
+    # to a consumer, which collects after each chunk; the heap from before is left out of those collections.
     enabled = gc.isenabled()
     gc.disable()
+    if frozen:
+        gc.freeze()
     try:
         yield
     finally:
+        if frozen:
+            gc.unfreeze()
         if enabled:
             gc.enable()
 
@@ -462,8 +562,12 @@ def read_records(
     column_map: ColumnMap | None = None,
     encoding: str | None = None,
     crs: str | None = None,
+    sink: RowSink | None = None,
 ) -> ReadResult:
     """Read one ledger or catalog file; rows that fail a fatal check are returned with their issues.
+
+    ``sink``: rows go to it a chunk (CHUNK_ROWS) at a time as they are read, instead of into the result, and
+    the result keeps the first ISSUE_CAP issues in full and counts them all: memory stays flat.
 
     ``crs`` (``EPSG:2326``, WKT): what the file's easting/northing columns are in; they are converted to WGS-84
     longitude/latitude. A ``crs`` column, where filled, wins for its row.
@@ -474,10 +578,14 @@ def read_records(
         except CrsError as exc:
             raise ReadError(f"--crs: {exc}") from exc
     token = _FILE_CRS.set(crs)
+    sink_token = _SINK.set(sink)
     try:
-        with _gc_paused():
+        with _gc_paused(frozen=sink is not None):
             result = _read_records(Path(path), fmt=fmt, column_map=column_map, encoding=encoding)
+    except RecursionError as exc:  # a structure nested deeper than any reader expects
+        raise ReadError(f"{Path(path).name}: nested too deeply to be a camera list") from exc
     finally:
+        _SINK.reset(sink_token)
         _FILE_CRS.reset(token)
     if crs is not None and not {EASTING, NORTHING} <= set(result.columns.values()):
         raise ReadError(
@@ -495,19 +603,21 @@ def _read_records(path: Path, *, fmt: str | None, column_map: ColumnMap | None, 
             raise ReadError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "xlsx" or (fmt is None and path.suffix.lower() in {".xlsx", ".xlsm"}):
         return _read_xlsx(path, cmap)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
-    fmt = fmt or detect_format(path, data[:64])
+    with _open_binary(path) as fh:
+        head = fh.read(64)
+    fmt = fmt or detect_format(path, head)
     if fmt == "osm":  # Overpass JSON, OSM GeoJSON or .osm XML: each reader recognises OSM by its content
-        fmt = "xml" if data[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") else "json"
+        fmt = "xml" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") else "json"
     if fmt == "xlsx":
         return _read_xlsx(path, cmap)
     if fmt == "csv":
-        return _read_csv(data, cmap, encoding, tab_first=path.suffix.lower() == ".tsv")
+        return _read_csv(path, cmap, encoding, tab_first=path.suffix.lower() == ".tsv")
     if fmt in {"json", "geojson"}:
-        return _read_json(data, cmap, encoding, geojson=fmt == "geojson")
+        return _read_json(path, cmap, encoding, geojson=fmt == "geojson")
+    try:
+        data = path.read_bytes()  # an XML catalog is parsed as one tree
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
     return _read_xml(data, cmap, encoding)
 
 
@@ -562,80 +672,165 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _DELIMITERS = (",", "\t", ";", "|")
 
 
-def _decode_csv(data: bytes, encoding: str | None) -> tuple[str | list[str], str, set[int]]:
-    """Text (whole, or as physical lines when some lines are in another encoding), encoding, bad lines.
+_CJK = re.compile("[\u4e00-\u9fff]")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_BLOCK = 1 << 20
+# Longest physical line read: a ledger line is a few hundred bytes; a line of 16 MB is not a camera ledger (and
+# reading it whole is how a hostile file would take the memory).
+MAX_LINE_BYTES = 16 << 20
+
+
+def _detect_csv_encoding(path: Path, encoding: str | None) -> tuple[str, str, bool | None]:
+    """(encoding, label, mixed): mixed is True when lines of valid UTF-8 must be told apart from the GB18030
+    rest, False when some lines may not decode, None when every line is known to decode (the fast path).
 
     UTF-8 is tried strictly first: GBK text is almost never valid UTF-8, while UTF-8 bytes often decode as
     GB18030 without error (as mojibake), so the reverse order would misread UTF-8 files. The encoding is
-    chosen per file; lines pasted in from a file of the other encoding are flagged, not guessed.
+    chosen per file; lines pasted in from a file of the other encoding are flagged, not guessed. One pass in
+    blocks (the whole file is never in memory), a second line by line only for a file that is not all UTF-8.
     """
-    bom = data.startswith(_UTF8_BOM)
-    body = data[len(_UTF8_BOM) :] if bom else data
-    utf8_lines: set[int] = set()  # non-ASCII lines that are valid UTF-8 with Chinese text
+    with _open_binary(path) as fh:
+        bom = fh.read(len(_UTF8_BOM)) == _UTF8_BOM
     if encoding:
         enc = encoding.lower().replace("_", "-")
         if enc in {"utf-8", "utf8", "utf-8-sig"}:
             enc = "utf-8"
         elif enc in {"gb2312", "gbk", "cp936"}:
             enc = "gb18030"  # a superset: files labelled GB2312 routinely hold GBK-only characters
-    else:
         try:
-            return body.decode("utf-8"), ("utf-8-sig" if bom else "utf-8"), set()
-        except UnicodeDecodeError:
-            pass
-        # One C-level pass: bytes that are not UTF-8 become lone surrogates, so a line's validity is a search.
-        not_utf8 = 0
-        view = body.decode("utf-8", errors="surrogateescape")
-        for number, line in enumerate(view.split("\n"), start=1):
-            if line.isascii():
-                continue
-            if _SURROGATE.search(line):
-                not_utf8 += 1
-            elif _CJK.search(line):
-                utf8_lines.add(number)
-        enc = "utf-8" if bom or len(utf8_lines) > not_utf8 else "gb18030"
-        if enc == "utf-8":
-            utf8_lines = set()
-    label = "utf-8-sig" if bom and enc == "utf-8" else enc
-    if not utf8_lines:
-        try:
-            return body.decode(enc), label, set()
-        except UnicodeDecodeError:
-            pass
+            codecs.lookup(enc)
         except LookupError as exc:
             raise ReadError(f"unknown encoding {encoding!r}") from exc
-    decoded: list[str] = []
-    bad_lines: set[int] = set()
-    raw_lines = body.split(b"\n")
-    for number, raw in enumerate(raw_lines, start=1):
-        end = "" if number == len(raw_lines) else "\n"
-        if number in utf8_lines:
-            decoded.append(raw.decode("utf-8") + end)
-            bad_lines.add(number)
-            continue
-        try:
-            decoded.append(raw.decode(enc) + end)
-        except UnicodeDecodeError:
-            decoded.append(raw.decode(enc, errors="replace") + end)
-            bad_lines.add(number)
-    return decoded, label, bad_lines
+        return enc, ("utf-8-sig" if bom and enc == "utf-8" else enc), False
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with _open_binary(path) as fh:
+            while block := fh.read(_BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        return "utf-8", ("utf-8-sig" if bom else "utf-8"), None
+    except UnicodeDecodeError:
+        pass
+    not_utf8 = utf8_cjk = 0
+    with _open_binary(path) as fh:
+        for raw in _physical_lines(fh):
+            if raw.isascii():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                not_utf8 += 1
+                continue
+            if _CJK.search(line):
+                utf8_cjk += 1
+    if bom or utf8_cjk > not_utf8:
+        return "utf-8", ("utf-8-sig" if bom else "utf-8"), False
+    return "gb18030", "gb18030", utf8_cjk > 0
 
 
-_CJK = re.compile("[\u4e00-\u9fff]")
-_SURROGATE = re.compile("[\udc80-\udcff]")
+def _open_binary(path: Path) -> io.BufferedReader:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _csv_source(text: str | list[str]) -> Iterator[str]:
-    return iter(text) if isinstance(text, list) else io.StringIO(text, newline="")
+def _physical_lines(fh: io.BufferedReader) -> Iterator[bytes]:
+    """The file's lines, each with its end; a lone CR ends a line only in a file that has no LF at all."""
+    head = fh.peek(1 << 16)[: 1 << 16]
+    if b"\r" in head and b"\n" not in head:  # classic Mac line ends: rare, small files
+        data = fh.read(MAX_LINE_BYTES * 4)
+        if fh.read(1):
+            raise ReadError("a file over 64 MB with classic Mac line ends (CR only): save it with LF or CRLF")
+        yield from (line + b"\r" for line in data.split(b"\r") if line)
+        return
+    number = 0
+    while raw := fh.readline(MAX_LINE_BYTES):
+        number += 1
+        if len(raw) >= MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise ReadError(f"line {number} is longer than {MAX_LINE_BYTES >> 20} MB: not a camera ledger")
+        yield raw
 
 
-def _sniff_csv(text: str | list[str], cmap: ColumnMap, tab_first: bool) -> tuple[str, int]:
+def _csv_lines(path: Path, enc: str, mixed: bool | None, bad: set[int], stray: set[int]) -> Iterator[str]:
+    """Decoded lines, numbered as physical lines. ``bad``: lines not in the file's encoding (decoded as UTF-8
+    when they are, else with U+FFFD); ``stray``: lines where a carriage return inside a cell became a space."""
+    with _open_binary(path) as fh:
+        if fh.peek(3)[:3] == _UTF8_BOM:
+            fh.read(3)
+        head = fh.peek(1 << 16)[: 1 << 16]
+        if mixed is None and not (b"\r" in head and b"\n" not in head):
+            yield from _block_lines(fh, enc, stray)
+            return
+        number = 0
+        for raw in _physical_lines(fh):
+            number += 1
+            if raw.isascii():
+                line = raw.decode("ascii")
+            else:
+                if mixed:  # a GB18030 file with UTF-8 lines pasted in: those read as UTF-8, and flagged
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass
+                    else:
+                        if _CJK.search(line):
+                            bad.add(number)
+                            yield _no_stray_cr(line, number, stray)
+                            continue
+                try:
+                    line = raw.decode(enc)
+                except UnicodeDecodeError:
+                    line = raw.decode(enc, errors="replace")
+                    bad.add(number)
+            yield _no_stray_cr(line, number, stray)
+
+
+def _block_lines(fh: io.BufferedReader, enc: str, stray: set[int]) -> Iterator[str]:
+    """Lines of a file known to decode: a block at a time, split in C (the common case, and the fast one)."""
+    decoder = codecs.getincrementaldecoder(enc)()
+    carry = ""
+    number = 0
+    while True:
+        block = fh.read(_BLOCK)
+        text = carry + decoder.decode(block, final=not block)
+        carry = ""
+        if block:
+            cut = text.rfind("\n") + 1
+            text, carry = text[:cut], text[cut:]
+            if len(carry) > MAX_LINE_BYTES:
+                raise ReadError(f"line {number + 1} is longer than {MAX_LINE_BYTES >> 20} MB: not a camera ledger")
+        if "\r" in text:
+            for line in io.StringIO(text, newline="\n"):
+                number += 1
+                yield _no_stray_cr(line, number, stray)
+        else:
+            number += text.count("\n")
+            yield from io.StringIO(text, newline="\n")
+        if not block:
+            return
+
+
+def _no_stray_cr(line: str, number: int, stray: set[int]) -> str:
+    # A CR inside a line (pasted from another system) would end the record in the middle of a cell.
+    if "\r" in line:
+        body = line.rstrip("\r\n")
+        if "\r" in body:
+            stray.add(number)
+            return body.replace("\r", " ") + line[len(body) :]
+    return line
+
+
+def _sniff_csv(lines: list[str], cmap: ColumnMap, tab_first: bool) -> tuple[str, int]:
     """Delimiter and header record index: the delimiter under which a header maps the most fields."""
-    sample = list(islice(_csv_source(text), 40))
     order = ("\t", ",", ";", "|") if tab_first else _DELIMITERS
     best: tuple[int, str, int] = (0, ",", -1)
     for delimiter in order:
-        records = list(islice(csv.reader(sample, delimiter=delimiter), HEADER_SEARCH_ROWS))
+        records: list[list[str]] = []
+        reader = csv.reader(lines, delimiter=delimiter)
+        # e.g. a field over the limit further down: the lines before it may hold the header
+        with suppress(csv.Error):
+            records.extend(islice(reader, HEADER_SEARCH_ROWS))
         idx, mapped = _find_header(records, cmap)
         if mapped > best[0]:
             best = (mapped, delimiter, idx)
@@ -651,11 +846,13 @@ def _unescape_formula(value: str) -> str:
     return value
 
 
-def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: bool = False) -> ReadResult:
-    text, label, bad_lines = _decode_csv(data, encoding)
-    delimiter, header_idx = _sniff_csv(text, cmap, tab_first)
+def _read_csv(path: Path, cmap: ColumnMap, encoding: str | None, *, tab_first: bool = False) -> ReadResult:
+    enc, label, mixed = _detect_csv_encoding(path, encoding)
+    bad_lines: set[int] = set()
+    stray: set[int] = set()
+    delimiter, header_idx = _sniff_csv(list(islice(_csv_lines(path, enc, mixed, set(), set()), 40)), cmap, tab_first)
     asm = _Assembler("line")
-    reader = csv.reader(_csv_source(text), delimiter=delimiter)
+    reader = csv.reader(_csv_lines(path, enc, mixed, bad_lines, stray), delimiter=delimiter)
     prev = 0
     plan: HeaderPlan | None = None
     headers: list[str] = []
@@ -667,7 +864,7 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
             if rec_idx < header_idx:
                 continue
             if plan is None:
-                headers = [c.strip() for c in cells]
+                headers = [c.replace("\x00", "").strip() for c in cells]
                 plan = _header_plan(asm, headers, start, cmap)
                 field_cols = list(plan.fields.items())
                 extra_cols = list(plan.extra.items())
@@ -676,7 +873,22 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
             if not joined or joined.isspace():
                 continue  # blank separator rows
             pre: list[RowIssue] = []
+            if "\x00" in joined:  # PostgreSQL cannot store NUL: removed on every database alike
+                cells = [c.replace("\x00", "") for c in cells]
+                pre.append(RowIssue(start, CONTROL_CHARACTERS, f"line {start}: NUL characters removed", fatal=False))
+            if stray and any(n in stray for n in range(start, prev + 1)):
+                stray.difference_update(range(start, prev + 1))
+                pre.append(
+                    RowIssue(
+                        start,
+                        CONTROL_CHARACTERS,
+                        f"line {start}: a carriage return inside a cell (a line break from another system) read "
+                        "as a space",
+                        fatal=False,
+                    )
+                )
             if bad_lines and any(n in bad_lines for n in range(start, prev + 1)):
+                bad_lines.difference_update(range(start, prev + 1))
                 pre.append(
                     RowIssue(
                         start,
@@ -706,24 +918,64 @@ def _read_csv(data: bytes, cmap: ColumnMap, encoding: str | None, *, tab_first: 
             asm.add(start, [(name, cells[idx]) for idx, name in field_cols if idx < n and cells[idx]], extra, pre)
     except csv.Error as exc:
         raise ReadError(f"CSV line {reader.line_num}: {exc}") from exc
+    if plan is None:
+        raise _no_header_error("CSV")
     return asm.result("csv", label)
 
 
 # --- XLSX ---
 
 
+# A workbook is a zip of XML: these bound what a small hostile file can make us inflate (a zip bomb).
+MAX_XLSX_BYTES = 4 << 30  # all members, uncompressed
+MAX_XLSX_RATIO = 100  # uncompressed / compressed, for members over 32 MB (real sheets: 5-20)
+MAX_XLSX_ROW = 1_048_576  # Excel's own limit
+
+
+def _check_workbook(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ReadError(f"{path.name}: not a readable .xlsx workbook: {exc}") from exc
+    total = sum(m.file_size for m in members)
+    if total > MAX_XLSX_BYTES:
+        raise ReadError(f"{path.name}: the workbook unpacks to {total >> 20:,} MB: save it as CSV to import it")
+    for m in members:
+        if m.file_size > 32 << 20 and m.file_size > MAX_XLSX_RATIO * max(m.compress_size, 1):
+            raise ReadError(
+                f"{path.name}: {m.filename} unpacks {m.file_size // max(m.compress_size, 1):,} times larger than "
+                "it is stored: not a real workbook (a zip bomb?)"
+            )
+
+
+def _guarded(rows: Iterator[tuple[object, ...]], name: str) -> Iterator[tuple[object, ...]]:
+    """Rows of a sheet; a damaged or truncated workbook is a ReadError, wherever the damage is found."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except ReadError:
+            raise
+        except Exception as exc:  # openpyxl, zipfile, zlib, XML parsers: any of them meets the damage first
+            raise ReadError(f"{name}: damaged or truncated .xlsx workbook: {type(exc).__name__}: {exc}") from exc
+        yield row
+
+
 def _read_xlsx(path: Path, cmap: ColumnMap) -> ReadResult:
     import openpyxl  # heavy import, only when a workbook is read
 
+    _check_workbook(path)
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise ReadError(f"{path.name}: not a readable .xlsx workbook: {exc}") from exc
+    except Exception as exc:  # untrusted input to a third-party parser: every failure is the file's
+        raise ReadError(f"{path.name}: not a readable .xlsx workbook: {type(exc).__name__}: {exc}") from exc
     try:
         for ws in wb.worksheets:
             # Some non-Excel writers store a wrong <dimension>, which makes read-only mode cut rows short.
             ws.reset_dimensions()
-            rows = ws.iter_rows(min_row=1, values_only=True)
+            rows = _guarded(ws.iter_rows(min_row=1, values_only=True), path.name)
             head = [tuple(r) for r in islice(rows, HEADER_SEARCH_ROWS)]
             header_idx, _ = _find_header([[cell_text(c) for c in r] for r in head], cmap)
             if header_idx >= 0:
@@ -749,12 +1001,14 @@ def _xlsx_rows(
     number = header_idx + 1
     for cells in _chain(all_rows, rest):
         number += 1  # missing rows come back empty, so this is the sheet's row number
+        if number > MAX_XLSX_ROW:
+            raise ReadError(f"sheet {title}: a row numbered beyond Excel's {MAX_XLSX_ROW:,}: not a real workbook")
         if not cells or all(c is None or (isinstance(c, str) and not c.strip()) for c in cells):
             continue
         n = len(cells)
         extra = {key: text for idx, key in extra_cols if idx < n and (text := cell_text(cells[idx]))}
         asm.add(number, _row_values(cells, field_cols), extra)
-    log.debug("read sheet %s: %d rows", title, len(asm.rows))
+    log.debug("read sheet %s: %d rows", title, asm.count + len(asm._pending))
     return asm.result("xlsx", None)
 
 
@@ -855,33 +1109,64 @@ def _add_mapping_record(
     asm.add(line, values, extra, pre)
 
 
-def _read_json(data: bytes, cmap: ColumnMap, encoding: str | None, *, geojson: bool) -> ReadResult:
-    text, label = _decode_text(data, encoding)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReadError(f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+def _read_json(path: Path, cmap: ColumnMap, encoding: str | None, *, geojson: bool) -> ReadResult:
+    """Records stream out of the file's list one at a time (the document is never loaded whole); OpenStreetMap
+    exports and single Features, which need the whole document, are loaded whole."""
+    enc, label = _detect_json_encoding(path, encoding)
+    with _open_text(path, enc) as fh:
+        scan = _JsonScanner(fh)
+        found = scan.find_list(geojson)
+        if found is not None:
+            kind, first = found
+            if kind == "features":
+                if not osm.is_osm_geojson({"type": "FeatureCollection", "features": first}):
+                    return _geojson_records(_chain_any(first, scan.elements(len(first))), cmap, label)
+            elif first and isinstance(first[0], dict) and first[0].get("type") == "Feature":
+                return _geojson_records(_chain_any(first, scan.elements(len(first))), cmap, label)
+            elif not geojson:
+                return _json_records(_chain_any(first, scan.elements(len(first))), cmap, label)
+    with _open_text(path, enc) as fh:
+        try:
+            obj = json.loads(fh.read(), parse_int=_json_int)
+        except json.JSONDecodeError as exc:
+            raise ReadError(f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        except RecursionError as exc:
+            raise ReadError("JSON nested too deeply to be a camera list") from exc
+        except UnicodeDecodeError as exc:
+            raise ReadError(f"neither UTF-8 nor GB18030 text: {exc}") from exc
+    obj = _clean_json(obj)[0]
     if osm.is_osm_json(obj):
         return _osm_result(osm.items_from_json(obj), "record", label)
     if (geojson or _is_geojson(obj)) and osm.is_osm_geojson(obj):
         return _osm_result(osm.items_from_geojson(obj), "record", label)
     if geojson or _is_geojson(obj):
-        return _geojson_records(obj, cmap, label)
+        return _geojson_records(_features(obj), cmap, label)
     records = _find_list(obj)
     if records is None:
         raise ReadError(
             "JSON: expected a list of camera objects, or an object holding one under " + "/".join(_LIST_KEYS)
         )
+    return _json_records(((r, ()) for r in records), cmap, label)
+
+
+JsonItem = tuple[Any, Sequence[RowIssue]]  # a decoded list element and what cleaning it took
+
+
+def _json_records(records: Iterable[JsonItem], cmap: ColumnMap, label: str) -> ReadResult:
     asm = _Assembler("record")
-    for number, record in enumerate(records, start=1):
+    for number, (record, cleaned) in enumerate(records, start=1):
         if not isinstance(record, dict):
             asm.reject(number, RECORD_INVALID, "not an object")
             continue
-        _add_mapping_record(asm, number, record, cmap)
+        _add_mapping_record(asm, number, record, cmap, pre=_numbered(cleaned, number))
     return asm.result("json", label)
 
 
-def _geojson_records(obj: object, cmap: ColumnMap, label: str) -> ReadResult:
+def _numbered(cleaned: Sequence[RowIssue], number: int) -> list[RowIssue]:
+    return [RowIssue(number, i.code, f"record {number}: {i.reason}", False) for i in cleaned]
+
+
+def _features(obj: object) -> Iterator[JsonItem]:
     if isinstance(obj, dict) and obj.get("type") == "FeatureCollection":
         features = obj.get("features")
     elif isinstance(obj, dict) and obj.get("type") == "Feature":
@@ -890,8 +1175,21 @@ def _geojson_records(obj: object, cmap: ColumnMap, label: str) -> ReadResult:
         features = obj
     if not isinstance(features, list):
         raise ReadError("GeoJSON: expected a FeatureCollection with a list of features")
+    return ((f, ()) for f in features)
+
+
+def _chain_any(first: list[Any], rest: Iterator[JsonItem]) -> Iterator[JsonItem]:
+    for item in first:
+        if isinstance(item, _CleanedMarker):
+            yield item.value, (_CLEANED,)
+        else:
+            yield item, ()
+    yield from rest
+
+
+def _geojson_records(features: Iterable[JsonItem], cmap: ColumnMap, label: str) -> ReadResult:
     asm = _Assembler("record")
-    for number, feature in enumerate(features, start=1):
+    for number, (feature, cleaned) in enumerate(features, start=1):
         if not isinstance(feature, dict):
             asm.reject(number, RECORD_INVALID, "not a Feature")
             continue
@@ -899,7 +1197,7 @@ def _geojson_records(obj: object, cmap: ColumnMap, label: str) -> ReadResult:
         if not isinstance(props, dict):
             props = {}
         override: dict[str, object] | None = None
-        pre: list[RowIssue] = []
+        pre: list[RowIssue] = _numbered(cleaned, number)
         geometry = feature.get("geometry")
         if isinstance(geometry, dict):
             coords = geometry.get("coordinates")
@@ -921,6 +1219,209 @@ def _geojson_records(obj: object, cmap: ColumnMap, label: str) -> ReadResult:
                 )
         _add_mapping_record(asm, number, props, cmap, override, pre)
     return asm.result("geojson", label)
+
+
+# --- streaming JSON ---
+
+MAX_JSON_RECORD = 64 << 20  # one record of a camera list is a few hundred bytes
+_PEEK = 50  # list elements looked at before choosing how to read the list (OpenStreetMap or not)
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_JSON_ESCAPE_WORTH_A_LOOK = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _json_int(text: str) -> int | str:
+    # An integer of thousands of digits would exceed Python's conversion limit (and is no camera value):
+    # kept as text, which the value parsers then drop as garbage.
+    return int(text) if len(text) <= 40 else text
+
+
+_DECODER = json.JSONDecoder(parse_int=_json_int)
+
+
+def _detect_json_encoding(path: Path, encoding: str | None) -> tuple[str, str]:
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise ReadError(f"unknown encoding {encoding!r}") from exc
+        return encoding, encoding
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with _open_binary(path) as fh:
+            while block := fh.read(_BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "gb18030", "gb18030"
+    return "utf-8-sig", "utf-8"
+
+
+def _open_text(path: Path, enc: str) -> io.TextIOWrapper:
+    try:
+        return path.open("r", encoding=enc, errors="strict", newline="")
+    except OSError as exc:
+        raise ReadError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _clean_json(value: Any) -> tuple[Any, bool]:
+    """The value without NUL characters and lone surrogates (neither database stores them): (value, changed)."""
+    if isinstance(value, str):
+        if "\x00" in value or _LONE_SURROGATE.search(value):
+            text = value.replace("\x00", "").encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return text, True
+        return value, False
+    if isinstance(value, list):
+        items = [_clean_json(v) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
+    if isinstance(value, dict):
+        changed = False
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key, c1 = _clean_json(k)
+            val, c2 = _clean_json(v)
+            out[key] = val
+            changed = changed or c1 or c2
+        return out, changed
+    return value, False
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _JsonScanner:
+    """Walks a JSON document held in a file to the camera list, then decodes its elements one at a time."""
+
+    def __init__(self, fh: io.TextIOWrapper) -> None:
+        self.fh = fh
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.lines_before = 0  # newlines in the part of the document already dropped from the buffer
+        self._done = False  # the list's closing bracket has been read
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            data = self.fh.read(_BLOCK)
+        except UnicodeDecodeError as exc:
+            raise ReadError(f"neither UTF-8 nor GB18030 text: {exc}") from exc
+        if not data:
+            self.eof = True
+            return False
+        self.lines_before += self.buf.count("\n", 0, self.pos)
+        self.buf = self.buf[self.pos :] + data
+        self.pos = 0
+        if len(self.buf) > MAX_JSON_RECORD + _BLOCK:
+            raise ReadError(f"JSON line {self._line()}: a single value larger than {MAX_JSON_RECORD >> 20} MB")
+        return True
+
+    def _line(self) -> int:
+        return self.lines_before + self.buf.count("\n", 0, self.pos) + 1
+
+    def _error(self, what: str) -> ReadError:
+        return ReadError(f"not valid JSON: line {self._line()}: {what}")
+
+    def peek(self) -> str:
+        while True:
+            m = _JSON_WS.match(self.buf, self.pos)
+            self.pos = m.end() if m else self.pos
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._fill():
+                return ""
+
+    def expect(self, chars: str) -> str:
+        ch = self.peek()
+        if not ch or ch not in chars:
+            raise self._error(f"expected {' or '.join(repr(c) for c in chars)}, found {ch or 'the end'!r}")
+        self.pos += 1
+        return ch
+
+    def value(self) -> tuple[Any, bool]:
+        """The next value, decoded, and whether NUL characters or lone surrogates had to be removed from it."""
+        self.peek()
+        while True:
+            try:
+                obj, end = _DECODER.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                if self._fill():
+                    continue  # the value runs past the buffer
+                raise self._error(exc.msg) from exc
+            except RecursionError as exc:
+                raise ReadError(f"JSON line {self._line()}: a value nested too deeply") from exc
+            if end >= len(self.buf) and self._fill():
+                continue  # a number may go on in the next block
+            start, self.pos = self.pos, end
+            if self.buf.find("\\u", start, end) >= 0 and _JSON_ESCAPE_WORTH_A_LOOK.search(self.buf, start, end):
+                return _clean_json(obj)
+            return obj, False
+
+    def skip_string_key(self) -> str:
+        key, _ = self.value()
+        if not isinstance(key, str):
+            raise self._error("expected a key")
+        self.expect(":")
+        return key
+
+    def find_list(self, geojson: bool, depth: int = 0) -> tuple[str, list[Any]] | None:
+        """Walk to the camera list: ("features" | "list", its first elements); None when the document is of
+        another shape (then it is loaded whole). Stops inside the list, ready for elements()."""
+        if self.expect("[{") == "[":
+            return "list", self._first_elements()
+        if self.peek() == "}":
+            self.pos += 1
+            return None
+        while True:
+            key = self.skip_string_key()
+            lowered = key.lower()
+            nxt = self.peek()
+            if depth == 0 and lowered == "features" and nxt == "[":
+                self.expect("[")
+                return "features", self._first_elements()
+            if depth == 0 and lowered in {"elements", "geometry", "properties"}:
+                return None  # OpenStreetMap (Overpass) or a single Feature: read whole
+            if lowered in _LIST_KEYS and nxt in "[{" and depth < 2 and not geojson:
+                found = self.find_list(geojson, depth + 1)
+                if found is not None or nxt == "[":
+                    return found
+            else:
+                self.value()
+            if self.expect(",}") == "}":
+                return None
+
+    def _first_elements(self) -> list[Any]:
+        first: list[Any] = []
+        if self.peek() == "]":
+            self.pos += 1
+            self._done = True
+            return first
+        self._done = False
+        while len(first) < _PEEK:
+            obj, cleaned = self.value()
+            first.append(obj if not cleaned else _CleanedMarker(obj))
+            if self.expect(",]") == "]":
+                self._done = True
+                break
+        return first
+
+    def elements(self, already: int) -> Iterator[JsonItem]:
+        """The list's remaining elements (after the ``already`` returned by find_list), with cleaning notes."""
+        if self._done:
+            return
+        while True:
+            obj, cleaned = self.value()
+            yield obj, (_CLEANED,) if cleaned else ()
+            if self.expect(",]") == "]":
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class _CleanedMarker:
+    value: Any
+
+
+_CLEANED = RowIssue(0, CONTROL_CHARACTERS, "NUL characters or broken surrogate escapes removed", False)
 
 
 def _osm_result(items: Iterable[osm.OsmItem], unit: str, label: str | None) -> ReadResult:
@@ -1021,7 +1522,8 @@ def _read_xml(data: bytes, cmap: ColumnMap, encoding: str | None) -> ReadResult:
                     _add_item(asm, item, cmap)
     if not found_list:
         raise ReadError("XML: no <DeviceList> found (expected a GB/T 28181 Catalog Response)")
-    items = len(asm.rows) + sum(1 for i in asm.issues if i.code == CATALOG_REGION)
+    asm.flush()
+    items = asm.count + asm.issue_counts.get((CATALOG_REGION, False), 0)
     if sum_num > items:
         asm.file_issue(
             sum_line,

@@ -9,17 +9,20 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from vms.catalog.domain import Observation, SourceKind, identity_keys, without_url_credentials
 from vms.catalog.fields import FIELD_NAMES, IDENTITY_ORDER
 from vms.errors import Conflict
 from vms.geo.placement import RegionContext
+from vms.ingest.keyset import HashIndex
 from vms.inventory.merge import Merged, Rank, SourcedRecord, merge_observations
 from vms.store import repository as repo
 from vms.store.models import utcnow
@@ -192,84 +195,146 @@ def ingest(
     progress: Callable[[str, int, int], None] | None = None,
     max_removal_share: float | None = None,
 ) -> IngestResult:
-    """Merge one source's observations into the inventory.
+    """Merge one source's observations into the inventory (all at once; IngestRun takes them in chunks).
 
     ``snapshot``: the observations are everything the source lists now, so records it no longer lists are
     marked removed (never deleted). ``pinned`` maps observation keys to the camera they describe (API edits).
     ``max_removal_share``: a snapshot that would mark more than this share of the source's live observations
     removed raises RemovalRefused (the caller's transaction then changes nothing); None: no limit.
     """
-    now = now or utcnow()
-    result = IngestResult(source=source)
-    lap = _Lap(result.timings, progress)
-    src = repo.get_or_create_source(session, source, kind)
-    src.last_import_at = now
-    stored = repo.source_observations(session, src.id)
+    run = IngestRun(
+        session,
+        source=source,
+        kind=kind,
+        rank=rank,
+        regions=regions,
+        snapshot=snapshot,
+        pinned=pinned,
+        now=now,
+        progress=progress,
+        max_removal_share=max_removal_share,
+    )
+    run.add(observations)
+    return run.finish()
 
-    seen: set[str] = set()
-    fresh: list[tuple[Observation, _Encoded]] = []
-    changed: list[tuple[Observation, _Encoded, repo.StoredObservation]] = []
-    for raw in observations:
-        # URLs from ledgers and cameras carry user:password@; credentials belong in the encrypted store.
-        ob = replace(raw, fields=without_url_credentials(raw.fields))
-        if ob.key in seen:
-            continue  # duplicates inside one batch are the reader's to report; first one wins
-        seen.add(ob.key)
-        dg = _Encoded.of(ob)
-        st = stored.get(ob.key)
-        if st is None:
-            fresh.append((ob, dg))
-        elif st.digest != dg.digest or st.removed:
-            changed.append((ob, dg, st))
-        else:
-            result.observations_unchanged += 1
-    if snapshot:
-        listed = sum(1 for st in stored.values() if not st.removed)
-        removing = sum(1 for k, st in stored.items() if not st.removed and k not in seen)
-        check_removals(source, removing, listed, max_removal_share)
-    repo.touch_observations(session, src.id, now)
-    lap("compare")
 
-    # Identity: which camera does each new observation describe?
-    keysets = [identity_keys(ob.fields) for ob, _ in fresh]
-    matcher = _Matcher(session, keysets)
-    new_groups: dict[int, list[tuple[Observation, _Encoded]]] = {}  # negative placeholder id -> observations
-    targets: list[int] = []
-    for (ob, dg), keys in zip(fresh, keysets, strict=True):
-        target = (pinned or {}).get(ob.key)
-        if target is None:
-            target = matcher.match(keys, f"{source} {ob.key}")
-        if target is None:
-            target = -(len(new_groups) + 1)
-            new_groups[target] = []
-        if target < 0:
-            new_groups[target].append((ob, dg))
-        matcher.remember(target, keys)
-        targets.append(target)
-    result.identity_conflicts = matcher.conflicts
-    lap("identity")
+REMERGE_CHUNK = 5000
 
-    # New cameras: merge their observations (usually one) and insert.
-    placeholder_ids = list(new_groups)
-    merged_new = [
-        merge_observations([SourcedRecord(source, kind, ob.fields, now, ob.extra) for ob, _ in new_groups[p]], rank)
-        for p in placeholder_ids
-    ]
-    rows = [camera_row(m) for m in merged_new]
-    lap("merge")
-    _place(rows, regions)
-    lap("place")
-    for row in rows:
-        row["created_at"] = row["updated_at"] = now
-    real_ids = repo.insert_cameras(session, rows)
-    lap("insert_cameras")
-    id_of = dict(zip(placeholder_ids, real_ids, strict=True))
-    result.cameras_created = len(real_ids)
 
-    # Observations.
-    obs_rows = []
-    for (ob, dg), target in zip(fresh, targets, strict=True):
-        obs_rows.append(
+class IngestRun:
+    """One source's ingest inside the caller's transaction, fed a chunk of observations at a time.
+
+    Memory does not grow with the source: per chunk, the stored observations with the chunk's keys are looked
+    up, identities matched (earlier chunks are in the database already), new cameras inserted and changed
+    observations updated. Across chunks only compact arrays remain: the hashes of the keys seen (duplicates,
+    removals) and the ids of the cameras touched, which ``finish`` merges again once each.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        source: str,
+        kind: SourceKind,
+        rank: Rank,
+        regions: RegionContext,
+        snapshot: bool,
+        pinned: Mapping[str, int] | None = None,
+        now: datetime | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        max_removal_share: float | None = None,
+    ) -> None:
+        self.session = session
+        self.source, self.kind, self.rank, self.regions = source, kind, rank, regions
+        self.snapshot, self.pinned, self.max_removal_share = snapshot, pinned or {}, max_removal_share
+        self.now = now or utcnow()
+        self.result = IngestResult(source=source)
+        self.lap = _Lap(self.result.timings, progress)
+        self.src = repo.get_or_create_source(session, source, kind)
+        self.src.last_import_at = self.now
+        # What the source listed before this import: the base of the removal share.
+        self.listed = repo.count_live_observations(session, self.src.id) if snapshot else 0
+        self.seen = HashIndex()  # hashes of the observation keys of this import
+        self.still_listed = 0  # live stored observations this import lists again
+        self.touched = array("q")  # existing cameras that gained or changed an observation
+        self.created = array("q")
+        self.conflicts: list[str] = []
+
+    def add(self, observations: Iterable[Observation]) -> None:
+        session, src, now, result, lap = self.session, self.src, self.now, self.result, self.lap
+        lap.t = time.perf_counter()  # what happened between chunks (reading the file) is not this ingest's
+        batch: list[Observation] = []
+        hashes: list[int] = []
+        for raw in observations:
+            # URLs from ledgers and cameras carry user:password@; credentials belong in the encrypted store.
+            batch.append(replace(raw, fields=without_url_credentials(raw.fields)))
+            hashes.append(hash(raw.key))
+        earlier = self.seen.contains(np.array(hashes, dtype=np.int64)).tolist()
+        kept: dict[int, Observation] = {}
+        for ob, h, dup in zip(batch, hashes, earlier, strict=True):
+            if not dup and h not in kept:
+                kept[h] = ob  # duplicates inside one import are the reader's to report; the first one wins
+        self.seen.add(list(kept))
+        stored = repo.stored_observations(session, src.id, [ob.key for ob in kept.values()])
+
+        fresh: list[tuple[Observation, _Encoded]] = []
+        changed: list[tuple[Observation, _Encoded, repo.StoredObservation]] = []
+        for ob in kept.values():
+            dg = _Encoded.of(ob)
+            st = stored.get(ob.key)
+            if st is None:
+                fresh.append((ob, dg))
+            elif st.digest != dg.digest or st.removed:
+                changed.append((ob, dg, st))
+            else:
+                result.observations_unchanged += 1
+            if st is not None and not st.removed:
+                self.still_listed += 1
+        lap("compare")
+
+        # Identity: which camera does each new observation describe?
+        keysets = [identity_keys(ob.fields) for ob, _ in fresh]
+        matcher = _Matcher(session, keysets)
+        new_groups: dict[int, list[tuple[Observation, _Encoded]]] = {}  # negative placeholder id -> observations
+        targets: list[int] = []
+        for (ob, dg), keys in zip(fresh, keysets, strict=True):
+            target = self.pinned.get(ob.key)
+            if target is None:
+                target = matcher.match(keys, f"{self.source} {ob.key}")
+            if target is None:
+                target = -(len(new_groups) + 1)
+                new_groups[target] = []
+            if target < 0:
+                new_groups[target].append((ob, dg))
+            matcher.remember(target, keys)
+            targets.append(target)
+        room = MAX_REPORTED_CONFLICTS - len(self.conflicts)
+        self.conflicts.extend(matcher.conflicts[: max(0, room)])
+        lap("identity")
+
+        # New cameras: merge their observations (usually one) and insert.
+        placeholder_ids = list(new_groups)
+        merged_new = [
+            merge_observations(
+                [SourcedRecord(self.source, self.kind, ob.fields, now, ob.extra) for ob, _ in new_groups[p]],
+                self.rank,
+            )
+            for p in placeholder_ids
+        ]
+        rows = [camera_row(m) for m in merged_new]
+        lap("merge")
+        _place(rows, self.regions)
+        lap("place")
+        for row in rows:
+            row["created_at"] = row["updated_at"] = now
+        real_ids = repo.insert_cameras(session, rows)
+        lap("insert_cameras")
+        id_of = dict(zip(placeholder_ids, real_ids, strict=True))
+        result.cameras_created += len(real_ids)
+        self.created.extend(real_ids)
+
+        # Observations.
+        obs_rows = [
             {
                 "camera_id": id_of.get(target, target),
                 "source_id": src.id,
@@ -284,40 +349,67 @@ def ingest(
                 "seen_at": now,
                 "removed_at": None,
             }
+            for (ob, dg), target in zip(fresh, targets, strict=True)
+        ]
+        repo.insert_observations(session, obs_rows)
+        lap("insert_observations")
+        result.observations_new += len(obs_rows)
+        repo.update_observations(
+            session,
+            [
+                {
+                    "id": st.id,
+                    "fields": dg.fields,
+                    "extra": dg.extra,
+                    "digest": dg.digest,
+                    "line": ob.line,
+                    **_key_columns(ob.fields),
+                    "updated_at": now,
+                    "seen_at": now,
+                    "removed_at": None,
+                }
+                for ob, dg, st in changed
+            ],
         )
-    repo.insert_observations(session, obs_rows)
-    lap("insert_observations")
-    result.observations_new = len(obs_rows)
-    repo.update_observations(
-        session,
-        [
-            {
-                "id": st.id,
-                "fields": dg.fields,
-                "extra": dg.extra,
-                "digest": dg.digest,
-                "line": ob.line,
-                **_key_columns(ob.fields),
-                "updated_at": now,
-                "seen_at": now,
-                "removed_at": None,
-            }
-            for ob, dg, st in changed
-        ],
-    )
-    result.observations_changed = len(changed)
+        result.observations_changed += len(changed)
+        self.touched.extend(t for t in targets if t > 0)
+        self.touched.extend(st.camera_id for _, _, st in changed)
 
-    touched = {t for t in targets if t > 0} | {st.camera_id for _, _, st in changed}
-    if snapshot:
-        gone = [(k, st) for k, st in stored.items() if k not in seen and not st.removed]
-        repo.mark_observations_removed(session, [st.id for _, st in gone], now)
-        result.observations_removed = len(gone)
-        touched |= {st.camera_id for _, st in gone}
+    def finish(self) -> IngestResult:
+        """Removals (of a snapshot), then every touched camera merged again from its observations."""
+        session, result = self.session, self.result
+        self.lap.t = time.perf_counter()
+        gone_cameras = array("q")
+        if self.snapshot:
+            gone_ids: list[int] = []
+            # Every live stored observation listed again was counted once (keys are deduplicated): the rest go.
+            check_removals(self.source, self.listed - self.still_listed, self.listed, self.max_removal_share)
+            if self.still_listed < self.listed:
+                for rows in repo.live_observation_keys(session, self.src.id):
+                    hashes = np.fromiter((hash(r.key) for r in rows), dtype=np.int64, count=len(rows))
+                    for r, seen in zip(rows, self.seen.contains(hashes).tolist(), strict=True):
+                        if not seen:
+                            gone_ids.append(r.id)
+                            gone_cameras.append(r.camera_id)
+            repo.touch_observations(session, self.src.id, self.now)
+            repo.mark_observations_removed(session, gone_ids, self.now)
+            result.observations_removed = len(gone_ids)
+        result.identity_conflicts = self.conflicts
+        created = np.unique(_int64s(self.created))
+        touched = np.unique(np.concatenate([_int64s(self.touched), _int64s(gone_cameras)]))
+        fresh = np.isin(touched, created)
+        # A camera created by this import that a later chunk added to is merged again, not counted as updated.
+        for ids, counted in ((touched[~fresh], result), (touched[fresh], None)):
+            for start in range(0, len(ids), REMERGE_CHUNK):
+                part = set(ids[start : start + REMERGE_CHUNK].tolist())
+                remerge(session, part, rank=self.rank, regions=self.regions, now=self.now, result=counted)
+        result.camera_ids = set(touched.tolist()) | set(created.tolist())
+        self.lap("remerge")
+        return result
 
-    remerge(session, touched, rank=rank, regions=regions, now=now, result=result)
-    result.camera_ids = touched | set(real_ids)
-    lap("remerge")
-    return result
+
+def _int64s(values: array[int]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.array(values, dtype=np.int64)
 
 
 STAGES = ("compare", "identity", "merge", "place", "insert_cameras", "insert_observations", "remerge")

@@ -19,7 +19,15 @@ from vms.catalog.fields import FIELD_NAMES
 from vms.errors import Conflict, NotFound, ValidationFailed
 from vms.geo.placement import RegionContext
 from vms.inventory.credentials import Cipher, store_url_logins, url_logins
-from vms.inventory.ingest import IngestResult, ingest, load_region_context, observation_key, reassign_regions, remerge
+from vms.inventory.ingest import (
+    IngestResult,
+    IngestRun,
+    ingest,
+    load_region_context,
+    observation_key,
+    reassign_regions,
+    remerge,
+)
 from vms.inventory.merge import SourcedRecord, merge_observations
 from vms.inventory.quality import COLUMNS as QUALITY_COLUMNS
 from vms.inventory.quality import QualityContext, QualityReport, check_all
@@ -48,9 +56,14 @@ class ImportReport:
     accepted: int
     rejected: int
     nodes: int
-    issues: list[RowIssue]
+    issues: list[RowIssue]  # the first ones in full (importers.ISSUE_CAP)
     result: IngestResult
     run_id: int | None = None
+    issue_counts: dict[tuple[str, bool], int] = field(default_factory=dict)  # (code, rejecting) -> all of them
+
+    @property
+    def issues_total(self) -> int:
+        return sum(self.issue_counts.values()) if self.issue_counts else len(self.issues)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +80,8 @@ class ImportReport:
             **self.result.counts(),
             "changed": self.result.changed,
             "issues": [_issue_dict(i) for i in self.issues],
+            "issues_total": self.issues_total,
+            "issue_counts": _issue_counts(self.issue_counts),
             "identity_conflicts": self.result.identity_conflicts,
             "timings": self.result.timings,
             "run_id": self.run_id,
@@ -183,53 +198,71 @@ class Inventory:
         nothing, unless ``allow_removals``.
         """
         from vms.catalog.columns import ColumnMap, load_column_map
-        from vms.ingest.importers import read_records
+        from vms.catalog.domain import ParsedRow
+        from vms.ingest.importers import peek_format, read_records
 
         overrides: dict[str, str] = {}
         if self.settings.column_map_file:
             overrides.update(load_column_map(self.settings.column_map_file).overrides)
         overrides.update(column_map or {})
-        progress("read", 0, 1)
-        started = time.perf_counter()
-        read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding, crs=crs)
-        read_seconds = round(time.perf_counter() - started, 3)
-        progress("read", 1, 1)
-        kind = kind or (SourceKind.CATALOG if read.format == "xml" else SourceKind.LEDGER)
+        kind = kind or (SourceKind.CATALOG if peek_format(path, fmt) == "xml" else SourceKind.LEDGER)
         source = source or f"{kind.value}:{path.stem}"
-        observations: list[Observation] = []
-        nodes: list[dict[str, Any]] = []
-        for row in read.rows:
-            if row.rejected:
-                continue
-            device_id = str(row.fields.get("device_id") or "")
-            if kind is SourceKind.CATALOG and device_id and device_id[10:13] not in CAMERA_TYPES:
-                # Platforms, NVRs, business groups and virtual organisations are tree nodes, not cameras.
-                nodes.append({**row.fields})
-                continue
-            observations.append(
-                Observation(source, kind, observation_key(row.fields, row.line), row.fields, row.extra, row.line)
-            )
-        progress("merge", 0, 7)
+        started = time.perf_counter()
+        progress("import", 0, 0)
+        # Rows stream from the reader into the ingest a chunk at a time, all in one transaction: memory stays
+        # flat however long the file, and a failure (or a refused removal) leaves nothing changed.
         with self.session() as s:
-            ctx = self.region_context(s)
-            result = ingest(
+            run = IngestRun(
                 s,
                 source=source,
                 kind=kind,
-                observations=observations,
                 rank=self.rank,
-                regions=ctx,
+                regions=self.region_context(s),
                 snapshot=snapshot,
-                progress=progress,
+                progress=None,
                 max_removal_share=None if allow_removals else self.settings.max_removal_share,
             )
-            result.timings = {"read": read_seconds, **result.timings}
-            src = repo.get_or_create_source(s, source, kind)
-            logins = url_logins(o.fields for o in observations)
-            if logins:
-                store_url_logins(Cipher(self.settings.fernet_key()), s, logins, actor)
-            if nodes:
-                repo.upsert_nodes(s, nodes, src.id)
+            cipher = Cipher(self.settings.fernet_key())
+            tally = {"observations": 0, "nodes": 0, "rows": 0}
+            node_ids: set[str] = set()
+            merging = 0.0
+
+            def sink(rows: list[ParsedRow]) -> None:
+                nonlocal merging
+                t = time.perf_counter()
+                observations: list[Observation] = []
+                nodes: list[dict[str, Any]] = []
+                for row in rows:
+                    if row.rejected:
+                        continue
+                    device_id = str(row.fields.get("device_id") or "")
+                    if kind is SourceKind.CATALOG and device_id and device_id[10:13] not in CAMERA_TYPES:
+                        # Platforms, NVRs, business groups and virtual organisations are tree nodes, not cameras.
+                        nodes.append({**row.fields})
+                        continue
+                    observations.append(
+                        Observation(
+                            source, kind, observation_key(row.fields, row.line), row.fields, row.extra, row.line
+                        )
+                    )
+                run.add(observations)
+                logins = url_logins(o.fields for o in observations)
+                if logins:
+                    store_url_logins(cipher, s, logins, actor)
+                if nodes:
+                    repo.upsert_nodes(s, nodes, run.src.id)
+                    node_ids.update(str(n["device_id"]) for n in nodes)
+                tally["observations"] += len(observations)
+                tally["nodes"] += len(nodes)
+                tally["rows"] += len(rows)
+                merging += time.perf_counter() - t
+                progress("import", tally["rows"], 0)
+
+            read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding, crs=crs, sink=sink)
+            t = time.perf_counter()
+            result = run.finish()
+            merging += time.perf_counter() - t
+            result.timings = {"read": round(time.perf_counter() - started - merging, 3), **result.timings}
             report = ImportReport(
                 path=str(path),
                 source=source,
@@ -238,26 +271,28 @@ class Inventory:
                 encoding=read.encoding,
                 dry_run=dry_run,
                 rows=read.total_rows,
-                accepted=len(observations) + len(nodes),
-                rejected=sum(1 for r in read.rows if r.rejected),
-                nodes=len(nodes),
+                accepted=tally["observations"] + tally["nodes"],
+                rejected=read.rejected_rows,
+                nodes=tally["nodes"],
                 issues=list(read.issues),
                 result=result,
+                issue_counts=dict(read.issue_counts),
             )
             if dry_run:
                 s.rollback()
                 return report
-            self.refresh_problems(s, result.camera_ids, parents={str(n["device_id"]) for n in nodes})
+            self.refresh_problems(s, result.camera_ids, parents=node_ids)
             report.run_id = repo.record_import_run(
                 s,
-                source_id=src.id,
+                source_id=run.src.id,
                 path=str(path),
                 fmt=read.format,
                 counts=result.counts()
                 | {"rows": report.rows, "accepted": report.accepted, "rejected": report.rejected},
                 issues={
                     "items": [_issue_dict(i) for i in report.issues[:MAX_STORED_ISSUES]],
-                    "truncated": max(0, len(report.issues) - MAX_STORED_ISSUES),
+                    "truncated": max(0, report.issues_total - MAX_STORED_ISSUES),
+                    "counts": _issue_counts(report.issue_counts),
                 },
             )
             repo.audit(
@@ -267,7 +302,7 @@ class Inventory:
                 target=source,
                 details={"path": str(path), "run_id": report.run_id, **result.counts()},
             )
-        progress("merge", 7, 7)
+        progress("import", tally["rows"], tally["rows"])
         return report
 
     def ingest_observations(
@@ -674,6 +709,10 @@ def _no_centre_reason(civil_code: str | None, region: str | None, names: Mapping
     else:
         parts.append("no position in a known region")
     return ", ".join(parts)
+
+
+def _issue_counts(counts: Mapping[tuple[str, bool], int]) -> list[dict[str, Any]]:
+    return [{"code": code, "rejected": fatal, "count": n} for (code, fatal), n in sorted(counts.items())]
 
 
 def _issue_dict(issue: RowIssue) -> dict[str, Any]:

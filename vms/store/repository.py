@@ -103,6 +103,55 @@ def source_observations(session: Session, source_id: int) -> dict[str, StoredObs
 KEY_CHUNK = 5000  # fewer round trips for identity look-ups; far below both databases' parameter limits
 
 
+def stored_observations(session: Session, source_id: int, keys: Collection[str]) -> dict[str, StoredObservation]:
+    """The source's stored observations with these keys (an import looks them up a chunk at a time)."""
+    # Plain SQL on the DBAPI cursor: compiling an IN list of 5,000 bound parameters cost more than the query.
+    conn = session.connection()
+    quote = conn.dialect.identifier_preparer.quote
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    table, key_column = quote(ObservationRow.__tablename__), quote("key")
+    out: dict[str, StoredObservation] = {}
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for part in chunks(sorted(set(keys)), KEY_CHUNK):
+            cursor.execute(
+                f"SELECT {key_column}, id, camera_id, digest, removed_at FROM {table} "
+                f"WHERE source_id = {mark} AND {key_column} IN ({', '.join(mark for _ in part)})",
+                (source_id, *part),
+            )
+            for key, oid, camera_id, dg, removed_at in cursor.fetchall():
+                out[key] = StoredObservation(oid, camera_id, dg, removed_at is not None)
+    finally:
+        cursor.close()
+    return out
+
+
+def count_live_observations(session: Session, source_id: int) -> int:
+    o = ObservationRow
+    stmt = select(func.count()).select_from(o).where(o.source_id == source_id, o.removed_at.is_(None))
+    return int(session.execute(stmt).scalar_one())
+
+
+def live_observation_keys(session: Session, source_id: int, size: int = 20_000) -> Iterator[Sequence[Any]]:
+    """(id, camera_id, key) of the source's live observations, ``size`` at a time in id order (bounded memory
+    however large the source)."""
+    o = ObservationRow
+    after = 0
+    while True:
+        rows = list(
+            session.execute(
+                select(o.id, o.camera_id, o.key)
+                .where(o.source_id == source_id, o.removed_at.is_(None), o.id > after)
+                .order_by(o.id)
+                .limit(size)
+            )
+        )
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].id
+
+
 def cameras_by_key(session: Session, kind: str, keys: Collection[str]) -> dict[str, int]:
     """Identity key -> camera id, over every observation ever made (a removed camera can come back).
 
