@@ -100,7 +100,6 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=err,
         transient=True,
@@ -108,9 +107,12 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
+            # total 0: not known in advance (an import streams its rows): the count so far, no bar to fill
+            known = total if total > 0 else None
+            label = f"{stage} {done:,}/{total:,}" if known else f"{stage}: {done:,} rows"
             if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=max(total, 1))
-            bar.update(tasks[stage], completed=done, total=max(total, 1))
+                tasks[stage] = bar.add_task(label, total=known)
+            bar.update(tasks[stage], completed=done, total=known, description=label)
 
         yield update
 
