@@ -20,9 +20,9 @@ into the canonical fields the importer parses and checks like any ledger row:
 Every tag that is not copied verbatim into a text field stays with the record as an extra column under its
 own key (``camera:direction`` keeps the degrees, ``camera:mount``, ``height``, ``surveillance:zone``, ...).
 Only cameras count (a plate reader is a checkpoint camera): ``surveillance:type`` guard and elements with other
-tags (roads, shops) are skipped with a note; untagged nodes are the geometry of ways and are skipped silently. Positions are WGS-84, as
-OSM stores them; a way or relation is placed at its ``center`` (Overpass ``out center``), else the mean of its
-nodes or geometry.
+tags (roads, shops) are skipped with a note; untagged nodes are the geometry of ways and are skipped silently.
+Positions are WGS-84, as OSM stores them; a way or relation is placed at its ``center`` (Overpass ``out center``),
+else the mean of its nodes or geometry.
 """
 
 from __future__ import annotations
