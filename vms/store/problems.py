@@ -22,7 +22,7 @@ from vms.store.models import (
     quality_state,
     quality_tallies,
 )
-from vms.store.repository import bulk_insert, chunks
+from vms.store.repository import bulk_insert, chunks, dbapi_executemany
 
 cq = camera_quality
 KEY_COLUMNS = ("k_id", "k_name_position", "k_mac", "k_serial")
@@ -48,29 +48,17 @@ def bulk_update(session: Session, table: Table, key: str, rows: Sequence[Mapping
     """UPDATE ... WHERE key = ? as one executemany on the DBAPI cursor (all rows the same columns)."""
     if not rows:
         return
-    conn = session.connection()
-    dialect = conn.dialect
     names = [n for n in rows[0] if n != key]
-    order = [*names, key]
-    procs = [(i, p) for i, n in enumerate(order) if (p := table.c[n].type._cached_bind_processor(dialect)) is not None]
-    quote = dialect.identifier_preparer.quote
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(n)} = {mark}' for n in names)} WHERE {quote(key)} = {mark}"
+    dbapi_executemany(
+        session,
+        table,
+        [*names, key],
+        lambda quote, mark: (
+            f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(n)} = {mark}' for n in names)} "
+            f"WHERE {quote(key)} = {mark}"
+        ),
+        rows,
     )
-    params = []
-    for row in rows:
-        values = [row[n] for n in order]
-        for i, proc in procs:
-            if values[i] is not None:
-                values[i] = proc(values[i])
-        params.append(tuple(values))
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        for part in chunks(params, 10000):
-            cursor.executemany(sql, part)
-    finally:
-        cursor.close()
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

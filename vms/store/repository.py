@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -35,21 +35,35 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     """
     if not rows:
         return
-    conn = session.connection()
-    dialect = conn.dialect
     # Only columns some row fills: a ledger fills 20 of the 60 camera columns, the rest stay NULL.
     names = [n for n in rows[0] if any(r[n] is not None for r in rows)]
-    cols = [table.c[n] for n in names]
-    procs = [(i, p) for i, c in enumerate(cols) if (p := c.type._cached_bind_processor(dialect)) is not None]
-    quote = dialect.identifier_preparer.quote
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
-        f"VALUES ({', '.join(mark for _ in names)})"
+    dbapi_executemany(
+        session,
+        table,
+        names,
+        lambda quote, mark: (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join(mark for _ in names)})"
+        ),
+        rows,
     )
+
+
+def dbapi_executemany(
+    session: Session,
+    table: Table,
+    order: Sequence[str],
+    statement: Callable[[Callable[[str], str], str], str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Run ``statement(quote, mark)`` once per row, binding the columns in ``order`` through their processors."""
+    conn = session.connection()
+    dialect = conn.dialect
+    procs = [(i, p) for i, n in enumerate(order) if (p := table.c[n].type._cached_bind_processor(dialect)) is not None]
+    sql = statement(dialect.identifier_preparer.quote, "?" if dialect.paramstyle == "qmark" else "%s")
     params: list[Any] = []
     for row in rows:
-        values = [row[n] for n in names]
+        values = [row[n] for n in order]
         for i, proc in procs:
             if values[i] is not None:
                 values[i] = proc(values[i])
