@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 import random
+import tomllib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -372,6 +373,71 @@ def covering_fault_layout(*, healthy: int = 6) -> dict[int, frozenset[str]]:
     for k in range(healthy):
         layout[len(FAULTS) + k] = frozenset()
     return layout
+
+
+FaultPlan = tuple[dict[str, float], dict[int, frozenset[str]]]
+
+
+def fault_plan(spec: str, count: int, *, seed: int = 0) -> FaultPlan:
+    """The fault mix `vms sim --faults` asks for: ``(fault_mix, faults_by_index)`` for :func:`build_fleet`.
+
+    ``spec`` is "none" (a healthy fleet), "default" (:data:`DEFAULT_FAULT_MIX`) or the path of a JSON or TOML file
+    mapping fault -> count (an integer: exactly that many devices, spread over the fleet by ``seed``) or share (a
+    number between 0 and 1: each device drawn with that probability). Raises ValueError with one line.
+    """
+    if spec == "none":
+        return {}, {}
+    if spec == "default":
+        return dict(DEFAULT_FAULT_MIX), {}
+    data = _load_fault_file(Path(spec))
+    mix: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for name, value in data.items():
+        if name not in FAULTS:
+            raise ValueError(f"{spec}: unknown fault {name!r} (known: {', '.join(sorted(FAULTS))})")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{spec}: {name} must be a count (integer) or a share (0-1), not {value!r}")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"{spec}: {name} count must be >= 0, not {value}")
+            counts[name] = value
+        else:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{spec}: {name} share must be between 0 and 1, not {value}")
+            mix[name] = value
+    if sum(mix.values()) > 1.0 + 1e-9:
+        raise ValueError(f"{spec}: the shares sum to {sum(mix.values()):g}, more than 1")
+    pinned_total = sum(counts.values())
+    if pinned_total > count:
+        raise ValueError(f"{spec}: the counts ask for {pinned_total} faulty devices in a fleet of {count}")
+    spots = random.Random(_digest(seed, 0, "fault-plan")).sample(range(count), pinned_total)
+    pinned: dict[int, frozenset[str]] = {}
+    for name in sorted(counts):
+        for _ in range(counts[name]):
+            pinned[spots.pop()] = frozenset({name})
+    return mix, pinned
+
+
+def _load_fault_file(path: Path) -> dict[str, object]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"--faults: give none, default or a JSON/TOML file; cannot read {path}: {reason}") from None
+    data: object
+    if path.suffix.lower() == ".toml" or not text.lstrip().startswith(("{", "[")):
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of fault -> count or share")
+    return data
 
 
 def offline_note(devices: Iterable[DeviceSpec], *, shown: int = 5) -> str:

@@ -777,13 +777,40 @@ def sim(
     rtsp: Annotated[bool, typer.Option(help="serve RTSP streams with gst-rtsp-server")] = True,
     video: Annotated[Path | None, typer.Option(help="serve this video file instead of test patterns")] = None,
     credentials_file: Annotated[Path | None, typer.Option(help="write the fleet's logins here (mode 0600)")] = None,
+    faults: Annotated[
+        str,
+        typer.Option(
+            help="none (a healthy fleet), default (about a quarter misbehaves) or a JSON/TOML file mapping "
+            "fault -> count (integer) or share (0-1)"
+        ),
+    ] = "default",
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds (default: Ctrl-C)")] = None,
 ) -> None:
     """Run a simulated fleet of ONVIF cameras on loopback (the demo, and the test bed)."""
     from probes.sim import run_fleet
+    from probes.sim.devices import fault_plan
 
+    try:
+        if count < 0:
+            raise ValueError(f"--count must be >= 0, not {count}")
+        if duration is not None and not duration > 0:
+            raise ValueError(f"--duration must be positive, not {duration:g}")
+        mix, pinned = fault_plan(faults, count, seed=seed)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {_one_line(exc)}", soft_wrap=True)
+        raise typer.Exit(2) from None
     raise typer.Exit(
         run_fleet(
-            count, seed=seed, port=port, base_host=base_host, rtsp=rtsp, video=video, credentials_path=credentials_file
+            count,
+            seed=seed,
+            port=port,
+            base_host=base_host,
+            fault_mix=mix,
+            faults_by_index=pinned,
+            rtsp=rtsp,
+            video=video,
+            credentials_path=credentials_file,
+            duration_s=duration,
         )
     )
 
