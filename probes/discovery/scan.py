@@ -131,11 +131,14 @@ async def scan_range(
     progress: Callable[[int, int], None] | None = None,
     session: HttpClient | None = None,
     remember_clocks: bool = True,
+    on_hit: Callable[[ScanHit], None] | None = None,
 ) -> list[ScanHit]:
     """Find ONVIF device services in ``cidrs`` on ``ports``. Refuses more than ``max_addresses`` addresses
     (default: one /16). ``progress(done, total)`` counts address:port pairs, at most every 0.2 s and at the end.
     Hits come back sorted by address and port. With ``remember_clocks`` each device's clock reading is kept
-    for a while (:mod:`probes.onvif.clocks`), so an interrogation right after skips its GetSystemDateAndTime."""
+    for a while (:mod:`probes.onvif.clocks`), so an interrogation right after skips its GetSystemDateAndTime.
+    ``on_hit(hit)`` hears of each hit as it is found, so that its interrogation need not wait for the scan's end
+    (the timeouts of addresses that never answer)."""
     total_addresses = count_addresses(cidrs)
     if total_addresses > max_addresses:
         raise ValueError(f"{total_addresses} addresses exceed the scan limit of {max_addresses}")
@@ -178,6 +181,8 @@ async def scan_range(
                     break  # nothing listening (or not HTTP): no point trying other paths on this port
                 if hit is not None:
                     hits.append(hit)
+                    if on_hit is not None:
+                        on_hit(hit)
                     break
                 http.forget(host, port)  # answered, but not an ONVIF device service: no reason to keep it
             done += 1

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 from urllib.parse import urlsplit
@@ -1008,7 +1009,7 @@ def _scope_kwargs(scopes: Sequence[str]) -> dict[str, str | None]:
 
 
 async def _pool(
-    targets: Iterable[str],
+    targets: Iterable[str] | AsyncIterable[str],
     *,
     credentials_for: Callable[[str], Sequence[Credential]],
     budget: LoginBudget,
@@ -1025,14 +1026,37 @@ async def _pool(
     policy: AddressPolicy | None,
 ) -> AsyncIterator[tuple[int, DeviceReport]]:
     """(index, report) as devices finish, at most ``concurrency`` devices at a time: a worker pool over the
-    iterator, so a fleet of 100,000 never becomes 100,000 tasks."""
+    iterator, so a fleet of 100,000 never becomes 100,000 tasks. An async iterable is consumed as targets arrive
+    (a range scan's hits, while the scan goes on); indexes then count in arrival order."""
     own_session = session is None
     http = session or make_session(limit=max(16, concurrency * 2))
     queue: asyncio.Queue[tuple[int, DeviceReport] | None] = asyncio.Queue(maxsize=max(1, concurrency))
-    jobs = iter(enumerate(targets))
+    next_job: Callable[[], Coroutine[Any, Any, tuple[int, str] | None]]
+    if isinstance(targets, AsyncIterable):
+        source = aiter(targets)
+        taking = asyncio.Lock()
+        counter = itertools.count()
+
+        async def next_async() -> tuple[int, str] | None:
+            async with taking:  # one worker at a time waits for the next target
+                try:
+                    target = await anext(source)
+                except StopAsyncIteration:
+                    return None
+            return next(counter), target
+
+        next_job = next_async
+    else:
+        jobs = iter(enumerate(targets))
+
+        async def next_sync() -> tuple[int, str] | None:
+            return next(jobs, None)
+
+        next_job = next_sync
 
     async def worker() -> None:
-        for index, target in jobs:  # shared iterator: each target is taken by exactly one worker
+        while (job := await next_job()) is not None:  # shared source: each target is taken by one worker
+            index, target = job
             report = await interrogate(
                 target,
                 credentials=credentials_for(target),
@@ -1071,7 +1095,7 @@ async def _pool(
 
 
 async def interrogate_stream(
-    targets: Iterable[str],
+    targets: Iterable[str] | AsyncIterable[str],
     *,
     credentials_for: Callable[[str], Sequence[Credential]],
     budget: LoginBudget,
@@ -1087,7 +1111,8 @@ async def interrogate_stream(
     reuse_clock_s: float = DEFAULT_REUSE_CLOCK_S,
     policy: AddressPolicy | None = None,
 ) -> AsyncIterator[DeviceReport]:
-    """Yield reports as devices finish, at most ``concurrency`` devices at a time."""
+    """Yield reports as devices finish, at most ``concurrency`` devices at a time. ``targets`` may be an async
+    iterable: devices are then interrogated as they arrive."""
     async for _, report in _pool(
         targets,
         credentials_for=credentials_for,

@@ -13,12 +13,13 @@ prober connects (and sends logins) only to the device itself and to networks the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,9 @@ from probes.discovery.wsdiscovery import device_service, probe_multicast, probe_
 from probes.errors import Cause
 from probes.onvif.addresses import format_hostport, parse_target
 from probes.onvif.auth import Credential, LoginBudget
-from probes.onvif.client import interrogate_many, make_session
+from probes.onvif.client import interrogate_stream, make_session
 from probes.policy import AddressPolicy, HostName, Refusal, parse_host
-from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile
+from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile, ScanHit
 from vms.catalog.domain import Observation, SourceKind
 from vms.inventory.credentials import Cipher, CredentialResolver
 from vms.inventory.ingest import IngestResult, ingest, observation_key
@@ -260,6 +261,13 @@ def _profile_dict(p: MediaProfile) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _report_order(report: DeviceReport) -> str:
+    try:
+        return device_key(report.xaddr)
+    except ValueError:
+        return report.xaddr
+
+
 # --- the service ---------------------------------------------------------------------------------------
 
 
@@ -332,13 +340,29 @@ class Discovery:
         return hints
 
     async def find(
-        self, req: DiscoveryRequest, policy: AddressPolicy, progress: Progress = _quiet
+        self,
+        req: DiscoveryRequest,
+        policy: AddressPolicy,
+        progress: Progress = _quiet,
+        on_target: Callable[[str, str], None] | None = None,
     ) -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
         """Device services to interrogate (host:port -> URL), endpoint references by host:port, and the devices
-        whose every XAddr the address policy refused (as failures: nothing was sent to those addresses)."""
+        whose every XAddr the address policy refused (as failures: nothing was sent to those addresses).
+        ``on_target(host:port, url)`` hears of each device service as soon as it is known (a range scan's hits
+        while the scan goes on), so that its interrogation can start at once."""
         targets: dict[str, str] = {}
         endpoints: dict[str, str] = {}
         refused: dict[str, dict[str, Any]] = {}
+
+        def found(key: str, url: str) -> None:
+            if key not in targets:
+                targets[key] = url
+                if on_target is not None:
+                    on_target(key, url)
+
+        for target in req.targets:
+            parsed = parse_target(target)
+            found(parsed.key, parsed.url)
         probes: list[Any] = [probe_multicast(ip, timeout=req.probe_timeout) for ip in req.interfaces]
         if req.unicast:
             probes.append(probe_unicast(req.unicast, timeout=req.probe_timeout))
@@ -348,14 +372,19 @@ class Discovery:
             def scan_progress(done: int, total: int) -> None:
                 progress("scan", done, total)
 
+            def scan_hit(hit: ScanHit) -> None:
+                found(format_hostport(hit.host, hit.port), hit.xaddr)
+
             scans.append(
                 scan_range(
                     req.ranges,
                     req.ports,
                     concurrency=req.scan_concurrency,
-                    timeout=min(req.call_timeout, 3.0),
+                    # An address that does not answer within a device's budget is not one to wait for.
+                    timeout=min(req.call_timeout, 3.0, req.device_deadline),
                     progress=scan_progress,
                     max_addresses=MAX_FORCED_ADDRESSES if req.force else MAX_SCAN_ADDRESSES,
+                    on_hit=scan_hit,
                 )
             )
         results = await asyncio.gather(*probes, *scans, return_exceptions=True)
@@ -380,18 +409,19 @@ class Discovery:
                         )
                     elif xaddr:
                         key = device_key(xaddr)
-                        targets.setdefault(key, xaddr)
+                        found(key, xaddr)
                         endpoints.setdefault(key, item.endpoint_ref)
-                else:  # ScanHit
-                    targets.setdefault(format_hostport(item.host, item.port), item.xaddr)
-        for target in req.targets:
-            parsed = parse_target(target)
-            targets.setdefault(parsed.key, parsed.url)
+                else:  # ScanHit (already handed on as it was found)
+                    found(format_hostport(item.host, item.port), item.xaddr)
         answered = {parse_target(url).host for url in targets.values()}
         return targets, endpoints, [f for host, f in refused.items() if host not in answered]
 
     async def run(self, req: DiscoveryRequest, progress: Progress = _quiet) -> DiscoveryOutcome:
-        """One sweep. Raises ValueError (one line, nothing recorded) for a request it cannot use."""
+        """One sweep. Raises ValueError (one line, nothing recorded) for a request it cannot use.
+
+        Finding and interrogating overlap: a device is interrogated as soon as it is found, so addresses that never
+        answer (their scan timeouts) and slow devices (their per-device deadline) wait side by side, not one stage
+        after the other."""
         req.validate()
         inv = self.inventory
         with inv.session(write=False) as s:
@@ -401,30 +431,51 @@ class Discovery:
             policy = self.address_policy(s, req)
         started = utcnow()
         progress("find", 0, 1)
-        targets, endpoints, refused = await self.find(req, policy, progress)
-        progress("find", 1, 1)
-        order = sorted(targets)
-        urls = [targets[k] for k in order]
+        feed: asyncio.Queue[str | None] = asyncio.Queue()
+        offered = 0
 
-        def interrogate_progress(done: int, total: int) -> None:
-            progress("interrogate", done, total)
+        def offer(_key: str, url: str) -> None:
+            nonlocal offered
+            offered += 1
+            feed.put_nowait(url)
 
+        async def finder() -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
+            try:
+                return await self.find(req, policy, progress, on_target=offer)
+            finally:
+                feed.put_nowait(None)  # no more devices: the interrogation ends with the last one found
+
+        async def arrivals() -> AsyncIterator[str]:
+            while (url := await feed.get()) is not None:
+                yield url
+
+        reports: list[DeviceReport] = []
         session = make_session(limit=max(16, req.concurrency * 2))
+        find_task = asyncio.create_task(finder())
         try:
-            reports = await interrogate_many(
-                urls,
+            async for report in interrogate_stream(
+                arrivals(),
                 credentials_for=resolver.credentials,
                 budget=budget,
                 session=session,
                 concurrency=req.concurrency,
                 auth_hint_for=lambda url: hints.get(device_key(url)),
-                progress=interrogate_progress,
                 timeout=req.call_timeout,
                 deadline=req.device_deadline,
                 policy=policy,
-            )
+            ):
+                reports.append(report)
+                with contextlib.suppress(Exception):  # a broken progress bar must not stop a sweep
+                    progress("interrogate", len(reports), offered)
+            targets, endpoints, refused = await find_task
         finally:
+            if not find_task.done():
+                find_task.cancel()
+                await asyncio.gather(find_task, return_exceptions=True)
             await session.close()
+        progress("find", 1, 1)
+        order = sorted(targets)
+        reports.sort(key=_report_order)  # as found would vary from run to run; registration order should not
         return self.register(req, reports, endpoints, budget, resolver, order, started, refused=refused)
 
     def register(
