@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from vms.catalog.domain import Observation, SourceKind, identity_keys, without_url_credentials
+from vms.catalog.domain import URI_FIELDS, Observation, SourceKind, identity_keys, without_url_credentials
 from vms.catalog.fields import FIELD_NAMES, IDENTITY_ORDER
 from vms.errors import Conflict
 from vms.geo.placement import RegionContext
@@ -66,10 +66,14 @@ def observation_key(fields: Mapping[str, Any], line: int | None = None) -> str:
     return f"line:{line}"
 
 
+# One encoder for every record: json.dumps with these options builds a new one per call.
+_ENCODE = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False).encode
+
+
 def to_json(value: Mapping[str, Any] | None) -> str | None:
     if not value:
         return None
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return _ENCODE(value)
 
 
 def digest(fields_json: str | None, extra_json: str | None) -> str:
@@ -267,7 +271,9 @@ class IngestRun:
         hashes: list[int] = []
         for raw in observations:
             # URLs from ledgers and cameras carry user:password@; credentials belong in the encrypted store.
-            batch.append(replace(raw, fields=without_url_credentials(raw.fields)))
+            if any(isinstance(raw.fields.get(name), str) for name in URI_FIELDS):
+                raw = replace(raw, fields=without_url_credentials(raw.fields))
+            batch.append(raw)
             hashes.append(hash(raw.key))
         earlier = self.seen.contains(np.array(hashes, dtype=np.int64)).tolist()
         kept: dict[int, Observation] = {}
