@@ -13,7 +13,7 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final
 
 from probes.errors import Cause
@@ -131,14 +131,15 @@ async def scan_range(
     progress: Callable[[int, int], None] | None = None,
     session: HttpClient | None = None,
     remember_clocks: bool = True,
-    on_hit: Callable[[ScanHit], None] | None = None,
+    on_hit: Callable[[ScanHit], Awaitable[None]] | None = None,
 ) -> list[ScanHit]:
     """Find ONVIF device services in ``cidrs`` on ``ports``. Refuses more than ``max_addresses`` addresses
     (default: one /16). ``progress(done, total)`` counts address:port pairs, at most every 0.2 s and at the end.
     Hits come back sorted by address and port. With ``remember_clocks`` each device's clock reading is kept
     for a while (:mod:`probes.onvif.clocks`), so an interrogation right after skips its GetSystemDateAndTime.
-    ``on_hit(hit)`` hears of each hit as it is found, so that its interrogation need not wait for the scan's end
-    (the timeouts of addresses that never answer)."""
+    ``await on_hit(hit)`` hears of each hit as it is found, so that its interrogation need not wait for the scan's
+    end (the timeouts of addresses that never answer); a slow ``on_hit`` holds the scan back (its hits' connections
+    then wait less for their interrogation)."""
     total_addresses = count_addresses(cidrs)
     if total_addresses > max_addresses:
         raise ValueError(f"{total_addresses} addresses exceed the scan limit of {max_addresses}")
@@ -182,7 +183,7 @@ async def scan_range(
                 if hit is not None:
                     hits.append(hit)
                     if on_hit is not None:
-                        on_hit(hit)
+                        await on_hit(hit)
                     break
                 http.forget(host, port)  # answered, but not an ONVIF device service: no reason to keep it
             done += 1

@@ -19,7 +19,7 @@ import ipaddress
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,8 @@ from probes.discovery.wsdiscovery import device_service, probe_multicast, probe_
 from probes.errors import Cause
 from probes.onvif.addresses import format_hostport, parse_target
 from probes.onvif.auth import Credential, LoginBudget
-from probes.onvif.client import interrogate_stream, make_session
+from probes.onvif.client import interrogate_stream
+from probes.onvif.http import HttpClient, parking_capacity
 from probes.policy import AddressPolicy, HostName, Refusal, parse_host
 from probes.results import AuthMethod, DeviceReport, DiscoveredDevice, MediaProfile, ScanHit
 from vms.catalog.domain import Observation, SourceKind
@@ -344,25 +345,26 @@ class Discovery:
         req: DiscoveryRequest,
         policy: AddressPolicy,
         progress: Progress = _quiet,
-        on_target: Callable[[str, str], None] | None = None,
+        on_target: Callable[[str, str], Awaitable[None]] | None = None,
+        session: HttpClient | None = None,
     ) -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
         """Device services to interrogate (host:port -> URL), endpoint references by host:port, and the devices
         whose every XAddr the address policy refused (as failures: nothing was sent to those addresses).
-        ``on_target(host:port, url)`` hears of each device service as soon as it is known (a range scan's hits
+        ``await on_target(host:port, url)`` hears of each device service as soon as it is known (a range scan's hits
         while the scan goes on), so that its interrogation can start at once."""
         targets: dict[str, str] = {}
         endpoints: dict[str, str] = {}
         refused: dict[str, dict[str, Any]] = {}
 
-        def found(key: str, url: str) -> None:
+        async def found(key: str, url: str) -> None:
             if key not in targets:
                 targets[key] = url
                 if on_target is not None:
-                    on_target(key, url)
+                    await on_target(key, url)
 
         for target in req.targets:
             parsed = parse_target(target)
-            found(parsed.key, parsed.url)
+            await found(parsed.key, parsed.url)
         probes: list[Any] = [probe_multicast(ip, timeout=req.probe_timeout) for ip in req.interfaces]
         if req.unicast:
             probes.append(probe_unicast(req.unicast, timeout=req.probe_timeout))
@@ -372,8 +374,8 @@ class Discovery:
             def scan_progress(done: int, total: int) -> None:
                 progress("scan", done, total)
 
-            def scan_hit(hit: ScanHit) -> None:
-                found(format_hostport(hit.host, hit.port), hit.xaddr)
+            async def scan_hit(hit: ScanHit) -> None:
+                await found(format_hostport(hit.host, hit.port), hit.xaddr)
 
             scans.append(
                 scan_range(
@@ -385,6 +387,7 @@ class Discovery:
                     progress=scan_progress,
                     max_addresses=MAX_FORCED_ADDRESSES if req.force else MAX_SCAN_ADDRESSES,
                     on_hit=scan_hit,
+                    session=session,
                 )
             )
         results = await asyncio.gather(*probes, *scans, return_exceptions=True)
@@ -409,10 +412,10 @@ class Discovery:
                         )
                     elif xaddr:
                         key = device_key(xaddr)
-                        found(key, xaddr)
+                        await found(key, xaddr)
                         endpoints.setdefault(key, item.endpoint_ref)
                 else:  # ScanHit (already handed on as it was found)
-                    found(format_hostport(item.host, item.port), item.xaddr)
+                    await found(format_hostport(item.host, item.port), item.xaddr)
         answered = {parse_target(url).host for url in targets.values()}
         return targets, endpoints, [f for host, f in refused.items() if host not in answered]
 
@@ -431,27 +434,41 @@ class Discovery:
             policy = self.address_policy(s, req)
         started = utcnow()
         progress("find", 0, 1)
-        feed: asyncio.Queue[str | None] = asyncio.Queue()
+        # Bounded: the scan runs at most this far ahead of the interrogations, so a hit's connection is still open
+        # (keep-alive) when its interrogation takes it.
+        feed: asyncio.Queue[str | None] = asyncio.Queue(maxsize=max(1, req.concurrency))
         offered = 0
 
-        def offer(_key: str, url: str) -> None:
+        async def offer(_key: str, url: str) -> None:
             nonlocal offered
             offered += 1
-            feed.put_nowait(url)
+            await feed.put(url)
 
-        async def finder() -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
+        async def finder(session: HttpClient) -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
             try:
-                return await self.find(req, policy, progress, on_target=offer)
-            finally:
-                feed.put_nowait(None)  # no more devices: the interrogation ends with the last one found
+                found = await self.find(req, policy, progress, on_target=offer, session=session)
+            except asyncio.CancelledError:
+                raise  # the interrogations are over already: nobody waits for the end mark
+            except BaseException:
+                await feed.put(None)
+                raise
+            await feed.put(None)  # no more devices: the interrogation ends with the last one found
+            return found
 
         async def arrivals() -> AsyncIterator[str]:
             while (url := await feed.get()) is not None:
                 yield url
 
         reports: list[DeviceReport] = []
-        session = make_session(limit=max(16, req.concurrency * 2))
-        find_task = asyncio.create_task(finder())
+        # One HTTP client for the scan and the interrogations: a hit's connection (and the scan's clock reading)
+        # goes straight on to its interrogation, which starts while the scan still runs.
+        session = HttpClient(
+            limit=req.scan_concurrency + max(16, req.concurrency * 2),
+            limit_per_host=2,
+            keepalive_s=5.0,
+            max_idle=parking_capacity(),
+        )
+        find_task = asyncio.create_task(finder(session))
         try:
             async for report in interrogate_stream(
                 arrivals(),
