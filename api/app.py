@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic_core import to_json
 
 from api.deps import require_reader, require_writer
-from api.schemas import CameraEdit
+from api.schemas import CameraEdit, CameraPage
 from api.security import BodyLimit, HostGuard, default_allowed_hosts
 from vms.catalog.domain import without_url_credentials
 from vms.errors import (
@@ -110,7 +111,7 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
 
     reader = [Depends(require_reader)]
 
-    @app.get("/api/v1/cameras", dependencies=reader)
+    @app.get("/api/v1/cameras", dependencies=reader, response_model=CameraPage)
     def list_cameras(
         region: RegionCode = None,
         status: Literal["ON", "OFF"] | None = None,
@@ -119,7 +120,7 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
         include_removed: bool = False,
         limit: Limit = 100,
         offset: Offset = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         flt = repo.CameraFilter(
             region=region or None,
             status=status,
@@ -128,7 +129,10 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
             include_removed=include_removed,
         )
         total, rows = inventory.list_cameras(flt, limit=limit, offset=offset)
-        return {"total": total, "limit": limit, "offset": offset, "items": [_public(r) for r in rows]}
+        # Plain dicts with str keys, serialised once (pydantic-core, the encoder FastAPI would use) and returned as
+        # they are: validating 100 rows of 60 fields against the response model again cost 30-50 ms a page.
+        page = {"total": total, "limit": limit, "offset": offset, "items": [_public(r) for r in rows]}
+        return Response(to_json(page), media_type="application/json")
 
     @app.get("/api/v1/cameras/{ref}", dependencies=reader)
     def show_camera(ref: CameraRef) -> dict[str, Any]:
@@ -183,3 +187,10 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `vms serve` worker process (a uvicorn factory): settings from the environment and .env."""
+    from vms.settings import Settings
+
+    return create_app(Inventory(Settings()))

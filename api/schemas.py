@@ -9,3 +9,13 @@ from pydantic import BaseModel, Field
 
 class CameraEdit(BaseModel):
     fields: dict[str, Any] = Field(..., description="canonical field name -> new value", min_length=1)
+
+
+class CameraPage(BaseModel):
+    """A page of cameras: the merged records (every field of the camera record, and ``extra``, ``conflicts``,
+    ``region_code``, ``created_at``, ``updated_at``, ``removed_at``), never credentials."""
+
+    total: int = Field(..., description="cameras matching the filters")
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]

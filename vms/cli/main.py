@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,8 +19,27 @@ from rich.table import Table
 
 from vms.catalog.domain import SourceKind
 from vms.errors import VmsError
-from vms.settings import Settings
-from vms.store import repository as repo
+
+
+class _LazyModule:
+    """A module imported on first attribute access, so that importing the CLI does not import it."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+# `vms --help` must start fast: SQLAlchemy, pydantic-settings, the inventory, the API, the probes, numpy, shapely,
+# pyproj... are imported by the commands that need them (tests/unit/test_cli_imports.py checks it).
+if TYPE_CHECKING:
+    from vms.settings import Settings as SettingsT
+    from vms.store import repository as repo
+else:
+    repo = _LazyModule("vms.store.repository")
 
 app = typer.Typer(no_args_is_help=True, help="Unified inventory of a district's public video cameras.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -63,11 +83,19 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, ensure_ascii=False, indent=2) + "\n")
 
 
+def load_settings() -> SettingsT:
+    """The settings (VMS_* variables, .env); the log level follows them."""
+    from vms.settings import Settings
+
+    settings = Settings()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return settings
+
+
 def inventory() -> Any:
     from vms.inventory.service import Inventory
 
-    settings = Settings()
-    inv = Inventory(settings)
+    inv = Inventory(load_settings())
     inv.upgrade()  # cheap when current; a fresh data dir just works
     return inv
 
@@ -126,7 +154,7 @@ def db_upgrade() -> None:
     from vms.inventory.service import Inventory
     from vms.store.db import current_revision
 
-    inv = Inventory(Settings())
+    inv = Inventory(load_settings())
     inv.upgrade()
     console.print(f"database at revision {current_revision(inv.engine)} ({inv.engine.url.render_as_string()})")
 
@@ -645,22 +673,41 @@ def audit(limit: int = 50, as_json: JsonOpt = False) -> None:
     console.print(t)
 
 
+def default_workers() -> int:
+    """One API worker process per CPU this process may run on (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str | None, typer.Option(help="default VMS_API_HOST (127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="default VMS_API_PORT (8000)")] = None,
+    port: Annotated[int | None, typer.Option(help="default VMS_API_PORT (8000)", min=0, max=65535)] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="API worker processes (default: one per CPU)", min=1, max=256)
+    ] = None,
 ) -> None:
-    """Run the HTTP API and the dashboard."""
+    """Run the HTTP API and the dashboard in several worker processes (no scheduler: `vms run` has it)."""
     import uvicorn
 
-    from api.app import create_app
-
-    settings = Settings()
-    inv = inventory()
+    with errors_to_exit():
+        inv = inventory()  # migrates once, before the workers start
+        settings = inv.settings
+        inv.engine.dispose()
+    bind = host or settings.api_host
+    n = workers or default_workers()
+    # The workers build the app from the same settings (api.app:app_from_environment); where they listen is passed
+    # through the environment they inherit.
+    os.environ["VMS_API_HOST"] = bind
+    console.print(f"vms: API and dashboard on http://{bind}:{port or settings.api_port}/, {n} worker processes")
     uvicorn.run(
-        create_app(inv, bind_host=host or settings.api_host),
-        host=host or settings.api_host,
+        "api.app:app_from_environment",
+        factory=True,
+        host=bind,
         port=port or settings.api_port,
+        workers=n,
         log_level=settings.log_level.lower(),
     )
 
@@ -828,8 +875,8 @@ def run(
     from vms.discovery.service import DiscoveryRequest
     from vms.jobs.scheduler import build_scheduler
 
-    settings = Settings()
     inv = inventory()
+    settings = inv.settings
     console.print(f"vms: database {inv.engine.url.render_as_string()}, data dir {settings.data_dir}")
     request: DiscoveryRequest | None = None
     if settings.discovery_ranges or settings.discovery_interfaces:
@@ -880,7 +927,7 @@ def _why_demo(inv: Any) -> str | None:
     return None
 
 
-def _start_demo_fleet(inv: Any, settings: Settings, why: str) -> tuple[Any, Any]:
+def _start_demo_fleet(inv: Any, settings: SettingsT, why: str) -> tuple[Any, Any]:
     """Run the simulated fleet on loopback and discover it, as a demo of the real flow (`why` says why)."""
     from vms.discovery.demo import BackgroundFleet, seed_demo
     from vms.discovery.service import DiscoveryRequest
@@ -915,7 +962,12 @@ def _start_demo_fleet(inv: Any, settings: Settings, why: str) -> tuple[Any, Any]
 
 
 def main() -> None:
-    logging.basicConfig(level=Settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The level from the environment now; load_settings() applies VMS_LOG_LEVEL from a .env file as well.
+    level = os.environ.get("VMS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # Alembic narrates every start; the schema version is shown by `vms db upgrade` when it matters.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app()

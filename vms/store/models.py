@@ -264,3 +264,16 @@ quality_state = Table(
     Column("name", String(32), primary_key=True),
     Column("value", Text, nullable=True),
 )
+
+
+# Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
+# the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
+SEARCH_TABLE = "camera_search"
+SEARCH_INDEX = "ix_cameras_search"
+
+
+def described_by_models(name: str | None, type_: str, _parent_names: Any) -> bool:
+    """Alembic's ``include_name``: False for what the migrations make beside the models (the search index)."""
+    if name is None:
+        return True
+    return not ((type_ == "table" and name.startswith(SEARCH_TABLE)) or (type_ == "index" and name == SEARCH_INDEX))
