@@ -672,7 +672,7 @@ async def test_http_client_times_out_and_reports_refusals() -> None:
                 pass
             else:
                 raise AssertionError("no timeout")
-            assert 0.25 < time.perf_counter() - started < 1.0
+            assert 0.25 < time.perf_counter() - started < 3.0  # the 0.3 s timeout, not a wait for the server
             port = server.port
     finally:
         await server.stop()
