@@ -226,7 +226,7 @@ def print_import_figures(
     db: str, got: dict[str, Any], floor: float, floor_name: str, goal: float, hashed: float
 ) -> None:
     print(
-        f"{db}: import {ROWS:,} rows (first):  {got['first_s']:>7.2f} s ({got['first_cpu']:.2f} s CPU)   "
+        f"{db}: import {got['first'].rows:,} rows (first): {got['first_s']:>7.2f} s ({got['first_cpu']:.2f} s CPU)   "
         f"{floor_name} floor {floor:.2f} s   ratio {got['first_s'] / floor:.1f}x (goal <= {goal:.0f}x)"
     )
     print(

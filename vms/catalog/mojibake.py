@@ -23,6 +23,8 @@ _LOST_REASON = "question marks where characters were lost"
 _FILL = ("锟斤拷", "烫烫烫", "屯屯屯")
 # Each "?" stood for a character the target encoding could not hold; real names never contain two in a row.
 _LOST = ("??", "？？")
+_MARKS = re.compile("|".join(re.escape(m) for m in (REPLACEMENT, *_FILL, *_LOST)))
+_BEYOND_1252 = re.compile("[^\x00-\u2122]")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _HIGH = re.compile(r"[\u0080-\u00ff]")
 # Two hanzi in a row as GBK bytes: four Latin-1 characters above 0x80 in a row, which Western words never have.
@@ -62,13 +64,13 @@ def damage(text: str | None) -> str | None:
         return None
     if text.isascii():
         return _LOST_REASON if "??" in text else None
-    if REPLACEMENT in text:
-        return "U+FFFD replacement character (bytes that were not valid in the encoding used to read them)"
-    if any(mark in text for mark in _FILL):
-        return "锟斤拷/烫烫烫: replacement or uninitialised bytes read as GBK"
-    if any(mark in text for mark in _LOST):
+    if _MARKS.search(text) is not None:  # one scan for every tell-tale mark; the rare hit says which
+        if REPLACEMENT in text:
+            return "U+FFFD replacement character (bytes that were not valid in the encoding used to read them)"
+        if any(mark in text for mark in _FILL):
+            return "锟斤拷/烫烫烫: replacement or uninitialised bytes read as GBK"
         return _LOST_REASON
-    if max(text) <= "\u2122":  # Latin-1 and Windows-1252 characters only
+    if _BEYOND_1252.search(text) is None:  # Latin-1 and Windows-1252 characters only
         if len(_HIGH.findall(text)) < 2:
             return None
         raw = _latin_bytes(text)

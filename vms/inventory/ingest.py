@@ -128,7 +128,8 @@ def _key_columns(fields: Mapping[str, Any]) -> dict[str, str | None]:
 
 
 def camera_row(merged: Merged) -> dict[str, Any]:
-    row: dict[str, Any] = {name: merged.fields.get(name) for name in FIELD_NAMES}
+    row: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
+    row.update(merged.fields)  # a merge keeps catalog fields only
     row["extra"] = merged.extra or None
     row["conflicts"] = _jsonable(merged.conflicts) or None
     return row

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import ARRAY, Row, String, Table, and_, any_, bindparam, func, literal_column, or_, select, text, update
@@ -49,7 +50,7 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if not rows:
         return
     # Only columns some row fills: a ledger fills 20 of the 60 camera columns, the rest stay NULL.
-    names = [n for n in rows[0] if any(r[n] is not None for r in rows)]
+    names = [n for n in rows[0] if list(map(itemgetter(n), rows)).count(None) < len(rows)]
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         quote = conn.dialect.identifier_preparer.quote
@@ -383,7 +384,9 @@ def escape_like(text: str) -> str:
 # What a search looks in (literal text, case-insensitive, anywhere in the value).
 SEARCH_COLUMNS = ("name", "device_id", "local_id", "address", "ip_address", "mac")
 # The text PostgreSQL's trigram index covers (migration 0004_camera_search): the same expression, or it goes unused.
-SEARCH_DOCUMENT = " || ' ' || ".join(f"coalesce({c}, '')" for c in SEARCH_COLUMNS)
+# Joined by U+001F, so that text without it matches the joined text only where it matches one column.
+SEPARATOR = "\x1f"
+SEARCH_DOCUMENT = " || E'\\x1f' || ".join(f"coalesce({c}, '')" for c in SEARCH_COLUMNS)
 # A trigram index finds text of 3 characters or more; shorter text is a scan (a page stops at its last row).
 TRIGRAM = 3
 
@@ -408,8 +411,9 @@ def _search(search: str, *, include_removed: bool, dialect: str) -> Any:
     match = "like" if dialect == "sqlite" else "ilike"
     in_columns = or_(*(getattr(cameras.c[c], match)(like, escape="\\") for c in SEARCH_COLUMNS))
     if dialect == "postgresql":
-        # The trigram index answers the first test (the columns joined); the second keeps a match within one column.
-        return and_(literal_column(f"({SEARCH_DOCUMENT})").ilike(like, escape="\\"), in_columns)
+        # The trigram index answers the test on the columns joined (one test per row, not one per column).
+        joined = literal_column(f"({SEARCH_DOCUMENT})").ilike(like, escape="\\")
+        return joined if SEPARATOR not in search else and_(joined, in_columns)
     if dialect != "sqlite" or len(search) < TRIGRAM:
         return in_columns
     if include_removed:  # the index holds the cameras not removed; the removed ones (few) are scanned besides
