@@ -132,6 +132,7 @@ async def scan_range(
     session: HttpClient | None = None,
     remember_clocks: bool = True,
     on_hit: Callable[[ScanHit], Awaitable[None]] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[ScanHit]:
     """Find ONVIF device services in ``cidrs`` on ``ports``. Refuses more than ``max_addresses`` addresses
     (default: one /16). ``progress(done, total)`` counts address:port pairs, at most every 0.2 s and at the end.
@@ -139,17 +140,23 @@ async def scan_range(
     for a while (:mod:`probes.onvif.clocks`), so an interrogation right after skips its GetSystemDateAndTime.
     ``await on_hit(hit)`` hears of each hit as it is found, so that its interrogation need not wait for the scan's
     end (the timeouts of addresses that never answer); a slow ``on_hit`` holds the scan back (its hits' connections
-    then wait less for their interrogation)."""
+    then wait less for their interrogation). ``shard=(i, n)`` scans every n-th address from the i-th only: n
+    processes with i = 0 .. n-1 share a range, each address scanned by exactly one of them."""
     total_addresses = count_addresses(cidrs)
     if total_addresses > max_addresses:
         raise ValueError(f"{total_addresses} addresses exceed the scan limit of {max_addresses}")
     port_list = list(dict.fromkeys(int(p) for p in ports))
     if any(not 0 < p < 65_536 for p in port_list):
         raise ValueError("ports must be 1-65535")
-    total = total_addresses * len(port_list)
+    index, shards = shard
+    if not 0 <= index < shards:
+        raise ValueError(f"bad shard {index} of {shards}")
+    mine = max(0, -(-(total_addresses - index) // shards))  # addresses index, index + shards, ...
+    total = mine * len(port_list)
     if total == 0:
         return []
-    jobs = itertools.product(iter_addresses(cidrs), port_list)
+    addresses = iter_addresses(cidrs) if shards == 1 else itertools.islice(iter_addresses(cidrs), index, None, shards)
+    jobs = itertools.product(addresses, port_list)
     hits: list[ScanHit] = []
     done = 0
     last_report = time.monotonic()

@@ -403,6 +403,16 @@ class LoginBudget:
             out[key] = {"failures": list(state.failures), "bad": dict(state.bad), "good": state.good}
         return {"version": 1, "window_s": self.window_s, "devices": out}
 
+    def replace(self, snapshot: Mapping[str, Any]) -> None:
+        """Take the state of the devices in a :meth:`snapshot` as it is (what a worker process that probed them
+        learnt, a cleared rejection included); other devices keep theirs."""
+        devices = snapshot.get("devices")
+        if snapshot.get("version") != 1 or not isinstance(devices, Mapping):
+            return
+        for key in devices:
+            self._devices.pop(str(key), None)
+        self.restore(snapshot)
+
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Merge a :meth:`snapshot`; unknown versions and malformed entries are ignored."""
         if snapshot.get("version") != 1:

@@ -732,6 +732,12 @@ def discover(
     targets: Annotated[list[str] | None, typer.Option("--target", help="device service (host[:port] or URL)")] = None,
     timeout: Annotated[float, typer.Option(help="per-call timeout, seconds")] = 3.0,
     concurrency: Annotated[int, typer.Option(help="devices interrogated at once")] = 200,
+    device_budget: Annotated[
+        float, typer.Option(help="seconds one device's interrogation may take; a device that hangs is left after it")
+    ] = 20.0,
+    workers: Annotated[
+        int, typer.Option(help="processes sharing a range scan (0: one per core for ranges of 4,096+ addresses)")
+    ] = 0,
     force: Annotated[bool, typer.Option("--force", help="scan ranges of more than 65,536 addresses")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -754,6 +760,8 @@ def discover(
         targets=targets or [],
         call_timeout=timeout,
         concurrency=concurrency,
+        device_deadline=device_budget,
+        workers=workers,
         force=force,
     )
     try:
