@@ -58,7 +58,7 @@ RegionCode = Annotated[str | None, Query(max_length=64, description="region code
 SourceName = Annotated[str | None, Query(max_length=255)]
 Search = Annotated[
     str | None,
-    Query(max_length=100, description="text in the name, GB ID, address or department number (literal, no wildcards)"),
+    Query(max_length=100, description="text in the name, GB ID, department number, address, IP or MAC (literal)"),
 ]
 CameraRef = Annotated[str, PathParam(min_length=1, max_length=64, description="id, GB ID, department number or MAC")]
 StatsBy = Literal["region", "status", "source", "manufacturer"]

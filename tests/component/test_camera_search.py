@@ -67,6 +67,8 @@ QUERIES = [
     "tongda",
     "nothing-like-this",
     "37131100001320000003",
+    "50%\x1fdept",  # across two columns joined by the PostgreSQL index's separator: no match
+    "\x1f",
 ]
 
 
@@ -129,3 +131,15 @@ def test_unfiltered_total_equals_a_count(inventory, tmp_path):
     inventory.import_file(write(tmp_path / "c.csv", ROWS[:4]), source="ledger:c", allow_removals=True)
     assert inventory.list_cameras(repo.CameraFilter(), limit=1)[0] == counted() == 4
     assert inventory.list_cameras(repo.CameraFilter(include_removed=True), limit=1)[0] == 5
+
+
+def test_a_large_import_is_searchable_at_once(inventory, tmp_path):
+    # over LARGE_WRITE cameras: PostgreSQL's statistics and the trigram index's pending entries are refreshed
+    rows = [
+        (f"371311000013200{i:05d}", f"罗庄路口{i}", f"N-{i}", f"沂河路{i}号", f"10.9.{i // 256}.{i % 256}")
+        for i in range(1, 1201)
+    ]
+    inventory.import_file(write(tmp_path / "big.csv", rows), source="ledger:big")
+    assert found(inventory, "路口1199") == [1199]
+    assert found(inventory, "10.9.4.1") == scan(inventory, "10.9.4.1")
+    assert inventory.list_cameras(repo.CameraFilter(search="罗庄路口"), limit=5)[0] == 1200

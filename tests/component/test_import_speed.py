@@ -63,3 +63,39 @@ def test_import_benchmark_measures_floors(
     out = capsys.readouterr().out
     assert f"{name} floor" in out and "read+hash" in out and out.count("ratio") == 2
     assert json.dumps(got["timings"])
+
+
+def test_unchanged_reimport_writes_no_observation_and_keeps_last_seen(inventory: Inventory, tmp_path: Path) -> None:
+    """Last-seen is written once per snapshot import (the source's listed_at), not on each observation; what
+    `vms cameras show` reports is unchanged: the last import that listed the camera."""
+    from sqlalchemy import select
+
+    from vms.store.models import Observation, Source
+
+    path = tmp_path / "two.csv"
+    rows = [["设备编码", "设备名称"], ["37131100001325000001", "东门"], ["37131100001325000002", "西门"]]
+    path.write_text("\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    inventory.import_file(path, source="ledger:two")
+    with inventory.session(write=False) as s:
+        stored_before = dict(s.execute(select(Observation.key, Observation.seen_at)).all())
+    again = inventory.import_file(path, source="ledger:two")
+    assert not again.result.changed
+    with inventory.session(write=False) as s:
+        stored_after = dict(s.execute(select(Observation.key, Observation.seen_at)).all())
+        listed_at = s.scalar(select(Source.listed_at).where(Source.name == "ledger:two"))
+    assert stored_after == stored_before  # no row rewritten by an unchanged re-import
+    assert listed_at is not None
+    with inventory.session(write=False) as s:
+        cid = repo.camera_ids_by(s, "device_id", "37131100001325000001")[0]
+        (seen,) = repo.source_of_observation(s, cid)
+        assert seen.seen_at > stored_before["id:37131100001325000001"]
+        assert abs((seen.seen_at - listed_at).total_seconds()) < 1e-3
+    # The next snapshot no longer lists 西门: removed, last seen when the previous snapshot listed it.
+    path.write_text("\n".join(",".join(r) for r in rows[:2]) + "\n", encoding="utf-8")
+    third = inventory.import_file(path, source="ledger:two", allow_removals=True)
+    assert third.result.observations_removed == 1
+    with inventory.session(write=False) as s:
+        cid = repo.camera_ids_by(s, "device_id", "37131100001325000002")[0]
+        (gone,) = repo.source_of_observation(s, cid)
+        assert gone.removed_at is not None
+        assert abs((gone.seen_at - listed_at).total_seconds()) < 1e-3

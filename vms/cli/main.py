@@ -403,7 +403,7 @@ def cameras_list(
     status: str | None = None,
     source: str | None = None,
     search: Annotated[
-        str | None, typer.Option(help="name, GB ID, address or department number contains (literal text)")
+        str | None, typer.Option(help="name, GB ID, department number, address, IP or MAC contains (literal)")
     ] = None,
     removed: Annotated[bool, typer.Option(help="include cameras their sources removed")] = False,
     limit: int = 50,

@@ -398,8 +398,10 @@ class IngestRun:
                         if not seen:
                             gone_ids.append(r.id)
                             gone_cameras.append(r.camera_id)
-            repo.touch_observations(session, self.src.id, self.now)
-            repo.mark_observations_removed(session, gone_ids, self.now)
+            # Last-seen of what is listed again is the source's ``listed_at`` (one write, not one per camera);
+            # what goes was last seen by the snapshot before this one.
+            repo.mark_observations_removed(session, gone_ids, self.now, last_listed=self.src.listed_at)
+            self.src.listed_at = self.now
             result.observations_removed = len(gone_ids)
         result.identity_conflicts = self.conflicts
         created = np.unique(_int64s(self.created))

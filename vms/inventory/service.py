@@ -40,6 +40,8 @@ from vms.store.models import utcnow
 log = logging.getLogger(__name__)
 
 MAX_STORED_ISSUES = 1000
+# An import that changed this many cameras refreshes the search index's statistics (PostgreSQL) afterwards.
+LARGE_WRITE = 1000
 _PROBLEMS_REBUILD = threading.Lock()
 CAMERA_TYPES = frozenset({"131", "132"})
 
@@ -302,6 +304,9 @@ class Inventory:
                 target=source,
                 details={"path": str(path), "run_id": report.run_id, **result.counts()},
             )
+        if len(result.camera_ids) >= LARGE_WRITE:
+            with self.session() as s:
+                repo.refresh_search_index(s)
         progress("import", tally["rows"], tally["rows"])
         return report
 

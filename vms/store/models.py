@@ -51,6 +51,8 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_import_at: Mapped[datetime | None]
+    # The last snapshot import: every live observation of the source was listed by it (their last-seen).
+    listed_at: Mapped[datetime | None]
 
 
 def _field_column(kind: Kind, max_len: int) -> Any:

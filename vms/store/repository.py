@@ -9,7 +9,22 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, Row, String, Table, and_, any_, bindparam, func, literal_column, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    Row,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
@@ -238,22 +253,24 @@ def update_observations(session: Session, rows: Sequence[Mapping[str, Any]]) -> 
         session.execute(update(ObservationRow), list(rows))
 
 
-def touch_observations(session: Session, source_id: int, now: datetime) -> None:
-    session.execute(
-        update(ObservationRow)
-        # Rows this import inserted or changed carry ``now`` already: only the unchanged ones are written.
-        .where(
-            ObservationRow.source_id == source_id,
-            ObservationRow.removed_at.is_(None),
-            ObservationRow.seen_at != now,
-        )
-        .values(seen_at=now)
-    )
-
-
-def mark_observations_removed(session: Session, ids: Sequence[int], now: datetime) -> None:
+def mark_observations_removed(
+    session: Session, ids: Sequence[int], now: datetime, *, last_listed: datetime | None = None
+) -> None:
+    """Mark these observations removed at ``now``; ``last_listed``: when their source last listed them (a
+    snapshot import before this one), kept as their last-seen when later than their own."""
+    o = ObservationRow
+    values: dict[str, Any] = {"removed_at": now}
+    if last_listed is not None:
+        values["seen_at"] = case((o.seen_at < last_listed, last_listed), else_=o.seen_at)
     for part in chunks(ids):
-        session.execute(update(ObservationRow).where(ObservationRow.id.in_(part)).values(removed_at=now))
+        session.execute(update(o).where(o.id.in_(part)).values(values))
+
+
+def last_seen(o: Any = ObservationRow) -> Any:
+    """An observation's last-seen: its own ``seen_at`` (set when new or changed), or for a live one the time its
+    source's last snapshot import listed it, whichever is later (needs ``Source`` joined)."""
+    later = and_(o.removed_at.is_(None), Source.listed_at.is_not(None), Source.listed_at > o.seen_at)
+    return case((later, Source.listed_at), else_=o.seen_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,7 +499,7 @@ def list_cameras(
     result = session.execute(stmt)
     # Plain str keys: SQLAlchemy's own (quoted_name, a str subclass) made every JSON encoder take its slow path.
     keys = list(map(str, result.keys()))
-    return [dict(zip(keys, r, strict=True)) for r in result]
+    return [dict(zip(keys, r, strict=True)) for r in result.all()]  # all(): one fetch, not one per row
 
 
 def count_cameras(session: Session, flt: CameraFilter) -> int:
@@ -496,13 +513,28 @@ def count_cameras(session: Session, flt: CameraFilter) -> int:
     return int(session.scalar(_filtered(select(func.count()).select_from(cameras), flt, _dialect(session))) or 0)
 
 
+def refresh_search_index(session: Session) -> None:
+    """After a large write on PostgreSQL: fresh planner statistics for the cameras (a table that grew from empty is
+    otherwise planned as empty, and searched by a scan, until autovacuum comes by) and the trigram index's pending
+    entries merged into it (GIN queues inserts; every search reads the queue until it is merged)."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        return
+    conn.exec_driver_sql("ANALYZE cameras")
+    conn.exec_driver_sql(
+        "SELECT gin_clean_pending_list(ix) FROM (SELECT to_regclass('ix_cameras_search') AS ix) AS s "
+        "WHERE ix IS NOT NULL"
+    )
+
+
 def live_camera_count(session: Session) -> int | None:
     """The cameras not removed, read from the quality counters that every write keeps current (the overall
     total, vms.inventory.problems) instead of counting 100,000 rows; None until those have been computed once."""
-    if session.scalar(select(quality_state.c.name).where(quality_state.c.name == "fingerprint")) is None:
-        return None
     t = quality_tallies
-    return int(session.scalar(select(t.c.total).where(t.c.dim == "all", t.c.key == "")) or 0)
+    built = select(quality_state.c.name).where(quality_state.c.name == "fingerprint").scalar_subquery()
+    total = select(t.c.total).where(t.c.dim == "all", t.c.key == "").scalar_subquery()
+    row = session.execute(select(built, total)).one()
+    return None if row[0] is None else int(row[1] or 0)
 
 
 def count_by(
@@ -704,7 +736,16 @@ def audit_entries(session: Session, limit: int = 100) -> list[AuditEntry]:
 def source_of_observation(session: Session, camera_id: int) -> list[Row[Any]]:
     o = ObservationRow
     stmt = (
-        select(Source.name, Source.kind, o.key, o.line, o.first_seen, o.updated_at, o.seen_at, o.removed_at)
+        select(
+            Source.name,
+            Source.kind,
+            o.key,
+            o.line,
+            o.first_seen,
+            o.updated_at,
+            last_seen(o).label("seen_at"),
+            o.removed_at,
+        )
         .join(Source, Source.id == o.source_id)
         .where(and_(o.camera_id == camera_id))
         .order_by(o.id)

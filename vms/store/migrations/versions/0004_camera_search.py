@@ -6,8 +6,10 @@ raw DBAPI executemany of the imports) keeps it in step. A removed camera leaves 
 removed cameras scan those (few) rows besides.
 
 PostgreSQL: the pg_trgm extension (shipped with PostgreSQL, a trusted extension since 13) and one GIN index over
-the same columns, joined into one text (the expression is ``vms.store.repository.SEARCH_DOCUMENT``; both must stay
-identical for the planner to use the index).
+the same columns, joined into one text by U+001F (the expression is ``vms.store.repository.SEARCH_DOCUMENT``; both
+must stay identical for the planner to use the index). pg_trgm indexes CJK text when the database's LC_CTYPE is a
+UTF-8 locale (Debian's default, e.g. C.UTF-8 or zh_CN.UTF-8); under LC_CTYPE=C it sees ASCII only and such
+searches are a scan (still exact).
 
 Note for later migrations: a batch (copy-and-move) alteration of ``cameras`` on SQLite drops its triggers; create
 them again (``create_sqlite_search``) after one.
@@ -27,7 +29,8 @@ branch_labels = None
 depends_on = None
 
 COLUMNS = ("name", "device_id", "local_id", "address", "ip_address", "mac")
-DOCUMENT = " || ' ' || ".join(f"coalesce({c}, '')" for c in COLUMNS)
+# Joined by U+001F (unit separator), which a search for other text cannot match across.
+DOCUMENT = " || E'\\x1f' || ".join(f"coalesce({c}, '')" for c in COLUMNS)
 
 
 def _values(prefix: str) -> str:
