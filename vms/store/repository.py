@@ -25,8 +25,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy import cast as cast_
-from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from vms.catalog.domain import SourceKind
@@ -234,7 +232,7 @@ def cameras_by_key(session: Session, kind: str, keys: Collection[str]) -> dict[s
     postgres = session.get_bind().dialect.name == "postgresql"
     for part in chunks(ordered, KEY_CHUNK):
         # PostgreSQL: one array parameter instead of an IN list of 5,000 (parsed and planned each time).
-        match = column == any_(cast_(array(list(part)), ARRAY(String))) if postgres else column.in_(part)
+        match = column == any_(bindparam("keys", list(part), type_=ARRAY(String))) if postgres else column.in_(part)
         rows = session.execute(select(column, func.min(ObservationRow.camera_id)).where(match).group_by(column))
         for key, camera_id in rows:
             if key is not None:
