@@ -44,8 +44,13 @@ def create_sqlite_search() -> None:
         f"CREATE VIRTUAL TABLE IF NOT EXISTS camera_search USING fts5({cols}, content='cameras', "
         "content_rowid='id', tokenize='trigram', columnsize=0)"
     )
+    # A row here: the writer indexes the rows it inserts itself, in one statement (the bulk insert of an import,
+    # vms.store.repository.insert_cameras): FTS5 flushes its pending terms at every statement, so indexing row by
+    # row from a trigger during an executemany costs several times more. Only ever set inside a transaction.
+    op.execute("CREATE TABLE IF NOT EXISTS camera_search_deferred (writer INTEGER)")
     op.execute(
         f"CREATE TRIGGER IF NOT EXISTS cameras_search_insert AFTER INSERT ON cameras WHEN NEW.removed_at IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM camera_search_deferred) "
         f"BEGIN INSERT INTO camera_search(rowid, {cols}) VALUES (NEW.id, {_values('NEW')}); END"
     )
     op.execute(
@@ -83,5 +88,6 @@ def downgrade() -> None:
         for name in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS cameras_search_{name}")
         op.execute("DROP TABLE IF EXISTS camera_search")
+        op.execute("DROP TABLE IF EXISTS camera_search_deferred")
     elif dialect == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_cameras_search")
