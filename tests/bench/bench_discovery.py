@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import resource
 import socket
 import statistics
 import time
@@ -183,3 +184,41 @@ def test_bench_discovery_bad_devices(tmp_path: Path) -> None:
           f"{outcome.registered} registered, {outcome.failed} failed")
     print(f"bad devices: wall {wall:.2f} s, CPU {cpu:.2f} s, device budget {budget:.0f} s -> wall is "
           f"{wall / floor:.2f}x the larger of CPU and budget   (was 24.5 s wall for 4.1 s CPU)")
+
+
+def test_bench_discovery_workers(tmp_path: Path) -> None:
+    """A /20 (4,094 addresses, above the size from which `vms discover` shares a scan between one process per core)
+    with 2,000 devices: one process against the worker processes, same fleet, fresh databases."""
+    base = "127.66.0.1"
+    count = int(os.environ.get("VMS_BENCH_WORKER_DEVICES", "2000"))
+    port = free_port()
+    devices = build_fleet(count, base_host=base, port=port, fault_mix={}, auth_by_index=BOTH_AUTH(count))
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=_serve, args=(count, port, stop, None, base), daemon=True)
+    proc.start()
+    cidr = f"{base.rsplit('.', 2)[0]}.0.0/20"
+    auto = DiscoveryRequest(ranges=[cidr], ports=[port]).worker_count()
+    figures: dict[int, tuple[float, float]] = {}
+    try:
+        _wait_listening(devices[-1].host, port, time.monotonic() + 180)
+        for workers in (1, max(2, auto)):
+            inv = _inventory(tmp_path, f"workers{workers}")
+            req = DiscoveryRequest(ranges=[cidr], ports=[port], concurrency=256, scan_concurrency=512,
+                                   actor="bench", workers=workers)
+            usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            outcome = asyncio.run(Discovery(inv).run(req))
+            wall = time.perf_counter() - t0
+            usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = time.process_time() - c0 + (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime)
+            assert outcome.registered == count, outcome
+            figures[workers] = (wall, cpu)
+    finally:
+        stop.set()
+        proc.join(30)
+    print()
+    for workers, (wall, cpu) in figures.items():
+        print(f"workers:  {count:,} devices in {cidr}, {workers} process(es): {wall:6.2f} s wall = "
+              f"{count / wall:7.1f} devices/s, {cpu:.2f} s CPU (workers included; auto here: {auto})")

@@ -736,7 +736,7 @@ def discover(
         float, typer.Option(help="seconds one device's interrogation may take; a device that hangs is left after it")
     ] = 20.0,
     workers: Annotated[
-        int, typer.Option(help="processes sharing a range scan (0: one per core for ranges of 4,096+ addresses)")
+        int, typer.Option(help="processes sharing a range scan (0: one per core for ranges of 4,000+ addresses)")
     ] = 0,
     force: Annotated[bool, typer.Option("--force", help="scan ranges of more than 65,536 addresses")] = False,
     as_json: JsonOpt = False,

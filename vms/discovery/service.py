@@ -57,7 +57,7 @@ MAX_STORED_FAILURES = 5000
 MAX_SCAN_ADDRESSES = 65_536  # one /16 per run unless forced
 MAX_FORCED_ADDRESSES = 1 << 24  # a /8: even forced, a scan must end
 # Below this many addresses one process keeps up (starting workers costs more than it saves).
-WORKER_MIN_ADDRESSES = 4096
+WORKER_MIN_ADDRESSES = 4000  # about a /20
 MAX_WORKERS = 64
 # A discovery method that cannot see a field (a range scan has no WS-Discovery endpoint reference) keeps what
 # another method saw: such a field missing from an observation is not a change.
