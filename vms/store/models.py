@@ -106,7 +106,20 @@ class Observation(Base):
     """What one source says about one camera; the camera record is the merge of its observations."""
 
     __tablename__ = "observations"
-    __table_args__ = (UniqueConstraint("source_id", "key"),)
+    # Identity keys are indexed only where present (a ledger has no MAC, serial or endpoint): an import writes
+    # index entries for the keys it has, not 100,000 NULLs per key kind. Matching looks keys up by equality.
+    __table_args__ = (
+        UniqueConstraint("source_id", "key"),
+        *(
+            Index(
+                f"ix_observations_{c}",
+                c,
+                sqlite_where=text(f"{c} IS NOT NULL"),
+                postgresql_where=text(f"{c} IS NOT NULL"),
+            )
+            for c in ("k_device_id", "k_mac", "k_serial", "k_endpoint_ref", "k_host_port")
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"), index=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
@@ -118,11 +131,11 @@ class Observation(Base):
     digest: Mapped[str] = mapped_column(String(40))
     line: Mapped[int | None]
     # Identity keys (vms.catalog.domain.identity_keys), indexed for matching.
-    k_device_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    k_mac: Mapped[str | None] = mapped_column(String(17), index=True)
-    k_serial: Mapped[str | None] = mapped_column(String(255), index=True)
-    k_endpoint_ref: Mapped[str | None] = mapped_column(String(255), index=True)
-    k_host_port: Mapped[str | None] = mapped_column(String(96), index=True)
+    k_device_id: Mapped[str | None] = mapped_column(String(32))
+    k_mac: Mapped[str | None] = mapped_column(String(17))
+    k_serial: Mapped[str | None] = mapped_column(String(255))
+    k_endpoint_ref: Mapped[str | None] = mapped_column(String(255))
+    k_host_port: Mapped[str | None] = mapped_column(String(96))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
