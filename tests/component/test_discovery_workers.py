@@ -17,6 +17,7 @@ from probes.sim import SimFleet, build_fleet
 from vms.discovery.demo import covering_cidr
 from vms.discovery.service import WORKER_MIN_ADDRESSES, Discovery, DiscoveryRequest
 from vms.inventory.credentials import Cipher, add_credential
+from vms.store.models import Credential as CredentialRow
 from vms.store.models import DeviceLogin
 
 COUNT = 16
@@ -118,3 +119,24 @@ def test_bad_worker_counts_are_refused():
         DiscoveryRequest(ranges=["10.0.0.0/24"], workers=-1).validate()
     with pytest.raises(ValueError, match="bad workers"):
         DiscoveryRequest(ranges=["10.0.0.0/24"], workers=1000).validate()
+
+
+def test_worker_logins_match_the_resolver(inventory):
+    """The logins a worker process takes are the ones the credential resolver gives, in the same order."""
+    from vms.discovery.sweep import ShardLogins
+    from vms.inventory.credentials import CredentialResolver
+
+    cipher = Cipher(inventory.settings.fernet_key())
+    with inventory.session() as s:
+        add_credential(s, cipher, name="any", username="u0", password="p0", default=True, actor="test")
+        add_credential(s, cipher, name="wide", username="u1", password="p1", scope="10.0.0.0/8", actor="test")
+        add_credential(s, cipher, name="narrow", username="u2", password="p2", scope="10.1.2.0/24", actor="test")
+        add_credential(s, cipher, name="v6", username="u3", password="p3", scope="fd00::/8", actor="test")
+    with inventory.session(write=False) as s:
+        resolver = CredentialResolver.load(s, cipher)
+        rows = s.scalars(select(CredentialRow))
+        logins = ShardLogins.build([(r.scope, r.is_default, r.username, cipher.decrypt(r.secret)) for r in rows])
+    for target in ("10.1.2.3", "10.9.9.9:8080", "http://10.1.2.200/onvif/device_service", "192.0.2.1", "[fd00::1]:80"):
+        assert [(c.username, c.password) for c in logins(target)] == [
+            (c.username, c.password) for c in resolver.credentials(target)
+        ], target
