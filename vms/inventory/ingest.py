@@ -122,9 +122,14 @@ class IngestResult:
         }
 
 
-def _key_columns(fields: Mapping[str, Any]) -> dict[str, str | None]:
-    keys = identity_keys(fields)
-    return {f"k_{kind}": keys.get(kind) for kind in IDENTITY_ORDER}
+_KEY_COLUMN_NAMES = tuple((kind, f"k_{kind}") for kind in IDENTITY_ORDER)
+
+
+def _key_columns(fields: Mapping[str, Any], keys: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The observation's identity-key columns (``keys``: its identity_keys, when already known)."""
+    if keys is None:
+        keys = identity_keys(fields)
+    return {column: keys.get(kind) for kind, column in _KEY_COLUMN_NAMES}
 
 
 def camera_row(merged: Merged) -> dict[str, Any]:
@@ -350,13 +355,13 @@ class IngestRun:
                 "extra": dg.extra,
                 "digest": dg.digest,
                 "line": ob.line,
-                **_key_columns(ob.fields),
+                **_key_columns(ob.fields, keys),
                 "first_seen": now,
                 "updated_at": now,
                 "seen_at": now,
                 "removed_at": None,
             }
-            for (ob, dg), target in zip(fresh, targets, strict=True)
+            for (ob, dg), target, keys in zip(fresh, targets, keysets, strict=True)
         ]
         repo.insert_observations(session, obs_rows)
         lap("insert_observations")
