@@ -22,6 +22,7 @@ from typing import Any
 
 from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME, build_fleet
 from tests.bench.onvif_baseline import zeep_interrogate
+from tests.bench.report import record, size
 from tests.services import free_port
 from vms.catalog.domain import Observation, SourceKind
 from vms.discovery.demo import BackgroundFleet
@@ -31,9 +32,9 @@ from vms.inventory.ingest import observation_key
 from vms.inventory.service import Inventory
 from vms.settings import Settings
 
-COUNT = int(os.environ.get("VMS_BENCH_DEVICES", "1000"))
-REPEATS = 3
-BASELINE_COUNT = int(os.environ.get("VMS_BENCH_BASELINE_DEVICES", "200"))
+COUNT = size("VMS_BENCH_DEVICES", 1000, 100)
+REPEATS = size("VMS_BENCH_REPEAT", 3, 1)
+BASELINE_COUNT = size("VMS_BENCH_BASELINE_DEVICES", 200, 20)
 BASE = "127.60.0.1"
 
 
@@ -149,6 +150,11 @@ def test_bench_discovery_1000(tmp_path: Path) -> None:
     print(f"ratio:    {ours_rate / base_rate:.1f}x faster   (goal: >= 20x and >= 1,000 devices/s)")
     print(f"ours CPU: {statistics.median(cpus):.2f} s (median; discovery process only, the fleet runs apart); "
           f"HTTP requests per device: {statistics.median(requests):.1f} (range scan included)")
+    record(f"discover + interrogate + register {COUNT:,} devices", ours_rate, "devices/s", baseline=base_rate,
+           baseline_name=f"onvif-zeep-async per-device loop, {BASELINE_COUNT:,} devices", min_value=1000,
+           min_ratio=20, group="discovery")
+    record(f"HTTP requests per device ({COUNT:,}, range scan included)", statistics.median(requests), "req",
+           goal_note="no request an earlier answer makes needless", group="discovery")
 
 
 def test_bench_discovery_bad_devices(tmp_path: Path) -> None:
@@ -184,13 +190,16 @@ def test_bench_discovery_bad_devices(tmp_path: Path) -> None:
           f"{outcome.registered} registered, {outcome.failed} failed")
     print(f"bad devices: wall {wall:.2f} s, CPU {cpu:.2f} s, device budget {budget:.0f} s -> wall is "
           f"{wall / floor:.2f}x the larger of CPU and budget   (was 24.5 s wall for 4.1 s CPU)")
+    record(f"{COUNT:,} devices, default fault mix ({hanging} hanging, {slow} slow), wall", wall, "s", baseline=floor,
+           baseline_name=f"max(CPU {cpu:.2f} s, device budget {budget:.0f} s)", max_ratio=1.5,
+           goal_note="wall approaches the larger; 1.5x taken as close", group="discovery")
 
 
 def test_bench_discovery_workers(tmp_path: Path) -> None:
     """A /20 (4,094 addresses, above the size from which `vms discover` shares a scan between one process per core)
     with 2,000 devices: one process against the worker processes, same fleet, fresh databases."""
     base = "127.66.0.1"
-    count = int(os.environ.get("VMS_BENCH_WORKER_DEVICES", "2000"))
+    count = size("VMS_BENCH_WORKER_DEVICES", 2000, 200)
     port = free_port()
     devices = build_fleet(count, base_host=base, port=port, fault_mix={}, auth_by_index=BOTH_AUTH(count))
     ctx = multiprocessing.get_context("spawn")
@@ -222,3 +231,7 @@ def test_bench_discovery_workers(tmp_path: Path) -> None:
     for workers, (wall, cpu) in figures.items():
         print(f"workers:  {count:,} devices in {cidr}, {workers} process(es): {wall:6.2f} s wall = "
               f"{count / wall:7.1f} devices/s, {cpu:.2f} s CPU (workers included; auto here: {auto})")
+    (one_wall, _), (many, (many_wall, _)) = figures[1], max(figures.items())
+    record(f"{count:,} devices in a /20, {many} worker processes", count / many_wall, "devices/s",
+           baseline=count / one_wall, baseline_name="one process", goal_note=f"uses every core ({os.cpu_count()})",
+           group="discovery")

@@ -31,18 +31,19 @@ from typing import Any
 
 from sqlalchemy import select
 
+from tests.bench.report import record, size, sizes
 from tests.conftest import TEST_DATA
 from vms.discovery.demo import DEMO_ROADS
 from vms.inventory.service import Inventory
 from vms.settings import Settings
 from vms.store import repository as repo
 
-ROWS = int(os.environ.get("VMS_BENCH_ROWS", "100000"))
-REPEAT = int(os.environ.get("VMS_BENCH_REPEAT", "3"))
-PEAK_ROWS = [int(n) for n in os.environ.get("VMS_BENCH_PEAK_ROWS", "100000,1000000").split(",") if n.strip()]
+ROWS = size("VMS_BENCH_ROWS", 100_000, 2_000)
+REPEAT = size("VMS_BENCH_REPEAT", 3, 1)
+PEAK_ROWS = sizes("VMS_BENCH_PEAK_ROWS", "100000,1000000", "2000,10000")
 PEAK_GOAL_MB = 500
 REPO = Path(__file__).resolve().parents[2]
-NAIVE_ROWS = 3000
+NAIVE_ROWS = min(3000, ROWS)
 ROADS = DEMO_ROADS
 TOWNS = ["371311", "37131100", "37131101", "37131102"]
 HEADER = [
@@ -234,6 +235,11 @@ def print_import_figures(
         f"read+hash {hashed:.2f} s   ratio {got['re_s'] / hashed:.1f}x (goal <= 2x)"
     )
     print(f"{db}: stages of the first import (s): {got['timings']}")
+    rows = f"{got['first'].rows:,} rows"
+    record(f"import {rows}", got["first_s"], "s", baseline=floor, baseline_name=floor_name, max_ratio=goal,
+           group=db)
+    record(f"re-import {rows}, unchanged", got["re_s"], "s", baseline=hashed, baseline_name="read+hash the file",
+           max_ratio=2, group=db)
 
 
 def test_bench_inventory_100k(tmp_path: Path, test_data: Path) -> None:
@@ -267,6 +273,8 @@ def test_bench_inventory_100k(tmp_path: Path, test_data: Path) -> None:
         f"(~{naive_per_row * ROWS:.0f} s for {ROWS:,}); ours {ours_per_row * 1e3:.3f} ms/row: "
         f"{naive_per_row / ours_per_row:.1f}x faster"
     )
+    record(f"import, per row ({ROWS:,} rows)", ours_per_row * 1e3, "ms", baseline=naive_per_row * 1e3,
+           baseline_name=f"naive per-row ORM, {NAIVE_ROWS:,} rows", group="SQLite")
     inv.engine.dispose()
     naive_inv.engine.dispose()
 
@@ -327,6 +335,7 @@ def import_once(rows: int, tmp: Path) -> dict[str, float]:
 
 def test_bench_import_peak_memory(tmp_path: Path) -> None:
     print()
+    peaks: list[tuple[int, float]] = []
     for rows in PEAK_ROWS:
         work = tmp_path / f"peak{rows}"
         work.mkdir()
@@ -348,6 +357,13 @@ def test_bench_import_peak_memory(tmp_path: Path) -> None:
             f"{rows / got['seconds']:,.0f} rows/s; goal < {PEAK_GOAL_MB} MB at 1,000,000)"
         )
         (work / "ledger.csv").unlink()
+        smallest = peaks[0] if peaks else None
+        peaks.append((rows, got["peak_mb"]))
+        record(f"import {rows:,} rows, peak RSS (own process)", got["peak_mb"], "MB",
+               baseline=None if smallest is None else smallest[1],
+               baseline_name="" if smallest is None else f"peak at {smallest[0]:,} rows",
+               peak_mb=got["peak_mb"], max_value=PEAK_GOAL_MB if rows >= 1_000_000 else None,
+               goal_note="memory flat as files grow" if rows >= 1_000_000 else "", group="SQLite")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-DEVICES = int(os.environ.get("VMS_BENCH_SIM_DEVICES", "10000"))
-SECONDS = float(os.environ.get("VMS_BENCH_SIM_SECONDS", "4"))
+from tests.bench.report import quick, record, size
+
+DEVICES = size("VMS_BENCH_SIM_DEVICES", 10_000, 200)
+SECONDS = float(os.environ.get("VMS_BENCH_SIM_SECONDS") or (1 if quick() else 4))
 BASE_HOST = os.environ.get("VMS_BENCH_SIM_BASE", "127.3.0.1")
 GSDT = (
     b'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope">'
@@ -271,13 +273,17 @@ def bench_rtsp_listeners(count: int = DEVICES) -> dict[str, float]:
 
 
 def test_bench_sim() -> None:
+    rates: dict[str, float] = {}
     for kind in ("asyncio", "aiohttp"):
         r = bench_keepalive(kind)
+        rates[kind] = r["server_capacity_rps"]
         print(
             f"\nGetSystemDateAndTime keep-alive, 50 connections, {kind} server: {r['rps']:.0f} req/s end to end; "
             f"server CPU {r['server_cpu_us']:.0f} us/request (~{r['server_capacity_rps']:.0f} req/s per core); "
             f"fleet RSS {r['rss_mb']:.0f} MiB"
         )
+    record("simulator: GetSystemDateAndTime per core (server CPU)", rates["asyncio"], "req/s",
+           baseline=rates["aiohttp"], baseline_name="aiohttp low-level server", group="sim")
     big = bench_large_fleet()
     print(
         f"{big['devices']:.0f}-device fleet: start {big['start_s']:.2f} s (with process spawn "
@@ -286,11 +292,17 @@ def test_bench_sim() -> None:
         f"(new connection each): {big['sweep_ok']:.0f} ok in {big['sweep_s']:.2f} s "
         f"({big['sweep_ok'] / big['sweep_s']:.0f} devices/s), RSS after {big['rss_after_sweep_mb']:.0f} MiB"
     )
+    record(f"simulator: start {big['devices']:,.0f} devices (HTTP + WS-Discovery)", big["start_s"], "s",
+           peak_mb=big["rss_after_sweep_mb"], group="sim")
+    record(f"simulator: sweep of {big['devices']:,.0f} devices, a connection each", big["sweep_ok"] / big["sweep_s"],
+           "devices/s", group="sim")
     rt = bench_rtsp_listeners()
     print(
         f"RTSP child with {rt['rtsp_device_listeners']:.0f} device-address listeners: start {rt['rtsp_start_s']:.2f} s,"
         f" RSS {rt['rtsp_rss_mb']:.0f} MiB"
     )
+    record(f"simulator: RTSP child, {rt['rtsp_device_listeners']:,.0f} listeners, start", rt["rtsp_start_s"], "s",
+           peak_mb=rt["rtsp_rss_mb"], group="sim")
 
 
 if __name__ == "__main__":
