@@ -8,6 +8,7 @@ as met or not met.
 
 Sizes: ``size("VMS_BENCH_ROWS", 100_000, quick=2_000)`` reads the variable, else the quick size when VMS_BENCH_QUICK=1
 (small sizes that check the plumbing in a minute or two; their figures mean nothing), else the full size.
+VMS_BENCH_FULL=1 adds what takes minutes (the 1,000,000-row import's peak memory).
 
 Print the table of a results file: .venv/bin/python -m tests.bench.report .bench/results.jsonl
 """
@@ -23,10 +24,16 @@ from typing import Any
 
 RESULTS_ENV = "VMS_BENCH_RESULTS"
 QUICK_ENV = "VMS_BENCH_QUICK"
+FULL_ENV = "VMS_BENCH_FULL"
 
 
 def quick() -> bool:
     return os.environ.get(QUICK_ENV, "").strip() not in ("", "0")
+
+
+def full() -> bool:
+    """VMS_BENCH_FULL=1 (`make bench-full`): also the runs that take minutes (the 1,000,000-row import)."""
+    return os.environ.get(FULL_ENV, "").strip() not in ("", "0")
 
 
 def size(env: str, full: int, quick_size: int) -> int:
