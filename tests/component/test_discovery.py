@@ -15,6 +15,7 @@ import pytest
 
 from probes.sim import SimFleet, covering_fault_layout
 from probes.sim.devices import FAULTS
+from tests.fleets import fleet_in_thread
 from vms.discovery.demo import covering_cidr
 from vms.discovery.service import Discovery, DiscoveryRequest
 from vms.inventory.credentials import Cipher, add_credential
@@ -44,26 +45,8 @@ def fleet() -> Iterator[SimFleet]:
         slow_delay_s=(0.2, 0.5),
         lock_period_s=600.0,
     )
-    loop = asyncio.new_event_loop()
-    import threading
-
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(sim.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(60), "fleet did not start"
-    try:
-        yield sim
-    finally:
-        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with fleet_in_thread(sim) as running:
+        yield running
 
 
 def fleet_cidr(sim: SimFleet) -> str:

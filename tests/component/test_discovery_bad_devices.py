@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from probes.sim import SimFleet, build_fleet
+from tests.fleets import fleet_in_thread
 from vms.discovery.demo import covering_cidr
 from vms.discovery.service import Discovery, DiscoveryRequest
 from vms.inventory.credentials import Cipher, add_credential
@@ -38,24 +38,8 @@ def fleet() -> Iterator[SimFleet]:
     faults = {i: {"hang"} for i in HANGING} | {i: {"slow"} for i in SLOW}
     devices = build_fleet(COUNT, fault_mix={}, faults_by_index=faults, base_host=_base_host(), port=0, seed=3)
     sim = SimFleet(devices=devices, rtsp=False, discovery=False, slow_delay_s=(0.3, 0.5))
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(sim.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(60), "fleet did not start"
-    try:
-        yield sim
-    finally:
-        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with fleet_in_thread(sim) as running:
+        yield running
 
 
 def test_hanging_and_slow_devices_end_within_about_one_device_budget(inventory, fleet):

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from probes.sim import SimFleet, build_fleet
+from tests.fleets import fleet_in_thread
 from vms.discovery.demo import covering_cidr
 from vms.discovery.service import WORKER_MIN_ADDRESSES, Discovery, DiscoveryRequest
 from vms.inventory.credentials import Cipher, add_credential
@@ -33,24 +33,8 @@ def _base_host() -> str:
 def fleet() -> Iterator[SimFleet]:
     devices = build_fleet(COUNT, fault_mix={}, faults_by_index=FAULTS, base_host=_base_host(), port=0, seed=9)
     sim = SimFleet(devices=devices, rtsp=False, discovery=False)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(sim.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(60), "fleet did not start"
-    try:
-        yield sim
-    finally:
-        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with fleet_in_thread(sim) as running:
+        yield running
 
 
 def _logins(inventory, fleet: SimFleet) -> None:

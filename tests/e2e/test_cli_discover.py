@@ -6,17 +6,16 @@ replied; failed optional steps show by step and cause. Devices are simulated on 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from probes.sim import SimFleet, build_fleet
+from tests.fleets import fleet_in_thread
 
 VMS = [sys.executable, "-m", "vms"]
 
@@ -50,24 +49,8 @@ def _base_host() -> str:
 def fleet() -> Iterator[SimFleet]:
     devices = build_fleet(2, fault_mix={}, faults_by_index={1: {"clock_skew"}}, base_host=_base_host(), port=0)
     sim = SimFleet(devices=devices, rtsp=False, discovery=False)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(sim.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    try:
-        yield sim
-    finally:
-        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+    with fleet_in_thread(sim) as running:
+        yield running
 
 
 BAD_INPUT = [
