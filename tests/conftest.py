@@ -62,8 +62,13 @@ def pg_template(postgres: RunningService) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'vms.sqlite3'}"
+    yield from fresh_database(request, request.param, tmp_path / "vms.sqlite3")
+
+
+def fresh_database(request: pytest.FixtureRequest, backend: str, sqlite_path: Path) -> Iterator[str]:
+    """An empty, migrated database on ``backend`` (a file at ``sqlite_path``, or a copy of the PostgreSQL template)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{sqlite_path}"
         return
     postgres: RunningService = request.getfixturevalue("postgres")
     template: str = request.getfixturevalue("pg_template")

@@ -4,7 +4,6 @@ of the registry and extra columns with Chinese keys, from one inventory through 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from lxml import etree
-from sqlalchemy import create_engine, text
 
+from tests.conftest import fresh_database
 from vms.catalog.fields import BY_NAME, CATALOG_FIELDS, FIELD_NAMES
 from vms.ingest.catalog_ext import EXT_NS, EXT_TAG
 from vms.inventory.service import Inventory
@@ -90,29 +89,10 @@ def test_sample_covers_every_field() -> None:
     assert set(FULL) == set(FIELD_NAMES)
 
 
-def _fresh_db_url(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A second, empty database on the same backend as ``db_url``."""
-    if db_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    postgres = request.getfixturevalue("postgres")
-    template = request.getfixturevalue("pg_template")
-    base = postgres.url.rsplit("/", 1)[0]
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
-
-
 @pytest.fixture
 def fresh_inventory(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inventory]:
-    for url in _fresh_db_url(db_url, request, tmp_path):
+    backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"  # a second database, same backend
+    for url in fresh_database(request, backend, tmp_path / "fresh.sqlite3"):
         settings = Settings(
             database_url=url,
             data_dir=tmp_path / "fresh",
