@@ -72,6 +72,17 @@ class Settings(BaseSettings):
         "scopes are allowed too); comma-separated",
     )
 
+    health_fail_count: int = Field(
+        3, ge=1, le=100, description="consecutive failed checks before a camera that was ON leaves ON (or moves "
+        "between OFF and DEFECT)"
+    )
+    health_recover_count: int = Field(
+        2, ge=1, le=100, description="consecutive good checks before a camera is ON again"
+    )
+    health_raw_days: float = Field(
+        7.0, ge=0, description="days raw check results are kept (latest result, events and daily figures stay)"
+    )
+
     @field_validator("governed_region")
     @classmethod
     def _civil_code_digits(cls, value: str) -> str:

@@ -17,6 +17,7 @@ LAYERS = [
     "ingest",
     "inventory",
     "discovery",
+    "health",
     "access",
     "jobs",
     "cli",

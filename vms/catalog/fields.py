@@ -58,7 +58,7 @@ FIELDS: tuple[Field, ...] = (
     F("secrecy", K.ENUM, "Secrecy", values=_codes(0, 1), label_zh="保密属性"),
     F("ip_address", K.TEXT, "IPAddress", max_len=64, label_zh="IP地址"),
     F("port", K.INT, "Port", label_zh="端口"),
-    F("status", K.ENUM, "Status", values=_codes("ON", "OFF"), label_zh="设备状态"),
+    F("status", K.ENUM, "Status", values=_codes("ON", "OFF", "DEFECT"), label_zh="设备状态"),  # DEFECT: vms.health
     F("longitude", K.FLOAT, "Longitude", label_zh="经度"),
     F("latitude", K.FLOAT, "Latitude", label_zh="纬度"),
     # --- catalog Info block ---

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -278,6 +279,91 @@ quality_state = Table(
     Base.metadata,
     Column("name", String(32), primary_key=True),
     Column("value", Text, nullable=True),
+)
+
+
+# Health checks (vms.health): sweeps, raw results for a window (VMS_HEALTH_RAW_DAYS), the latest result and
+# status per camera, every status change, and daily figures per camera. Made by migration 0009_health.
+health_sweeps = Table(
+    "health_sweeps",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("stages", JSON, nullable=False),  # the stages the sweep ran, in order
+    Column("camera_group", String(255), nullable=True),  # what it covered: "all", "region:3713", "tag:x", ...
+    Column("counts", JSON, nullable=True),  # {"outcome": {ok: n, ...}, "cause": {stage: {cause: n}}}, at the end
+)
+
+health_results = Table(
+    "health_results",
+    Base.metadata,
+    Column("sweep_id", Integer, ForeignKey("health_sweeps.id", ondelete="CASCADE"), primary_key=True),
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("cause", String(32), nullable=True),
+    Column("clock_offset_s", Float, nullable=True),
+    Column("stages", Text, nullable=False),  # JSON [[stage, ok, ms, cause, detail], ...]
+    Column("details", Text, nullable=True),  # JSON of the check's findings (codec, sizes, stream URI)
+    Index("ix_health_results_at", "at"),
+    Index("ix_health_results_camera_id", "camera_id", "at"),
+)
+
+health_latest = Table(
+    "health_latest",
+    Base.metadata,
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
+    Column("sweep_id", Integer, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("cause", String(32), nullable=True),
+    Column("clock_offset_s", Float, nullable=True),
+    Column("stages", Text, nullable=False),
+    Column("details", Text, nullable=True),
+    # The status with hysteresis (vms.health.status.State): NULL = never known.
+    Column("status", String(8), nullable=True),
+    Column("since", DateTime(timezone=True), nullable=True),  # time of the event that set the status
+    Column("pending", String(8), nullable=True),
+    Column("streak", Integer, nullable=False, default=0),
+    Index("ix_health_latest_status", "status"),
+)
+
+health_events = Table(
+    "health_events",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event", String(8), nullable=False),  # ON, OFF, VLOST, DEFECT (GB/T 28181)
+    Column("previous", String(8), nullable=True),  # the status before; NULL = unknown
+    Column("status", String(8), nullable=False),  # the status after (VLOST is a DEFECT)
+    Column("stage", String(16), nullable=True),
+    Column("cause", String(32), nullable=True),
+    Column("sweep_id", Integer, nullable=True),
+    Index("ix_health_events_camera_id", "camera_id", "at"),
+    Index("ix_health_events_at", "at"),
+)
+
+# Per camera and UTC day: checks, good checks, the seconds of closed status intervals that fell in the day (ON,
+# and any known status), and the clock offsets seen. The interval still open (health_latest.since onwards) is not
+# in it: the online rate adds it.
+health_daily = Table(
+    "health_daily",
+    Base.metadata,
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("checks", Integer, nullable=False, default=0),
+    Column("ok", Integer, nullable=False, default=0),
+    Column("online_s", Float, nullable=False, default=0.0),
+    Column("known_s", Float, nullable=False, default=0.0),
+    Column("drift_n", Integer, nullable=False, default=0),
+    Column("drift_min", Float, nullable=True),
+    Column("drift_max", Float, nullable=True),
+    Column("drift_sum", Float, nullable=True),
+    Index("ix_health_daily_day", "day"),
 )
 
 

@@ -1,0 +1,1 @@
+"""Health of known cameras: status with hysteresis, events, history, online rate, clock drift (issue 8)."""

@@ -1,0 +1,178 @@
+"""Queries of the health tables, in bulk: a batch of 100,000 results is a few statements per 5,000 cameras."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Table, func, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Select
+
+from vms.store.models import cameras, health_daily, health_events, health_latest, health_results
+
+CHUNK = 5000  # ids per IN list (SQLite allows 32,766 variables)
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes (stored as UTC): make every datetime aware, in UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def camera_statuses(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    """cameras.status of the cameras that exist, by id."""
+    out: dict[int, str | None] = {}
+    for part in chunks(ids):
+        out.update(conn.execute(select(cameras.c.id, cameras.c.status).where(cameras.c.id.in_(part))).all())
+    return out
+
+
+def latest_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Mapping[str, Any]]:
+    """health_latest rows of these cameras, locked until the end of the transaction on PostgreSQL (another
+    sweep recording the same camera waits, then sees this one's state)."""
+    cols = (
+        health_latest.c.camera_id,
+        health_latest.c.at,
+        health_latest.c.status,
+        health_latest.c.since,
+        health_latest.c.pending,
+        health_latest.c.streak,
+    )
+    out: dict[int, Mapping[str, Any]] = {}
+    for part in chunks(ids):
+        stmt = select(*cols).where(health_latest.c.camera_id.in_(part)).order_by(health_latest.c.camera_id)
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        for r in conn.execute(stmt):
+            out[int(r.camera_id)] = dict(r._mapping)
+    return out
+
+
+def claim_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Insert raw results; a (sweep, camera) already stored is left as it was. Returns the cameras inserted now:
+    only those count (a re-delivered shard counts nothing twice, even while the first delivery still runs)."""
+    if not rows:
+        return set()
+    stmt = _insert(conn, health_results).on_conflict_do_nothing().returning(health_results.c.camera_id)
+    return set(conn.execute(stmt, list(rows)).scalars().all())
+
+
+def upsert_latest(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    ins = _insert(conn, health_latest)
+    keep = {c.name: ins.excluded[c.name] for c in health_latest.c if c.name != "camera_id"}
+    conn.execute(ins.on_conflict_do_update(index_elements=[health_latest.c.camera_id], set_=keep), list(rows))
+
+
+def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        conn.execute(health_events.insert(), list(rows))
+
+
+def add_daily(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add to the daily figures (checks, ok, seconds, drift), creating the (camera, day) rows that are new."""
+    if not rows:
+        return
+    ins = _insert(conn, health_daily)
+    d, x = health_daily.c, ins.excluded
+    pg = conn.dialect.name == "postgresql"
+
+    def lowest(a: Any, b: Any) -> Any:  # NULL-ignoring, as LEAST is on PostgreSQL
+        return func.least(a, b) if pg else func.min(func.coalesce(a, b), func.coalesce(b, a))
+
+    def highest(a: Any, b: Any) -> Any:
+        return func.greatest(a, b) if pg else func.max(func.coalesce(a, b), func.coalesce(b, a))
+
+    set_ = {
+        "checks": d.checks + x.checks,
+        "ok": d.ok + x.ok,
+        "online_s": d.online_s + x.online_s,
+        "known_s": d.known_s + x.known_s,
+        "drift_n": d.drift_n + x.drift_n,
+        "drift_min": lowest(d.drift_min, x.drift_min),
+        "drift_max": highest(d.drift_max, x.drift_max),
+        "drift_sum": func.coalesce(d.drift_sum + x.drift_sum, d.drift_sum, x.drift_sum),
+    }
+    conn.execute(ins.on_conflict_do_update(index_elements=[d.camera_id, d.day], set_=set_), list(rows))
+
+
+def set_camera_status(conn: Connection, by_status: Mapping[str | None, Sequence[int]]) -> None:
+    for status, ids in by_status.items():
+        for part in chunks(sorted(ids)):
+            conn.execute(update(cameras).where(cameras.c.id.in_(part)).values(status=status))
+
+
+def camera_ids_in(region: str | None, camera_id: int | None) -> Select[tuple[int]] | None:
+    """The cameras a figure covers: one camera, a region with its sub-regions (as the camera list filters them;
+    removed cameras included: their past counts), or None for all."""
+    if camera_id is not None:
+        return select(cameras.c.id).where(cameras.c.id == camera_id)
+    if region:
+        return select(cameras.c.id).where(
+            or_(cameras.c.region_code == region, cameras.c.region_code.startswith(region, autoescape=True))
+        )
+    return None
+
+
+def _within(column: Any, scope: Select[tuple[int]] | None) -> Any:
+    return column.in_(scope) if scope is not None else true()
+
+
+def statuses_before(conn: Connection, at: dt.datetime, scope: Select[tuple[int]] | None) -> dict[int, str]:
+    """Each camera's status just before ``at``: that of its last event earlier than ``at``."""
+    e = health_events
+    last = (
+        select(func.max(e.c.id).label("id"))
+        .where(e.c.at < at, _within(e.c.camera_id, scope))
+        .group_by(e.c.camera_id)
+        .subquery()
+    )
+    stmt = select(e.c.camera_id, e.c.status).join(last, last.c.id == e.c.id)
+    return dict(conn.execute(stmt).all())
+
+
+def events_between(
+    conn: Connection, lo: dt.datetime, hi: dt.datetime, scope: Select[tuple[int]] | None
+) -> Iterable[tuple[int, dt.datetime, str]]:
+    e = health_events
+    stmt = (
+        select(e.c.camera_id, e.c.at, e.c.status)
+        .where(e.c.at >= lo, e.c.at < hi, _within(e.c.camera_id, scope))
+        .order_by(e.c.camera_id, e.c.id)
+    )
+    return ((cid, utc(at), status) for cid, at, status in conn.execute(stmt))
+
+
+def daily_seconds(
+    conn: Connection, first: dt.date, stop: dt.date, scope: Select[tuple[int]] | None
+) -> dict[int, tuple[float, float]]:
+    """Closed-interval seconds per camera over the days [first, stop): (online, known)."""
+    d = health_daily
+    stmt = (
+        select(d.c.camera_id, func.sum(d.c.online_s), func.sum(d.c.known_s))
+        .where(d.c.day >= first, d.c.day < stop, _within(d.c.camera_id, scope))
+        .group_by(d.c.camera_id)
+    )
+    return {cid: (float(on or 0), float(known or 0)) for cid, on, known in conn.execute(stmt)}
+
+
+def open_intervals(conn: Connection, scope: Select[tuple[int]] | None) -> list[tuple[int, str, dt.datetime]]:
+    """(camera, status, since) of every camera with a known status: the interval still open."""
+    h = health_latest
+    stmt = select(h.c.camera_id, h.c.status, h.c.since).where(
+        h.c.status.is_not(None), h.c.since.is_not(None), _within(h.c.camera_id, scope)
+    )
+    return [(cid, status, utc(since)) for cid, status, since in conn.execute(stmt)]
