@@ -29,6 +29,10 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _HIGH = re.compile(r"[\u0080-\u00ff]")
 # Two hanzi in a row as GBK bytes: four Latin-1 characters above 0x80 in a row, which Western words never have.
 _HIGH_RUN = re.compile(r"[\u0080-\u00ff\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013-\u2122]{4}")
+# Undone, damaged text must read as two hanzi or more. In UTF-8 a hanzi of _CJK is three bytes: a lead byte E3-E9
+# or EF and two continuation bytes 80-BF. Bytes with fewer than two such runs, none overlapping, cannot decode to
+# two hanzi, however the decoder replaces the invalid bytes around them (a leftmost scan finds the most runs).
+_TWO_UTF8_HANZI = re.compile(rb"[\xe3-\xe9\xef][\x80-\xbf]{2}.*?[\xe3-\xe9\xef][\x80-\xbf]{2}", re.DOTALL)
 
 # Windows-1252 maps 0x80-0x9F to these characters; the reverse lets us rebuild the bytes it decoded.
 _CP1252_BYTES = {bytes([b]).decode("cp1252"): b for b in range(0x80, 0xA0) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
@@ -92,9 +96,12 @@ def damage(text: str | None) -> str | None:
     # two). UTF-8 bytes a GBK reader paired up into hanzi come back as the original text, even when the reader
     # dropped or replaced an odd byte.
     try:
-        fixed = text.encode("gb18030").decode("utf-8", errors="replace")
+        raw = text.encode("gb18030")
     except UnicodeEncodeError:  # lone surrogates
         return None
+    if _TWO_UTF8_HANZI.search(raw) is None:  # the common case of real text, found without decoding
+        return None
+    fixed = raw.decode("utf-8", errors="replace")
     lost = fixed.count(REPLACEMENT)
     if len(fixed) - lost < max(2, lost / 2):  # cannot hold enough hanzi: the common case of real text
         return None

@@ -253,8 +253,10 @@ class IngestRun:
         now: datetime | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         max_removal_share: float | None = None,
+        on_created: Callable[[list[int], list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.session = session
+        self.on_created = on_created  # called with the ids and rows of each chunk's new cameras, once inserted
         self.source, self.kind, self.rank, self.regions = source, kind, rank, regions
         self.snapshot, self.pinned, self.max_removal_share = snapshot, pinned or {}, max_removal_share
         self.now = now or utcnow()
@@ -341,6 +343,9 @@ class IngestRun:
             row["created_at"] = row["updated_at"] = now
         real_ids = repo.insert_cameras(session, rows)
         lap("insert_cameras")
+        if self.on_created is not None and real_ids:
+            self.on_created(real_ids, rows)
+            lap("check_quality")
         id_of = dict(zip(placeholder_ids, real_ids, strict=True))
         result.cameras_created += len(real_ids)
         self.created.extend(real_ids)
@@ -426,7 +431,7 @@ def _int64s(values: array[int]) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.array(values, dtype=np.int64)
 
 
-STAGES = ("compare", "identity", "merge", "place", "insert_cameras", "insert_observations", "remerge")
+STAGES = ("compare", "identity", "merge", "place", "insert_cameras", "check_quality", "insert_observations", "remerge")
 
 
 class _Lap:

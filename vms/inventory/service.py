@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Iterator,
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +36,9 @@ from vms.store import problems as stored_problems
 from vms.store import repository as repo
 from vms.store.db import busy_as_domain_error, make_engine, make_sessionmaker, private_dir, upgrade
 from vms.store.models import utcnow
+
+if TYPE_CHECKING:
+    from vms.inventory.problems import FirstImportCheck
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,11 @@ class Inventory:
             session, camera_ids, governed=self.settings.governed_region or None, parents=parents, full=full
         )
 
+    def _first_import_check(self, session: Session, source: str) -> FirstImportCheck | None:
+        from vms.inventory.problems import FirstImportCheck
+
+        return FirstImportCheck.start(session, governed=self.settings.governed_region or None, source=source)
+
     # --- imports ---------------------------------------------------------------------------------------
 
     def import_file(
@@ -214,6 +222,8 @@ class Inventory:
         # Rows stream from the reader into the ingest a chunk at a time, all in one transaction: memory stays
         # flat however long the file, and a failure (or a refused removal) leaves nothing changed.
         with self.session() as s:
+            # Into an empty inventory, the new cameras' quality problems are checked as they are written.
+            first = None if dry_run else self._first_import_check(s, source)
             run = IngestRun(
                 s,
                 source=source,
@@ -223,6 +233,7 @@ class Inventory:
                 snapshot=snapshot,
                 progress=None,
                 max_removal_share=None if allow_removals else self.settings.max_removal_share,
+                on_created=None if first is None else first.created,
             )
             cipher = Cipher(self.settings.fernet_key())
             tally = {"observations": 0, "nodes": 0, "rows": 0}
@@ -283,7 +294,10 @@ class Inventory:
             if dry_run:
                 s.rollback()
                 return report
-            self.refresh_problems(s, result.camera_ids, parents=node_ids)
+            if first is None:
+                self.refresh_problems(s, result.camera_ids, parents=node_ids)
+            else:
+                first.finish(run.touched, parents=node_ids)
             report.run_id = repo.record_import_run(
                 s,
                 source_id=run.src.id,
