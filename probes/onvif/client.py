@@ -38,6 +38,7 @@ from probes.onvif.parse import (
     MEDIA2_NS,
     MEDIA_NS,
     ProfileInfo,
+    ServiceCapabilities,
     parse_capabilities,
     parse_device_information,
     parse_hostname,
@@ -45,6 +46,7 @@ from probes.onvif.parse import (
     parse_media_profiles,
     parse_network_interfaces,
     parse_scopes,
+    parse_service_capabilities,
     parse_services,
     parse_system_date_and_time,
     parse_uri,
@@ -261,6 +263,9 @@ class _Device:
         self.streak = 0
         self.login_lock = asyncio.Lock()
         self.login_failed: Failure | None = None  # one verdict per interrogation: never a second round of tries
+        # GetServices said HttpDigest="true": a login may need a challenge that the skipped anonymous try would
+        # have brought (see _Interrogation.use_capabilities).
+        self.digest_advertised = False
 
     # -- transport + classification -------------------------------------------------------------------------
 
@@ -461,7 +466,7 @@ class _Device:
         cause = Cause.AUTH
         for method in self._methods(credentials):
             for cred in credentials:
-                if method == "digest" and self.challenge is None:
+                if method == "digest" and self.challenge is None and not await self._challenge(step, url, op):
                     break  # never challenged: the device does not speak HTTP digest here
                 if self.budget.is_bad(key, cred, method):
                     continue
@@ -494,12 +499,27 @@ class _Device:
             )
         raise _AuthImpossible(self._failure(cause, step, "login rejected - " + "; ".join(rejections)))
 
+    async def _challenge(self, step: str, url: str, op: Operation) -> bool:
+        """Whether a digest challenge is known, asking for one anonymously (no login, nothing charged) when the
+        device advertised HTTP digest but our first login went out as WS-UsernameToken. With the budget spent,
+        the verdict is the budget's, as it would have been had the challenge come first."""
+        if not self.digest_advertised:
+            return False
+        key = self.target.key
+        if all(self.budget.is_bad(key, cred, "digest") for cred in self.credentials):
+            return False
+        if self.budget.remaining(key) == 0:
+            raise _AuthImpossible(Failure(Cause.LOCKED_OUT, step, LOGIN_BUDGET_EXHAUSTED))
+        await self._attempt(step, url, op, "none", None)
+        return self.challenge is not None
+
     async def _authenticated(self, step: str, url: str, op: Operation) -> _Outcome:
         if self.method in ("wsse", "digest"):
             return await self._attempt(step, url, op, self.method, self.credential)
-        if self.method is None and self.auth_hint == "wsse" and self.credentials:
+        # "none": only calls that need no login (GetServices) were made; this one may need it.
+        if self.method in (None, "none") and self.auth_hint == "wsse" and self.credentials:
             async with self.login_lock:
-                if self.method is None:
+                if self.method in (None, "none"):
                     return await self._login(step, url, op)
             return await self._authenticated(step, url, op)
         # Ask anonymously first: the refusal tells which scheme the device speaks without costing a login.
@@ -594,6 +614,7 @@ class _Interrogation:
         self.hostname = hostname
         self.media_url: str | None = None  # where Media answered GetProfiles
         self.refused: set[str] = set()  # service namespaces whose address the policy refused
+        self.no_snapshots: set[str] = set()  # media namespaces whose capabilities say SnapshotUri="false"
         # Per-profile calls side by side on at most 2 connections (NVRs fall over, DOMAIN 7.8); the default of 1
         # keeps one connection per device: a sweep is bound by CPU, not by one device's latency.
         self.parallel = max(1, min(2, per_device_concurrency))
@@ -619,10 +640,11 @@ class _Interrogation:
             clock_needs_auth = False
         else:
             clock_needs_auth = await self.read_clock(anonymous=True)
+        # GetServices first: it needs no login on most devices, and its capabilities tell which login to send.
+        await self.read_services()
         await self.read_identity()
         if clock_needs_auth and self.dev.method in ("wsse", "digest"):
             await self.read_clock(anonymous=False)
-        await self.read_services()
         await self.read_scopes()
         await self.read_network()
         media_profiles = await self.read_media()
@@ -687,6 +709,7 @@ class _Interrogation:
         try:
             reply = await self.dev.call(Ops.GET_SERVICES.name, self.url, Ops.GET_SERVICES)
             original = parse_services(reply.payload)
+            self.use_capabilities(parse_service_capabilities(reply.payload))
         except ProbeError as exc:
             if exc.failure.cause is not Cause.NOT_SUPPORTED:
                 self.f.failures.append(exc.failure)
@@ -710,6 +733,19 @@ class _Interrogation:
                 continue
             services[ns] = self.rewrite(xaddr) if verdict.rewritten else strip_credentials(xaddr.strip())
         self.f.services = services
+
+    def use_capabilities(self, caps: ServiceCapabilities) -> None:
+        """The device said it takes WS-UsernameToken: the first call that needs a login goes out signed, with no
+        anonymous try whose 401 tells nothing new (still charged to the login budget like any login on trial).
+        A device that speaks HTTP digest only is still asked anonymously: its 401 carries the nonce to sign with.
+        Media services whose SnapshotUri flag is false are not asked for snapshot URIs."""
+        dev = self.dev
+        if caps.username_token and dev.auth_hint is None and dev.method in (None, "none") and dev.credentials:
+            remembered = dev.budget.preferred_method(dev.target.key, dev.credentials[0])
+            if remembered is None:
+                dev.auth_hint = "wsse"
+        dev.digest_advertised = bool(caps.http_digest)
+        self.no_snapshots = {ns for ns, supported in caps.snapshot_uri.items() if not supported}
 
     async def read_scopes(self) -> None:
         reply = await self.optional(Ops.GET_SCOPES.name, self.url, Ops.GET_SCOPES)
@@ -760,7 +796,7 @@ class _Interrogation:
         async with self.slots:
             stream = await self._uri("GetStreamUri", url, Ops.media_stream_uri(info.token))
             snapshot = None
-            if self.snapshots:
+            if self.snapshots and MEDIA_NS not in self.no_snapshots:
                 snapshot = await self._uri("GetSnapshotUri", url, Ops.media_snapshot_uri(info.token))
         return self._profile(info, stream, snapshot, "media")
 
@@ -812,7 +848,7 @@ class _Interrogation:
                 else:
                     self.f.failures.append(exc.failure)
             snapshot = None
-            if self.snapshots:
+            if self.snapshots and MEDIA2_NS not in self.no_snapshots:
                 snapshot = await self._uri("Media2.GetSnapshotUri", url, Ops.media2_snapshot_uri(info.token))
         if known is not None:  # keep what Media already told us for the same token
             stream = stream or known.stream_uri_original
@@ -840,7 +876,7 @@ class _Interrogation:
             else:
                 url = self.media_url
                 op = Ops.media_snapshot_uri(profile.token)
-            if url is None:
+            if url is None or (MEDIA2_NS if profile.source == "media2" else MEDIA_NS) in self.no_snapshots:
                 continue
             uri = await self._uri(op.name, url, op)
             if uri:

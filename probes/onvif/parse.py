@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -21,6 +21,7 @@ __all__ = [
     "DeviceTime",
     "ProfileInfo",
     "ScopeFields",
+    "ServiceCapabilities",
     "normalise_encoding",
     "normalise_mac",
     "parse_capabilities",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_media_profiles",
     "parse_network_interfaces",
     "parse_scopes",
+    "parse_service_capabilities",
     "parse_services",
     "parse_system_date_and_time",
     "parse_uri",
@@ -217,6 +219,43 @@ def parse_services(payload: Any) -> dict[str, str]:
         if namespace and xaddr:
             services.setdefault(namespace, xaddr)
     return services
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCapabilities:
+    """What GetServices (IncludeCapability=true) says about logins and snapshots; None: not said."""
+
+    username_token: bool | None = None  # device service, Security/@UsernameToken
+    http_digest: bool | None = None  # device service, Security/@HttpDigest
+    snapshot_uri: dict[str, bool] = field(default_factory=dict)  # media namespace -> Capabilities/@SnapshotUri
+
+
+def _flag(value: str | None) -> bool | None:
+    value = (value or "").strip().lower()
+    return True if value in ("true", "1") else False if value in ("false", "0") else None
+
+
+def parse_service_capabilities(payload: Any) -> ServiceCapabilities:
+    """GetServicesResponse with capabilities -> the login and snapshot flags (absent ones stay None)."""
+    username_token = http_digest = None
+    snapshots: dict[str, bool] = {}
+    for service in descendants(payload, "Service"):
+        namespace = _clean(text_of(child(service, "Namespace")))
+        capabilities = child(service, "Capabilities")
+        if capabilities is None or not namespace:
+            continue
+        if namespace == DEVICE_NS:
+            security = descendant(capabilities, "Security")
+            if security is not None:
+                username_token = _flag(security.get("UsernameToken"))
+                http_digest = _flag(security.get("HttpDigest"))
+        elif namespace in (MEDIA_NS, MEDIA2_NS):
+            for el in capabilities.iter():
+                flag = _flag(el.get("SnapshotUri")) if isinstance(el.tag, str) else None
+                if flag is not None:
+                    snapshots[namespace] = flag
+                    break
+    return ServiceCapabilities(username_token, http_digest, snapshots)
 
 
 def parse_capabilities(payload: Any) -> dict[str, str]:

@@ -108,7 +108,9 @@ class Ops:
 
     GET_SYSTEM_DATE_AND_TIME: Final = _op(NS["tds"], "GetSystemDateAndTime")
     GET_DEVICE_INFORMATION: Final = _op(NS["tds"], "GetDeviceInformation")
-    GET_SERVICES: Final = _op(NS["tds"], "GetServices", "<IncludeCapability>false</IncludeCapability>")
+    # With the capabilities: the device service's Security flags say which login to send first (no anonymous try
+    # that only earns a 401), the media services' SnapshotUri flags whether GetSnapshotUri is worth a request.
+    GET_SERVICES: Final = _op(NS["tds"], "GetServices", "<IncludeCapability>true</IncludeCapability>")
     GET_CAPABILITIES: Final = _op(NS["tds"], "GetCapabilities", "<Category>All</Category>")
     GET_SCOPES: Final = _op(NS["tds"], "GetScopes")
     GET_NETWORK_INTERFACES: Final = _op(NS["tds"], "GetNetworkInterfaces")

@@ -181,8 +181,8 @@ def get_services(device: DeviceSpec, *, include_capability: bool) -> str:
             NS_TDS,
             DEVICE_SERVICE_PATH,
             '<tds:Capabilities><tds:Network IPFilter="false" ZeroConfiguration="false" IPVersion6="false" '
-            'DynDNS="false"/><tds:Security UsernameToken="true" HttpDigest="'
-            f'{"true" if device.auth != "wsse" else "false"}"/><tds:System DiscoveryResolve="false" '
+            f'DynDNS="false"/><tds:Security UsernameToken="{"true" if device.auth != "digest" else "false"}" '
+            f'HttpDigest="{"true" if device.auth != "wsse" else "false"}"/><tds:System DiscoveryResolve="false" '
             'DiscoveryBye="true" RemoteDiscovery="false" SystemBackup="false" FirmwareUpgrade="false"/>'
             "</tds:Capabilities>",
             2,
