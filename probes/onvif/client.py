@@ -75,11 +75,14 @@ __all__ = [
     "DEFAULT_REUSE_CLOCK_S",
     "DEFAULT_TIMEOUT",
     "MAX_REPLY_BYTES",
+    "DeviceChannel",
     "SnapshotMode",
+    "clock_offset",
     "interrogate",
     "interrogate_many",
     "interrogate_stream",
     "make_session",
+    "open_channel",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,13 @@ def make_session(
     secrets in clear because digest and WS-UsernameToken hash them.
     """
     return HttpClient(limit=limit, limit_per_host=limit_per_host, keepalive_s=keepalive_s, verify_tls=verify_tls)
+
+
+def clock_offset(device_utc: dt.datetime, sent: float, received: float) -> float:
+    """Device clock minus ours, in seconds (positive: the device is ahead), against the midpoint of the call
+    that read it (``sent`` and ``received`` are time.time() values)."""
+    midpoint = dt.datetime.fromtimestamp((sent + received) / 2, dt.UTC)
+    return round((device_utc - midpoint).total_seconds(), 3)
 
 
 # --- HTTP exchange ---------------------------------------------------------------------------------------------
@@ -670,8 +680,7 @@ class _Interrogation:
         except ValueError as exc:
             self.f.failures.append(self.dev._failure(Cause.MALFORMED, step, str(exc)))
             return False
-        midpoint = dt.datetime.fromtimestamp((sent + received) / 2, dt.UTC)
-        offset = round((device_time.utc - midpoint).total_seconds(), 3)
+        offset = clock_offset(device_time.utc, sent, received)
         self._set_clock(offset, device_time.utc, device_time.from_local)
         return False
 
@@ -1039,6 +1048,132 @@ def _snapshot_mode(value: SnapshotMode | bool) -> SnapshotMode:
 def _scope_kwargs(scopes: Sequence[str]) -> dict[str, str | None]:
     fields = scope_fields(scopes)
     return {"name": fields.name, "location": fields.location, "hardware": fields.hardware}
+
+
+# --- one device, call by call (the staged health check, probes.health) -----------------------------------------
+
+
+class DeviceChannel:
+    """One device's ONVIF calls through the interrogation's machinery, for callers that pick the calls
+    themselves (probes.health): the address policy, the SOAP 1.1 switch, anonymous-first auth detection, the
+    login budget, then signed calls with the proven credential. Each call returns a Reply or a Failure; nothing
+    raises for device behaviour. Build with :func:`open_channel`; :meth:`close` frees the device's sockets."""
+
+    def __init__(self, device: _Device) -> None:
+        self._dev = device
+
+    @property
+    def url(self) -> str:
+        """The device service URL."""
+        return self._dev.target.url
+
+    @property
+    def key(self) -> str:
+        """host:port: the unit of the login budget."""
+        return self._dev.target.key
+
+    @property
+    def device_ip(self) -> str:
+        return self._dev.device_ip
+
+    @property
+    def heard(self) -> bool:
+        """The device spoke SOAP (or HTTP 2xx) at least once."""
+        return self._dev.heard
+
+    @property
+    def credential(self) -> Credential | None:
+        """The credential the device accepted, once a login worked."""
+        return self._dev.credential
+
+    @property
+    def auth_method(self) -> AuthMethod | None:
+        method = self._dev.method
+        return method if method in ("wsse", "digest", "none") else None
+
+    @property
+    def timeout(self) -> float:
+        return self._dev.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._dev.timeout = value  # per call, connect + reply
+
+    @property
+    def clock_offset_s(self) -> float | None:
+        return self._dev.clock_offset_s
+
+    @clock_offset_s.setter
+    def clock_offset_s(self, value: float | None) -> None:
+        self._dev.clock_offset_s = value  # WS-UsernameToken is signed with the device's clock (DOMAIN 7.1)
+
+    async def connect(self, timeout: float) -> Failure | None:
+        """A TCP (and TLS) connection to the device, kept for the calls that follow; None when it opened."""
+        target = self._dev.target
+        try:
+            await self._dev.session.preconnect(self._dev.device_ip, target.port, target.scheme, timeout=timeout)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            return _transport_failure(exc, "connect")
+        return None
+
+    async def call(self, step: str, url: str, op: Operation, *, anonymous: bool = False) -> Reply | Failure:
+        """One call (signed once logged in; the first authenticated call logs in within the budget)."""
+        try:
+            return await self._dev.call(step, url, op, anonymous=anonymous)
+        except ProbeError as exc:
+            return exc.failure
+        except _AuthImpossible as exc:
+            return exc.failure
+        except _Stop:
+            failures = self._dev.findings.failures
+            return failures[-1] if failures else Failure(Cause.TIMEOUT, step, "the device stopped answering")
+
+    async def admit(self, url: str) -> Admitted | Refusal:
+        """The address policy's verdict on an address the device handed out (resolved once, never re-read)."""
+        return await self._dev.admit(url)
+
+    def rewrite(self, uri: str) -> str:
+        """``uri`` without credentials, a host meaning the device itself replaced by the device's (DOMAIN 7.4)."""
+        return self._dev.rewrite(uri)
+
+    def close(self) -> None:
+        session = self._dev.session
+        for endpoint in self._dev.endpoints.values():
+            session.forget(endpoint.host, endpoint.port, endpoint.scheme)
+        target = self._dev.target
+        session.forget(self._dev.device_ip, target.port, target.scheme)
+
+
+async def open_channel(
+    xaddr_or_host: str,
+    *,
+    credentials: Sequence[Credential],
+    session: HttpClient,
+    budget: LoginBudget,
+    timeout: float = DEFAULT_TIMEOUT,
+    auth_hint: AuthMethod | None = None,
+    port: int = 80,
+    max_reply_bytes: int = MAX_REPLY_BYTES,
+    policy: AddressPolicy | None = None,
+) -> DeviceChannel:
+    """A :class:`DeviceChannel` to one device (``xaddr_or_host`` as for :func:`interrogate`). Sends nothing.
+    Raises ValueError for an unusable target, OSError for a name that does not resolve."""
+    target = parse_target(xaddr_or_host, port=port)
+    device_ip = await _device_address(target.host, timeout)
+    device = _Device(
+        target,
+        session=session,
+        credentials=credentials,
+        budget=budget,
+        timeout=timeout,
+        max_reply_bytes=max_reply_bytes,
+        auth_hint=auth_hint,
+        findings=_Findings(),
+        policy=policy or _DEVICE_ONLY,
+        device_ip=device_ip,
+    )
+    device.verdicts[target.url] = Admitted(device_ip, target.port, own=True)
+    return DeviceChannel(device)
 
 
 # --- many devices ----------------------------------------------------------------------------------------------

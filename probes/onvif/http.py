@@ -718,6 +718,25 @@ class HttpClient:
             )
         )
 
+    async def preconnect(self, host: str, port: int, scheme: str = "http", *, timeout: float) -> None:
+        """Open a connection to ``host:port`` now (TLS included for https) and keep it idle for the next request
+        there: a TCP check that costs the calls after it no second handshake. An idle connection already open
+        to the device is reused. Raises TimeoutError, OSError or ssl.SSLError like :meth:`request`."""
+        if self._closed:
+            raise RuntimeError("HTTP client is closed")
+        key = (host, port, scheme)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        entry = await self._acquire(key, deadline)
+        try:
+            conn = self._take_idle(key, entry, loop)
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._connect(host, port, scheme)
+            self._put_idle(key, entry, conn, loop.time())
+        finally:
+            self._release(key, entry)
+
     async def request(
         self,
         host: str,

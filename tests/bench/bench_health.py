@@ -1,0 +1,170 @@
+"""Benchmark: the ONVIF stages of a health sweep (tcp, onvif, login, stream: 4 SOAP calls with auth per device) over
+10,000 simulated devices served by another process.
+
+Ours: probes.health.check.check_many (prebuilt envelopes, lxml, pooled keep-alive connections, the login budget
+and the media service addresses kept between rounds). A first round learns the service addresses (GetServices);
+the rounds after it are the steady state a schedule repeats, and their median is the figure.
+Baseline (b) of the issue, in the same run on a sample of the same devices: a well-written onvif-zeep-async loop
+(32 devices at a time, one parsed WSDL set reused by every ONVIFCamera) making the same 4 calls.
+Not measured here yet: baseline (a), the sync onvif-zeep ONVIFCamera per device in its own virtualenv, and writing
+results and statuses to the database (vms.health). Prints figures; never asserts on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import socket
+import statistics
+import time
+from typing import Any
+
+from probes.health.check import ONVIF_STAGES, CheckTarget, DeviceMemory, StageTimeouts, check_many
+from probes.onvif.auth import Credential, LoginBudget
+from probes.onvif.client import make_session
+from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME, build_fleet
+from tests.bench.report import record, size
+from tests.services import free_port
+
+COUNT = size("VMS_BENCH_HEALTH_DEVICES", 10_000, 500)
+ROUNDS = size("VMS_BENCH_REPEAT", 3, 1)
+BASELINE_COUNT = size("VMS_BENCH_BASELINE_DEVICES", 200, 20)
+BASE = "127.68.0.1"
+MEDIA_NS = "http://www.onvif.org/ver10/media/wsdl"
+
+
+def _serve(count: int, port: int, stop: Any, served: Any, cpu: Any) -> None:
+    from vms.discovery.demo import BackgroundFleet
+
+    # WS-UsernameToken everywhere (ONVIF's own auth, and the only one zeep speaks). An HTTP-digest device costs
+    # ours one more round trip per round: the challenge that carries a fresh nonce.
+    bg = BackgroundFleet(count=count, base_host=BASE, port=port, fault_mix={}, rtsp=False, discovery=False,
+                         auth_by_index=dict.fromkeys(range(count), "wsse"))
+    bg.start(timeout=600)
+    deadline = time.monotonic() + 1800
+    while not stop.wait(0.05) and time.monotonic() < deadline:
+        served.value = bg.fleet.server.requests_served
+        cpu.value = time.process_time()
+    bg.stop()
+
+
+def _wait_listening(host: str, port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"fleet not listening on {host}:{port}")
+
+
+async def _ours(targets: list[CheckTarget], budget: LoginBudget, memory: DeviceMemory) -> tuple[int, int]:
+    ok = changed = 0
+    async with make_session(limit=1024, limit_per_host=2) as http:
+        async for result in check_many(targets, stages=ONVIF_STAGES, budget=budget, session=http, memory=memory,
+                                       concurrency=256, timeouts=StageTimeouts()):
+            ok += result.ok
+            changed += bool(result.details.get("stream_uri_changed"))
+    return ok, changed
+
+
+async def _zeep_one(host: str, port: int) -> bool:
+    """GetSystemDateAndTime, GetDeviceInformation, GetProfiles, GetStreamUri of the main profile."""
+    from onvif import ONVIFCamera  # imported lazily: only the benchmark needs it
+
+    camera = ONVIFCamera(host, port, DEFAULT_USERNAME, DEFAULT_PASSWORD)
+    try:
+        devicemgmt = await camera.create_devicemgmt_service()
+        await devicemgmt.GetSystemDateAndTime()
+        await devicemgmt.GetDeviceInformation()
+        camera.xaddrs[MEDIA_NS] = f"http://{host}:{port}/onvif/media_service"  # known, as ours knows it
+        media = await camera.create_media_service()
+        profiles: Any = await media.GetProfiles()
+        main = max(profiles, key=_pixels)
+        setup = {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}
+        reply: Any = await media.GetStreamUri({"StreamSetup": setup, "ProfileToken": main.token})
+        return bool(reply.Uri)
+    except Exception:  # the baseline counts failures instead of stopping
+        return False
+    finally:
+        await camera.close()
+
+
+def _pixels(profile: Any) -> int:
+    encoder = getattr(profile, "VideoEncoderConfiguration", None)
+    resolution = getattr(encoder, "Resolution", None)
+    return int(resolution.Width * resolution.Height) if resolution is not None else 0
+
+
+async def _zeep(targets: list[tuple[str, int]], concurrency: int = 32) -> int:
+    await _zeep_one(*targets[0])  # parse the WSDL set once, before timing: every later camera reuses it
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(host: str, port: int) -> bool:
+        async with slots:
+            return await _zeep_one(host, port)
+
+    return sum(await asyncio.gather(*(one(h, p) for h, p in targets)))
+
+
+def test_bench_health_onvif_stages() -> None:
+    port = free_port()
+    devices = build_fleet(COUNT, base_host=BASE, port=port, fault_mix={})
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    served = ctx.Value("q", 0)
+    fleet_cpu = ctx.Value("d", 0.0)
+    proc = ctx.Process(target=_serve, args=(COUNT, port, stop, served, fleet_cpu), daemon=True)
+    proc.start()
+    good = (Credential(DEFAULT_USERNAME, DEFAULT_PASSWORD),)
+    targets = [
+        CheckTarget(d.index, d.host, port, credentials=good, stream_uri=f"rtsp://{d.host}:554/cam{d.index}")
+        for d in devices
+    ]
+    budget, memory = LoginBudget(), DeviceMemory()
+    walls: list[float] = []
+    cpus: list[float] = []
+    requests: list[float] = []
+    fleet_cpus: list[float] = []
+    try:
+        _wait_listening(devices[-1].host, port, time.monotonic() + 900)
+        for _round in range(ROUNDS + 1):  # round 0 learns the service addresses
+            time.sleep(0.2)
+            before, fleet_before = served.value, fleet_cpu.value
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            ok, changed = asyncio.run(_ours(targets, budget, memory))
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+            time.sleep(0.2)  # the fleet publishes its request count every 50 ms
+            requests.append((served.value - before) / COUNT)
+            fleet_cpus.append(fleet_cpu.value - fleet_before)
+            assert ok == COUNT and changed == 0, (ok, changed)
+        sample = [(d.host, port) for d in devices[:BASELINE_COUNT]]
+        t0 = time.perf_counter()
+        zeep_ok = asyncio.run(_zeep(sample))
+        t_zeep = time.perf_counter() - t0
+        assert zeep_ok == BASELINE_COUNT, zeep_ok
+    finally:
+        stop.set()
+        proc.join(30)
+    steady_wall = statistics.median(walls[1:])
+    steady_cpu = statistics.median(cpus[1:])
+    ours_rate = COUNT / steady_wall
+    zeep_rate = BASELINE_COUNT / t_zeep
+    print()
+    print(f"ours rounds: {', '.join(f'{w:.2f} s' for w in walls)} (first learns the service addresses)")
+    print(f"ours:      {COUNT:>6,} devices, stages {'+'.join(ONVIF_STAGES)}: {steady_wall:6.2f} s = "
+          f"{ours_rate:7.1f} devices/s, CPU {steady_cpu:.2f} s = {COUNT / steady_cpu:7.1f} devices per CPU second  "
+          f"(goal: >= 1,500 devices/s)")
+    print(f"           the fleet's CPU (other process) per round: {statistics.median(fleet_cpus[1:]):.2f} s")
+    print(f"           HTTP requests per device: first round {requests[0]:.2f}, "
+          f"then {statistics.median(requests[1:]):.2f}")
+    print(f"zeep (b):  {BASELINE_COUNT:>6,} devices, onvif-zeep-async, 32 at a time, one WSDL set: {t_zeep:6.2f} s = "
+          f"{zeep_rate:7.1f} devices/s")
+    print(f"ratio:     {ours_rate / zeep_rate:.1f}x   (goal: >= 4x (b))")
+    record(f"health sweep, ONVIF stages, {COUNT:,} devices", ours_rate, "devices/s", baseline=zeep_rate,
+           baseline_name=f"onvif-zeep-async loop, one WSDL set, {BASELINE_COUNT:,} devices", min_value=1500,
+           min_ratio=4, group="health")
+    record(f"health sweep CPU per device ({COUNT:,})", steady_cpu / COUNT * 1e6, "us",
+           goal_note="prober process only; the fleet runs apart", group="health")
