@@ -37,6 +37,9 @@ FAULTS: frozenset[str] = frozenset(
         "soap_content_type_mismatch",  # SOAP 1.2 body labelled text/xml and the reverse (7.9)
         "lockout",  # account locks after 3 failed logins, even the right password fails then (7.3)
         "picky_probe",  # answers only a WS-Discovery Probe whose Types name dn:NetworkVideoTransmitter (7.6)
+        "snapshot_hang",  # the snapshot URI accepts the request and never answers (7.8)
+        "snapshot_html",  # the snapshot URI answers 200 with an HTML login page instead of a JPEG
+        "snapshot_small",  # the snapshot is a valid JPEG of another size than the profile's (176x144)
     }
 )
 

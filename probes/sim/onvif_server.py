@@ -61,6 +61,7 @@ _CT_SOAP11 = b"text/xml; charset=utf-8"
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed",
             411: b"Length Required", 413: b"Payload Too Large", 431: b"Request Header Fields Too Large",
             500: b"Internal Server Error"}
+_LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Login</title></head><body><form>User <input></form></body></html>"
 _SERVER_HEADER = {"HIKVISION": b"App-webs/", "Dahua": b"Webs", "Uniview": b"nginx", "Tiandy": b"Boa/0.94.14rc21",
                   "AXIS": b"Apache"}
 
@@ -91,6 +92,7 @@ class _Response:
     content_type: bytes = _CT_SOAP12
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
     close: bool = False
+    hang: bool = False  # read the request, never answer (and nothing more on this connection)
 
 
 class _DeviceRuntime:
@@ -390,6 +392,12 @@ class OnvifServer:
         profile = parse_qs(urlsplit(target).query).get("profile", [""])[0]
         if profile and replies.find_profile(d, profile, media2=True) is None:
             return _Response(404, b"Not Found", b"text/plain")
+        if "snapshot_hang" in d.faults:
+            return _Response(200, b"", b"image/jpeg", hang=True)
+        if "snapshot_html" in d.faults:
+            return _Response(200, _LOGIN_PAGE, b"text/html; charset=utf-8")
+        if "snapshot_small" in d.faults:
+            return _Response(200, snapshot_jpeg(d.index, size=(176, 144)), b"image/jpeg")
         return _Response(200, snapshot_jpeg(d.index), b"image/jpeg")
 
     def _content_type(self, rt: _DeviceRuntime, soap12: bool) -> bytes:
@@ -507,6 +515,9 @@ class _HttpProtocol(asyncio.Protocol):
             except Exception:  # a simulator bug must not kill the listener
                 logger.exception("simulated device %s failed on %s %s", self._rt.spec.host, method, target)
                 resp = _Response(500, b"internal error", b"text/plain", close=True)
+            if resp.hang:
+                self.hung = True
+                return
             if method == "HEAD":
                 resp.body, length_override = b"", len(resp.body)
             else:

@@ -12,11 +12,14 @@ _BARS = (
 )  # BGR colour bars
 
 
-@functools.lru_cache(maxsize=SNAPSHOT_VARIANTS)
-def _variant(variant: int) -> bytes:
+SNAPSHOT_SIZE = (352, 288)  # CIF, a size every decoder accepts
+
+
+@functools.lru_cache(maxsize=2 * SNAPSHOT_VARIANTS)
+def _variant(variant: int, size: tuple[int, int] = SNAPSHOT_SIZE) -> bytes:
     import cv2  # imported on first snapshot: most fleet runs never serve one
 
-    width, height = 352, 288  # CIF, a size every decoder accepts
+    width, height = size
     img = np.zeros((height, width, 3), dtype=np.uint8)
     bar = width // len(_BARS)
     for i, colour in enumerate(_BARS):
@@ -30,6 +33,6 @@ def _variant(variant: int) -> bytes:
     return bytes(buf.tobytes())
 
 
-def snapshot_jpeg(index: int) -> bytes:
+def snapshot_jpeg(index: int, *, size: tuple[int, int] = SNAPSHOT_SIZE) -> bytes:
     """The JPEG a device returns from its snapshot URI (one of SNAPSHOT_VARIANTS, by device index)."""
-    return _variant(index % SNAPSHOT_VARIANTS)
+    return _variant(index % SNAPSHOT_VARIANTS, size)

@@ -37,10 +37,10 @@ def _base_host() -> str:
 @pytest_asyncio.fixture
 async def fleet() -> AsyncIterator[SimFleet]:
     devices = build_fleet(
-        3,
+        6,
         fault_mix={},
-        faults_by_index={2: {"private_addrs"}},
-        auth_by_index={0: "digest", 1: "wsse", 2: "both"},
+        faults_by_index={2: {"private_addrs"}, 3: {"snapshot_hang"}, 4: {"snapshot_html"}, 5: {"snapshot_small"}},
+        auth_by_index={0: "digest", 1: "wsse", 2: "both", 3: "digest", 4: "digest", 5: "both"},
         base_host=_base_host(),
         port=0,
     )
@@ -109,6 +109,27 @@ async def test_lan_address_in_the_uri_means_the_device_itself(fleet: SimFleet) -
     assert d.host not in url  # the URI names the camera's LAN address (DOMAIN 7.4)
     got = await fetch(url, user=DEFAULT_USERNAME, password=DEFAULT_PASSWORD, device_ip=d.host, expect=SIM_SIZE)
     assert isinstance(got, SnapshotInfo)
+
+
+async def test_simulated_snapshot_faults(fleet: SimFleet) -> None:
+    def get(index: int, timeout: float = 5.0) -> Awaitable[SnapshotInfo | MediaFailure]:
+        d = fleet.devices[index]
+        return fetch(
+            snapshot_url(d),
+            user=DEFAULT_USERNAME,
+            password=DEFAULT_PASSWORD,
+            device_ip=d.host,
+            expect=SIM_SIZE,
+            timeout=timeout,
+        )
+
+    start = time.monotonic()
+    hung = await get(3, timeout=0.5)
+    assert isinstance(hung, MediaFailure) and hung.cause == "snapshot_timeout"
+    assert time.monotonic() - start < 1.5
+    html = await get(4)
+    assert isinstance(html, MediaFailure) and html.cause == "snapshot_not_jpeg" and "text/html" in html.detail
+    assert await get(5) == MediaFailure("snapshot_size", "176x144, expected 352x288")
 
 
 # --- HTTP stand-ins ------------------------------------------------------------------------------------------------
