@@ -222,7 +222,7 @@ async def _describe(
             continue
         if not 200 <= reply.status < 300:
             return _status_failure(reply, credential, conn.auth)
-        return _info(reply)
+        return _info(reply, secrets_of(credential))
     return MediaFailure(MediaCause.RTSP_ERROR, f"more than {_MAX_REDIRECTS} redirects")
 
 
@@ -243,7 +243,7 @@ def _status_failure(reply: _Reply, credential: Credential | None, auth: Authoriz
     return MediaFailure(MediaCause.RTSP_ERROR, text)
 
 
-def _info(reply: _Reply) -> RtspInfo | MediaFailure:
+def _info(reply: _Reply, secrets: tuple[str, ...]) -> RtspInfo | MediaFailure:
     try:
         session = parse_sdp(reply.body.decode("utf-8", errors="replace"))
     except ValueError as exc:
@@ -253,4 +253,4 @@ def _info(reply: _Reply) -> RtspInfo | MediaFailure:
     if video is None:
         return MediaFailure(MediaCause.RTSP_NO_VIDEO, "SDP tracks: " + (", ".join(tracks) or "none"))
     server = reply.header("server")
-    return RtspInfo(video.codec, video.width, video.height, tracks, scrub(server)[:120] if server else None)
+    return RtspInfo(video.codec, video.width, video.height, tracks, scrub(server, secrets)[:120] if server else None)
