@@ -20,7 +20,7 @@ from probes.errors import scrub
 from probes.media._auth import Authorizer, clean_uri, pick_credential, secrets_of, with_host
 from probes.media.causes import MediaCause, MediaFailure
 from probes.media.sdp import parse_sdp
-from probes.onvif.auth import Credential
+from probes.onvif.auth import Credential, parse_digest_challenges
 from probes.policy import AddressPolicy, Refusal, check_async
 
 __all__ = ["RtspInfo", "rtsp_describe"]
@@ -68,19 +68,30 @@ class _Connection:
         self.cseq = 0
         self.buf = b""
         self.auth: Authorizer | None = None
+        self.accepted = False  # a request carrying our Authorization was not refused
+        self.renewed = False
 
     def close(self) -> None:
         self.writer.transport.abort()
 
     async def request(self, method: str, uri: str, credential: Credential | None) -> _Reply:
-        """Send ``method``; answer a 401 once when we have a credential and have not yet answered one."""
+        """Send ``method``; answer a 401 once when we have a credential and have not yet answered one. A login
+        already accepted on this connection is renewed once when the camera calls its nonce stale (RFC 7616
+        3.3: the credential was right, the nonce expired); any other 401 stands."""
         reply = await self._exchange(method, uri)
-        if reply.status != 401 or credential is None or self.auth is not None:
+        if reply.status != 401 or credential is None:
             return reply
-        self.auth = Authorizer.from_challenge(credential, reply.header_all("www-authenticate"))
+        challenges = reply.header_all("www-authenticate")
+        if self.auth is not None:
+            if not self.accepted or self.renewed or not any(c.stale for c in parse_digest_challenges(challenges)):
+                return reply
+            self.renewed = True
+        self.auth = Authorizer.from_challenge(credential, challenges)
         if self.auth is None:
             return reply  # no scheme we answer: the 401 stands
-        return await self._exchange(method, uri)
+        reply = await self._exchange(method, uri)
+        self.accepted = reply.status != 401
+        return reply
 
     async def _exchange(self, method: str, uri: str) -> _Reply:
         self.cseq += 1

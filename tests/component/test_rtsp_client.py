@@ -205,6 +205,34 @@ async def test_wrong_password_is_answered_once_and_never_shown(serve: Callable[.
     assert "Wrong-Pass-77" not in got.detail and "Digest" in got.detail
 
 
+@pytest.mark.parametrize("stale", [True, False], ids=["stale-renewed-once", "new-nonce-stands"])
+async def test_nonce_expiring_between_options_and_describe(
+    serve: Callable[..., Awaitable[StandIn]], stale: bool
+) -> None:
+    """OPTIONS needs the login too; the camera then refuses the nonce for DESCRIBE. Stale: the password was right,
+    renew once. Not stale: the 401 is the verdict (a camera counting it as a failed login sees one, not a loop)."""
+    checks = {"first": digest_server(qop=True, nonce="nonce-one"), "second": digest_server(qop=True, nonce="n-two")}
+    state = {"current": "first"}
+
+    async def handle(request: Request) -> bytes:
+        if request.method == "DESCRIBE" and state["current"] == "first" and "authorization" in request.headers:
+            state["current"] = "second"
+            flag = ", stale=TRUE" if stale else ""
+            challenge = f'Digest realm="IP Camera", nonce="n-two", qop="auth"{flag}'
+            return reply(request.headers["cseq"], "401 Unauthorized", (f"WWW-Authenticate: {challenge}",))
+        if request.method == "OPTIONS" and "authorization" not in request.headers:
+            challenge = 'Digest realm="IP Camera", nonce="nonce-one", qop="auth"'
+            return reply(request.headers["cseq"], "401 Unauthorized", (f"WWW-Authenticate: {challenge}",))
+        if request.method == "OPTIONS":
+            return ok_describe(request)
+        return await checks[state["current"]](request)
+
+    cam = await serve(handle)
+    got = await describe(cam.url(), user=USER, password=PASSWORD)
+    assert isinstance(got, RtspInfo) == stale, got
+    assert [r.method for r in authorized(cam)] == ["OPTIONS", "DESCRIBE", "DESCRIBE"][: 3 if stale else 2]
+
+
 async def test_no_credentials_on_a_protected_stream(serve: Callable[..., Awaitable[StandIn]]) -> None:
     cam = await serve(digest_server(qop=True))
     got = await describe(cam.url())
