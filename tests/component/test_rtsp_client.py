@@ -66,6 +66,12 @@ async def test_gstreamer_stream_is_described_with_codec_and_resolution(gst: Rtsp
     assert info == RtspInfo("H264", 640, 480, ("video/H264",), "GStreamer RTSP server")
 
 
+async def test_gstreamer_stream_named_by_the_cameras_lan_address(gst: RtspServer) -> None:
+    # A camera behind NAT names its LAN address: the policy means the device itself (DOMAIN 7.4).
+    info = await describe(f"rtsp://192.168.1.64:{gst.port}/cam0")
+    assert isinstance(info, RtspInfo) and (info.width, info.height) == (640, 480)
+
+
 async def test_gstreamer_unknown_path_is_not_found(gst: RtspServer) -> None:
     got = await describe(gst.url("/no-such-mount"))
     assert isinstance(got, MediaFailure) and got.cause == "rtsp_not_found"
