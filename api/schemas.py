@@ -15,7 +15,10 @@ class CameraPage(BaseModel):
     """A page of cameras: the merged records (every field of the camera record, and ``extra``, ``conflicts``,
     ``region_code``, ``created_at``, ``updated_at``, ``removed_at``), never credentials."""
 
-    total: int = Field(..., description="cameras matching the filters")
+    total: int = Field(..., description="cameras matching the filters (when total_exact is false: more than this)")
+    total_exact: bool = Field(
+        ..., description="false when more than `total` match: a filtered list counts up to 1,000 matches"
+    )
     limit: int
     offset: int
     items: list[dict[str, Any]]

@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
 import os
 import re
 import time
@@ -59,6 +60,19 @@ def format_created(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_CREATED: list[tuple[int, str]] = [(-1, "")]  # the last second formatted: a sweep signs thousands per second
+
+
+def _created_at(timestamp: float) -> str:
+    """:func:`format_created` of a POSIX timestamp, formatted once per second."""
+    second = math.floor(timestamp)
+    cached_second, text = _CREATED[0]
+    if cached_second != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        _CREATED[0] = (second, text)
+    return text
+
+
 def wsse_password_digest(nonce: bytes, created: str, password: str) -> str:
     """Base64(SHA1(nonce + created + password)), WS-Security UsernameToken Profile 1.0 section 3.1."""
     raw = hashlib.sha1(nonce + created.encode() + password.encode(), usedforsecurity=False).digest()
@@ -74,8 +88,10 @@ def wsse_header(
 ) -> str:
     """The wsse:Security header. Created is our UTC now plus the device's clock offset (DOMAIN 7.1)."""
     nonce = os.urandom(16) if nonce is None else nonce
-    moment = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=clock_offset_s)
-    created = format_created(moment)
+    if now is None:
+        created = _created_at(time.time() + clock_offset_s)
+    else:
+        created = format_created(now + dt.timedelta(seconds=clock_offset_s))
     digest = wsse_password_digest(nonce, created, credential.password)
     return (
         f'<wsse:Security xmlns:wsse="{_WSSE_NS}" xmlns:wsu="{_WSU_NS}" s:mustUnderstand="1">'

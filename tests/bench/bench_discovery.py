@@ -68,6 +68,16 @@ def _wait_listening(host: str, port: int, deadline: float) -> None:
     raise RuntimeError(f"fleet not listening on {host}:{port}")
 
 
+def _cpu_of(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _inventory(tmp: Path, name: str) -> Inventory:
     settings = Settings(
         data_dir=tmp / name, database_url=f"sqlite:///{tmp / (name + '.sqlite3')}",
@@ -113,17 +123,22 @@ def test_bench_discovery_1000(tmp_path: Path) -> None:
         # because this shared 2-core machine makes single runs swing by +-30 %.
         times = []
         cpus = []
+        fleet_cpus: list[float] = []
         requests = []
         for n in range(REPEATS):
             ours_inv = _inventory(tmp_path, f"ours{n}")
             req = DiscoveryRequest(ranges=[cidr], ports=[port], concurrency=256, scan_concurrency=512, actor="bench")
             time.sleep(0.2)
             before = served.value
+            f0 = _cpu_of(proc.pid)
             c0 = time.process_time()
             t0 = time.perf_counter()
             outcome = asyncio.run(Discovery(ours_inv).run(req))
             times.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
+            f1 = _cpu_of(proc.pid)
+            if f0 is not None and f1 is not None:
+                fleet_cpus.append(f1 - f0)
             time.sleep(0.2)  # the fleet publishes its request count every 50 ms
             requests.append((served.value - before) / COUNT)
             assert outcome.registered == COUNT, outcome
@@ -148,13 +163,27 @@ def test_bench_discovery_1000(tmp_path: Path) -> None:
     print(f"baseline: {BASELINE_COUNT:>5} devices, plain onvif-zeep-async loop + register, {t_base:6.2f} s "
           f"= {base_rate:7.1f} devices/s   (~{COUNT / base_rate:.0f} s for {COUNT:,})")
     print(f"ratio:    {ours_rate / base_rate:.1f}x faster   (goal: >= 20x and >= 1,000 devices/s)")
-    print(f"ours CPU: {statistics.median(cpus):.2f} s (median; discovery process only, the fleet runs apart); "
+    cpu = statistics.median(cpus)
+    fleet_cpu = statistics.median(fleet_cpus) if fleet_cpus else None
+    print(f"ours CPU: {cpu:.2f} s (median; discovery process only, the fleet runs apart) = "
+          f"{cpu * 1000 / COUNT:.2f} ms per device = {COUNT / cpu:.0f} devices per client CPU-second; "
           f"HTTP requests per device: {statistics.median(requests):.1f} (range scan included)")
+    if fleet_cpu is not None:
+        print(f"fleet CPU: {fleet_cpu:.2f} s = {fleet_cpu * 1000 / COUNT:.2f} ms per device; client + fleet "
+              f"{(cpu + fleet_cpu) * 1000 / COUNT:.2f} ms per device on {os.cpu_count()} cores: at most "
+              f"{COUNT * (os.cpu_count() or 1) / (cpu + fleet_cpu):.0f} devices/s if every core were busy")
     record(f"discover + interrogate + register {COUNT:,} devices", ours_rate, "devices/s", baseline=base_rate,
            baseline_name=f"onvif-zeep-async per-device loop, {BASELINE_COUNT:,} devices", min_value=1000,
            min_ratio=20, group="discovery")
     record(f"HTTP requests per device ({COUNT:,}, range scan included)", statistics.median(requests), "req",
-           goal_note="no request an earlier answer makes needless", group="discovery")
+           goal_note="no request an earlier answer makes needless (tests/component/test_discovery_requests.py)",
+           group="discovery")
+    record(f"discover + interrogate + register {COUNT:,} devices, per client CPU-second", COUNT / cpu,
+           "devices/s", goal_note="the fleet's CPU apart: see the next figure", group="discovery")
+    if fleet_cpu is not None:
+        record(f"simulated fleet's CPU per device ({COUNT:,}; its own process, same machine)",
+               fleet_cpu * 1000 / COUNT, "ms", baseline=cpu * 1000 / COUNT, baseline_name="client CPU per device",
+               group="discovery")
 
 
 def test_bench_discovery_bad_devices(tmp_path: Path) -> None:
@@ -208,7 +237,7 @@ def test_bench_discovery_workers(tmp_path: Path) -> None:
     proc.start()
     cidr = f"{base.rsplit('.', 2)[0]}.0.0/20"
     auto = DiscoveryRequest(ranges=[cidr], ports=[port]).worker_count()
-    figures: dict[int, tuple[float, float]] = {}
+    figures: dict[int, tuple[float, float, float | None]] = {}
     try:
         _wait_listening(devices[-1].host, port, time.monotonic() + 180)
         for workers in (1, max(2, auto)):
@@ -216,22 +245,29 @@ def test_bench_discovery_workers(tmp_path: Path) -> None:
             req = DiscoveryRequest(ranges=[cidr], ports=[port], concurrency=256, scan_concurrency=512,
                                    actor="bench", workers=workers)
             usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            f0 = _cpu_of(proc.pid)
             c0 = time.process_time()
             t0 = time.perf_counter()
             outcome = asyncio.run(Discovery(inv).run(req))
             wall = time.perf_counter() - t0
             usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = time.process_time() - c0 + (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime)
+            f1 = _cpu_of(proc.pid)
             assert outcome.registered == count, outcome
-            figures[workers] = (wall, cpu)
+            figures[workers] = (wall, cpu, None if f0 is None or f1 is None else f1 - f0)
     finally:
         stop.set()
         proc.join(30)
     print()
-    for workers, (wall, cpu) in figures.items():
+    cores = os.cpu_count() or 1
+    for workers, (wall, cpu, fleet_cpu) in figures.items():
         print(f"workers:  {count:,} devices in {cidr}, {workers} process(es): {wall:6.2f} s wall = "
               f"{count / wall:7.1f} devices/s, {cpu:.2f} s CPU (workers included; auto here: {auto})")
-    (one_wall, _), (many, (many_wall, _)) = figures[1], max(figures.items())
+        if fleet_cpu is not None:
+            # The fleet shares the machine's cores: the client can never have all of them.
+            print(f"          fleet {fleet_cpu:.2f} s CPU; client + fleet {(cpu + fleet_cpu) * 1000 / count:.2f} ms "
+                  f"per device: {count * cores / (cpu + fleet_cpu):.0f} devices/s if all {cores} cores were busy")
+    (one_wall, _, _), (many, (many_wall, _, _)) = figures[1], max(figures.items())
     record(f"{count:,} devices in a /20, {many} worker processes", count / many_wall, "devices/s",
            baseline=count / one_wall, baseline_name="one process", goal_note=f"uses every core ({os.cpu_count()})",
            group="discovery")

@@ -500,6 +500,11 @@ class Inventory:
         with self.session(write=False) as s:
             return repo.count_cameras(s, flt), repo.list_cameras(s, flt, limit=limit, offset=offset)
 
+    def camera_page(self, flt: repo.CameraFilter, *, limit: int, offset: int = 0) -> repo.CameraPage:
+        """A page of cameras and their number, exact up to repo.COUNT_CAP matches (the API's pages)."""
+        with self.session(write=False) as s:
+            return repo.camera_page(s, flt, limit=limit, offset=offset)
+
     def resolve_camera(self, session: Session, ref: str) -> int:
         """A camera by database id, GB device ID, department number (local_id) or MAC."""
         ref = ref.strip()

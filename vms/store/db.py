@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vms.errors import Busy
@@ -44,11 +45,33 @@ def make_engine(url: str, *, lock_timeout: float = 5.0, **kw: Any) -> Engine:
             cur.close()
 
         return engine
-    if url.startswith("postgresql"):
-        args = dict(kw.pop("connect_args", {}))
-        args["options"] = f"{args.get('options', '')} -c lock_timeout={wait_ms}".strip()
-        kw["connect_args"] = args
-    return create_engine(url, pool_pre_ping=True, **kw)
+    if not url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, **kw)
+    args = dict(kw.pop("connect_args", {}))
+    args["options"] = f"{args.get('options', '')} -c lock_timeout={wait_ms}".strip()
+    kw["connect_args"] = args
+    engine = create_engine(url, **kw)
+    # Instead of pool_pre_ping's round trip (a SELECT 1 before every request's first statement): a pooled connection
+    # that the server ended (a restart, pg_terminate_backend, idle_session_timeout) has its socket readable (the
+    # server's last message, then end of file), where an idle one has nothing to read. A local poll, no round trip.
+    event.listen(engine, "checkout", _drop_if_ended)
+    return engine
+
+
+def _drop_if_ended(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    try:
+        ended = dbapi_conn.closed or bool(select.select([dbapi_conn.fileno()], [], [], 0)[0])
+    except Exception:  # noqa: BLE001  (a closed connection's fileno() raises: ended as well)
+        ended = True
+    if ended:
+        raise DisconnectionError("the server ended this pooled connection")  # the pool connects afresh
+
+
+def read_statements(session: Session) -> None:
+    """A read made of separate statements, at the start of its session: on PostgreSQL without BEGIN and ROLLBACK
+    (two round trips). Under READ COMMITTED each statement reads its own snapshot either way."""
+    if not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 # --- files at rest -------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from vms.catalog.domain import SourceKind
+from vms.store.db import read_statements
 from vms.store.models import (
     AuditEntry,
     CatalogNode,
@@ -525,6 +526,64 @@ def count_cameras(session: Session, flt: CameraFilter) -> int:
         assert flt.search is not None
         return int(session.scalar(select(func.count()).select_from(_fts_ids(flt.search).subquery())) or 0)
     return int(session.scalar(_filtered(select(func.count()).select_from(cameras), flt, _dialect(session))) or 0)
+
+
+# A filtered page counts its matches up to this many (an index can find them all, but counting 100,000 matches
+# costs tens of milliseconds); past it the total says "more than COUNT_CAP".
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPage:
+    total: int  # the cameras matching; when not ``exact``: more than this many match
+    exact: bool
+    rows: list[dict[str, Any]]
+
+
+def _matching_ids(session: Session, flt: CameraFilter) -> Any:
+    """The ids of the cameras matching ``flt``, in id order (SQLite's FTS index returns them in that order)."""
+    if _index_only(session, flt):
+        assert flt.search is not None
+        return _fts_ids(flt.search).order_by(literal_column("rowid"))
+    return _filtered(select(cameras.c.id), flt, _dialect(session)).order_by(cameras.c.id)
+
+
+def camera_page(
+    session: Session, flt: CameraFilter, *, limit: int, offset: int = 0, cap: int | None = None
+) -> CameraPage:
+    """A page of the cameras matching ``flt`` (id order) and their number, exact up to ``cap``.
+
+    The unfiltered total is the counter the writes keep (exact). A filtered page within the first ``cap`` matches
+    reads the first ``cap + 1`` matching ids in one pass over the index (which stops there when most cameras match),
+    then the page's rows by id; a page beyond reads one row more than it shows, to know whether more follow.
+    """
+    cap = COUNT_CAP if cap is None else cap
+    read_statements(session)
+    if flt == CameraFilter():
+        live = live_camera_count(session)
+        if live is not None:
+            return CameraPage(live, True, list_cameras(session, flt, limit=limit, offset=offset))
+    if offset + limit <= cap:
+        ids = list(session.scalars(_matching_ids(session, flt).limit(cap + 1)))
+        rows = _rows_by_id(session, ids[offset : offset + limit])
+        return CameraPage(min(len(ids), cap), len(ids) <= cap, rows)
+    rows = list_cameras(session, flt, limit=limit + 1, offset=offset)
+    if len(rows) > limit:
+        return CameraPage(offset + limit, False, rows[:limit])
+    if rows:
+        return CameraPage(offset + len(rows), True, rows)
+    # past the last match: how many there are, up to the cap
+    matches = _matching_ids(session, flt).limit(cap + 1).subquery()
+    found = int(session.scalar(select(func.count()).select_from(matches)) or 0)
+    return CameraPage(min(found, cap), found <= cap, [])
+
+
+def _rows_by_id(session: Session, ids: Sequence[int]) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    result = session.execute(select(cameras).where(cameras.c.id.in_(ids)).order_by(cameras.c.id))
+    keys = list(map(str, result.keys()))
+    return [dict(zip(keys, r, strict=True)) for r in result.all()]
 
 
 def refresh_search_index(session: Session) -> None:
