@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from functools import lru_cache
 
 __all__ = ["damage", "is_damaged"]
 
@@ -64,8 +65,14 @@ def _utf8_prefix(data: bytes) -> str | None:
 
 def damage(text: str | None) -> str | None:
     """Why ``text`` looks damaged by a wrong encoding (a short reason), or None when it reads as real text."""
-    if not text:
+    if not text or (text.isascii() and "??" not in text):
         return None
+    return _damage(text)
+
+
+# Makers, models and common words repeat across 100,000 records: each distinct text is checked once.
+@lru_cache(maxsize=4096)
+def _damage(text: str) -> str | None:
     if text.isascii():
         return _LOST_REASON if "??" in text else None
     if _MARKS.search(text) is not None:  # one scan for every tell-tale mark; the rare hit says which

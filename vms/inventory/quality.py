@@ -16,7 +16,7 @@ from typing import Any
 from vms.catalog.domain import normalize_mac
 from vms.catalog.fields import ENUM_FIELDS, Field
 from vms.catalog.gbid import check_gb_id
-from vms.catalog.mojibake import is_damaged
+from vms.catalog.mojibake import damage
 from vms.geo.placement import related
 
 # code -> (rule number in DOMAIN.md section 3, description)
@@ -193,8 +193,11 @@ def check_camera(cam: Mapping[str, Any], ctx: QualityContext, _cache: dict[str, 
     naming = name_problem(cam.get("name"))
     if naming:
         problems.append(naming)
-    if any(is_damaged(cam.get(name)) for name in TEXT_FIELDS):
-        problems.append("TEXT-DAMAGED")
+    for name in TEXT_FIELDS:
+        text = cam.get(name)
+        if text and damage(text) is not None:
+            problems.append("TEXT-DAMAGED")
+            break
     parent = cam.get("parent_id")
     if parent and str(parent) not in ctx.known_parents:
         problems.append("PARENT-UNRESOLVED")
