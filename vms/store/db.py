@@ -61,7 +61,7 @@ def make_engine(url: str, *, lock_timeout: float = 5.0, **kw: Any) -> Engine:
 def _drop_if_ended(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     try:
         ended = dbapi_conn.closed or bool(select.select([dbapi_conn.fileno()], [], [], 0)[0])
-    except Exception:  # noqa: BLE001  (a closed connection's fileno() raises: ended as well)
+    except Exception:  # a closed connection's fileno() raises: ended as well
         ended = True
     if ended:
         raise DisconnectionError("the server ended this pooled connection")  # the pool connects afresh
