@@ -38,6 +38,7 @@ from probes.health.results import STAGES, CheckResult, Outcome, StageResult
 from probes.onvif.addresses import format_hostport, strip_credentials
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import DeviceChannel, clock_offset, make_session, open_channel
+from probes.onvif.gcpause import sweep_gc
 from probes.onvif.http import HttpClient
 from probes.onvif.parse import (
     MEDIA2_NS,
@@ -200,6 +201,7 @@ class _HostRound:
         self.target = target
         self.cameras = cameras  # how many targets of the round share it (1 for a camera on its own)
         self.lock = asyncio.Lock()
+        self.opening = asyncio.Lock()  # one channel per round, whichever stage opens it
         self.memo: dict[str, _Step] = {}
         self.channel: DeviceChannel | None = None
         self.clock_offset_s: float | None = None
@@ -251,6 +253,14 @@ class _Check:
         self.p = progress
 
     async def channel(self, timeout: float) -> DeviceChannel | _Step:
+        host = self.host
+        if host.channel is None:
+            async with host.opening:
+                return await self._open(timeout)
+        host.channel.timeout = timeout
+        return host.channel
+
+    async def _open(self, timeout: float) -> DeviceChannel | _Step:
         host = self.host
         if host.channel is not None:
             host.channel.timeout = timeout
@@ -405,6 +415,8 @@ class _Check:
                 infos.sort(key=_main_rank, reverse=True)
                 self.host.profiles = _Profiles(infos, url, is_media2)
                 return _Step(True)
+        if failure is None or not failure.cause.is_transport:
+            self.ctx.memory.forget(self.t.key)  # the next round asks for the service addresses again
         if failure is not None:
             return _failed(failure)
         return _Step(False, Cause.NOT_SUPPORTED.value, "no media profile")
@@ -666,7 +678,8 @@ async def check_many(
 
     async def run_all() -> None:
         try:
-            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+            with sweep_gc():  # no full collections of the whole heap in the middle of a sweep
+                await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
         finally:
             await queue.put(None)
 
