@@ -44,6 +44,12 @@ class ParsedRow:
     fields: dict[str, Any]
     extra: dict[str, str] = field(default_factory=dict)
     issues: list[RowIssue] = field(default_factory=list)
+    # Set by readers that digest raw cells (CSV): the row's raw digest, the stable hash of its name and position
+    # and its (non-fatal) issues packed; stored on the observation so an unchanged row is recognised next time
+    # without parsing it, and reported again as it was.
+    raw_digest: int | None = None
+    raw_spot: int | None = None
+    raw_issues: str | None = None
 
     @property
     def rejected(self) -> bool:
@@ -60,6 +66,9 @@ class Observation:
     fields: Mapping[str, Any]
     extra: Mapping[str, str] = field(default_factory=dict)
     line: int | None = None
+    raw_digest: int | None = None  # ParsedRow.raw_digest / raw_spot / raw_issues of the row it was read from
+    raw_spot: int | None = None
+    raw_issues: str | None = None
 
 
 def normalize_mac(value: str | None) -> str | None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import codecs
 import csv
 import gc
+import hashlib
 import io
 import json
 import logging
 import re
+import sys
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -50,9 +53,11 @@ from vms.ingest.keyset import HashIndex
 
 __all__ = [
     "FORMATS",
+    "KnownRows",
     "ReadError",
     "ReadResult",
     "detect_format",
+    "device_hash",
     "peek_format",
     "read_records",
     "safe_xml_parser",
@@ -152,6 +157,105 @@ _SINK: ContextVar[RowSink | None] = ContextVar("row_sink", default=None)
 # The coordinate system stated for the file being read (read_records(crs=...), `vms import --crs`): what its
 # easting/northing columns are in. Set for the duration of one read_records call.
 _FILE_CRS: ContextVar[str | None] = ContextVar("file_crs", default=None)
+_KNOWN: ContextVar[KnownRows | None] = ContextVar("known_rows", default=None)
+
+# Bump when any rule of reading a row changes (parsers, checks, cleaning): every stored raw digest is then stale
+# and the next import of each source reads every row in full once.
+RAW_FORMAT_VERSION = 1
+
+Int64s = np.ndarray[Any, np.dtype[np.int64]]
+
+
+def device_hash(device_id: str) -> int:
+    """The duplicate check's hash of a device ID: the hash of the observation key it gives (``id:`` + ID), so
+    the ingest can hand the hashes of rows it recognised by digest from their stored keys."""
+    return hash("id:" + device_id)
+
+
+def spot_hash(name: str, lon: float, lat: float) -> int:
+    """The duplicate check's hash of a name and position, stable across processes (stored as raw_spot)."""
+    return hash((zlib.crc32(name.encode("utf-8", "surrogatepass")), lon, lat))
+
+
+class KnownRows:
+    """The rows a source's last import stored, by raw digest (vms.inventory builds it from the database).
+
+    A CSV row whose raw digest is here is not parsed: its cells, header, column map and reader version are those
+    of a row that was read without any issue, so it reads the same again. Only the duplicate checks, which
+    depend on the other rows of the file, see it (by its stored device-ID and name + position hashes); one found
+    to repeat an earlier row is read in full and rejected as before. The rows recognised in each chunk go to the
+    consumer of that chunk (``take``). About 40 bytes a stored row.
+    """
+
+    def __init__(
+        self,
+        digests: Int64s,
+        dev: Int64s,
+        has_dev: np.ndarray[Any, Any],
+        spot: Int64s,
+        has_spot: np.ndarray[Any, Any],
+        issue_set: Int64s | None = None,
+        issue_sets: Sequence[str] = (),
+    ) -> None:
+        self.digests = digests  # sorted; the other arrays in the same order
+        self.dev, self.has_dev, self.spot, self.has_spot = dev, has_dev, spot, has_spot
+        # The row's non-fatal issues: an index into issue_sets (distinct pack_issues texts), or -1 for none.
+        self.issue_set = np.full(len(digests), -1, np.int64) if issue_set is None else issue_set
+        self.issue_parts = [unpack_issues(text) for text in issue_sets]
+        self.found = 0  # rows recognised so far
+        self._ready: tuple[Int64s, Int64s] = (np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def find(self, digests: Int64s) -> Int64s:
+        """The position of each digest, or -1."""
+        if not len(self.digests) or not len(digests):
+            return np.full(len(digests), -1, dtype=np.int64)
+        pos = np.searchsorted(self.digests, digests)
+        pos[pos == len(self.digests)] = 0
+        return np.where(self.digests[pos] == digests, pos, -1).astype(np.int64)
+
+    def take(self) -> tuple[Int64s, Int64s]:
+        """(positions, lines) of the rows recognised in the chunk just handed on, in line order."""
+        ready, self._ready = self._ready, (np.empty(0, np.int64), np.empty(0, np.int64))
+        return ready
+
+    def hand(self, positions: Int64s, lines: Int64s) -> None:
+        self._ready = (positions, lines)
+        self.found += len(positions)
+
+
+def pack_issues(issues: Sequence[RowIssue], prefix: str) -> str | None:
+    """A row's non-fatal issues as one text without their ``prefix`` (``line N: ``), so a row recognised by its raw
+    digest on another line is reported as it was; None when they cannot be packed (the row is then read again)."""
+    parts = []
+    for i in issues:
+        if i.fatal or not i.reason.startswith(prefix) or "\x1e" in i.reason or "\x1f" in i.reason:
+            return None
+        parts.append(f"{i.code}\x1f{i.field or ''}\x1f{i.reason[len(prefix) :]}")
+    return "\x1e".join(parts)
+
+
+def unpack_issues(text: str) -> list[tuple[str, str | None, str]]:
+    """(code, field, reason without its prefix) of each issue packed by pack_issues."""
+    out: list[tuple[str, str | None, str]] = []
+    for part in text.split("\x1e"):
+        code, fld, rest = part.split("\x1f", 2)
+        out.append((code, fld or None, rest))
+    return out
+
+
+def raw_fingerprint(*parts: object) -> hashlib._Hash:
+    """The hasher every row's cells are added to: what decides how the cells are read, and the reader version."""
+    text = repr((RAW_FORMAT_VERSION, sys.version_info[:2], _FILE_CRS.get(), *parts))
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False)
+
+
+def _raw_ints(digests: list[bytes]) -> Int64s:
+    """The first 8 bytes of each SHA-1 digest as int64."""
+    buf = b"".join(digests)
+    return np.ndarray((len(digests),), dtype="<i8", buffer=buf, strides=(20,)).astype(np.int64)
 
 
 class _Assembler:
@@ -176,6 +280,14 @@ class _Assembler:
         # Device IDs and name + position seen so far (for the duplicate checks): 16 bytes a row.
         self._ids = HashIndex()
         self._name_pos = HashIndex()
+        # Rows recognised by raw digest (KnownRows; CSV), not parsed: their lines, positions in ``known`` and
+        # cells (read in full only if the duplicate checks reject one).
+        self.known = _KNOWN.get() if self._sink is not None else None
+        self.reparse: Callable[[int, list[str]], ParsedRow] | None = None
+        self._hit_lines: list[int] = []
+        self._hit_pos: list[int] = []
+        self._hit_cells: list[list[str]] = []
+        self._full = False  # ISSUE_CAP issues kept (streaming): later rows' issues are only counted
 
     def where(self, line: int) -> str:
         return f"{self.unit} {line}"
@@ -214,6 +326,32 @@ class _Assembler:
             self.flush()
 
     def add(
+        self,
+        line: int,
+        values: Sequence[tuple[str, object]],
+        extra: dict[str, str],
+        pre: Sequence[RowIssue] = (),
+    ) -> ParsedRow:
+        return self.enqueue(self.build(line, values, extra, pre))
+
+    def enqueue(self, row: ParsedRow) -> ParsedRow:
+        self._pending.append(row)  # checked for duplicates a chunk at a time (flush)
+        if row.issues:
+            self.issues.extend(row.issues)
+        if len(self._pending) + len(self._hit_lines) >= CHUNK_ROWS:
+            self.flush()
+        return row
+
+    def hits(self, lines: list[int], positions: list[int], cells: list[list[str]]) -> None:
+        """Rows recognised by their raw digest (KnownRows), in line order, after every row before them: not
+        parsed, only checked for duplicates."""
+        self._hit_lines.extend(lines)
+        self._hit_pos.extend(positions)
+        self._hit_cells.extend(cells)
+        if len(self._pending) + len(self._hit_lines) >= CHUNK_ROWS:
+            self.flush()
+
+    def build(
         self,
         line: int,
         values: Sequence[tuple[str, object]],
@@ -289,13 +427,7 @@ class _Assembler:
                         "(no device ID, name, IP, MAC, serial or local ID)",
                     )
                 )
-        row = ParsedRow(line=line, fields=fields, extra=extra, issues=issues)
-        self._pending.append(row)  # checked for duplicates a chunk at a time (flush)
-        if issues:
-            self.issues.extend(issues)
-        if len(self._pending) >= CHUNK_ROWS:
-            self.flush()
-        return row
+        return ParsedRow(line=line, fields=fields, extra=extra, issues=issues)
 
     def _project(self, line: int, fields: dict[str, Any], extra: dict[str, str], issues: list[RowIssue]) -> None:
         """Easting/northing in the row's or the file's CRS -> WGS-84 longitude/latitude (vms.geo.projection).
@@ -404,10 +536,17 @@ class _Assembler:
     def flush(self) -> None:
         """Check the pending rows for duplicates of each other and of every earlier row, then hand them on."""
         rows, self._pending = self._pending, []
-        if rows:
-            self._check_duplicates([r for r in rows if not r.rejected])
-            self.count += len(rows)
+        hits = (self._hit_lines, self._hit_pos, self._hit_cells)
+        self._hit_lines, self._hit_pos, self._hit_cells = [], [], []
+        known: tuple[Int64s, Int64s] | None = None
+        if rows or hits[0]:
+            known, reread = self._check_duplicates([r for r in rows if not r.rejected], *hits)
+            rows.extend(reread)
+            self.count += len(rows) + len(known[0])
             self.rejected_rows += sum(1 for r in rows if r.rejected)
+            if self.known is not None:
+                self.known.hand(*known)
+                self._hit_issues(*known)
         new = self.issues[self._counted :]
         if new:
             self.issue_counts.update((i.code, i.fatal) for i in new)
@@ -415,53 +554,121 @@ class _Assembler:
                 self.issues.sort(key=lambda i: i.line)
                 del self.issues[ISSUE_CAP:]  # the first ones in full; every one is counted
             self._counted = len(self.issues)
-        if not rows:
+        # Kept in full are the first ISSUE_CAP issues by line: once that many are kept, later chunks' only count.
+        self._full = self._sink is not None and len(self.issues) >= ISSUE_CAP
+        if not rows and (known is None or not len(known[0])):
             return
         if self._sink is None:
             self.rows.extend(rows)
             return
         self._sink(rows)
         # The consumer's reference cycles (database layers make some) go chunk by chunk; what was alive before
-        # the import is frozen (read_records), so this looks at this chunk's leftovers only.
-        gc.collect()
+        # the import is frozen (read_records), so this looks at this chunk's leftovers only. Rows recognised by
+        # raw digest leave none.
+        if rows:
+            gc.collect()
 
-    def _check_duplicates(self, rows: list[ParsedRow]) -> None:
+    def _hit_issues(self, positions: Int64s, lines: Int64s) -> None:
+        """The issues of rows recognised by raw digest, as stored: in full while the report has room, else counted."""
+        known = self.known
+        assert known is not None
+        sets = known.issue_set[positions]
+        some = sets >= 0
+        if not some.any():
+            return
+        if not self._full:
+            for line, sid in zip(lines[some].tolist(), sets[some].tolist(), strict=True):
+                where = self.where(line)
+                for code, fld, rest in known.issue_parts[sid]:
+                    self.issues.append(RowIssue(line, code, f"{where}: {rest}", False, fld))
+            return
+        ids, counts = np.unique(sets[some], return_counts=True)
+        for sid, n in zip(ids.tolist(), counts.tolist(), strict=True):
+            for code, _, _ in known.issue_parts[sid]:
+                self.issue_counts[(code, False)] += n
+
+    def _check_duplicates(
+        self, rows: list[ParsedRow], hit_lines: list[int], hit_pos: list[int], hit_cells: list[list[str]]
+    ) -> tuple[tuple[Int64s, Int64s], list[ParsedRow]]:
         """A repeated device ID, or a repeated name at the same position (same text gives the same float).
 
-        Earlier chunks are looked up by hash in one call per chunk; the rows of this chunk in order, as before.
+        Earlier chunks are looked up by hash in one call per chunk. When no hash of this chunk repeats another
+        (the usual case) all are added at once; otherwise this chunk's rows are checked in line order, rows
+        recognised by raw digest among them: such a row found to repeat an earlier one is read in full and
+        rejected like any other. Returns the recognised rows that stay (positions, lines) and the rows read.
         """
-        id_of = {i: hash(r.fields["device_id"]) for i, r in enumerate(rows) if "device_id" in r.fields}
-        spot_of = {
-            i: hash((name, lon, lat))
-            for i, r in enumerate(rows)
-            if (name := r.fields.get("name"))
-            and (lon := r.fields.get("longitude")) is not None
-            and (lat := r.fields.get("latitude")) is not None
-        }
-        earlier_id = _earlier(self._ids, id_of.values())
-        earlier_spot = _earlier(self._name_pos, spot_of.values())
+        id_of: dict[int, int] = {}
+        spot_of: dict[int, int] = {}
+        for i, r in enumerate(rows):
+            f = r.fields
+            if "device_id" in f:
+                id_of[i] = device_hash(str(f["device_id"]))
+            if (
+                (name := f.get("name"))
+                and (lon := f.get("longitude")) is not None
+                and (lat := f.get("latitude")) is not None
+            ):
+                r.raw_spot = spot_of[i] = spot_hash(name, lon, lat)
+        pos = np.array(hit_pos, dtype=np.int64)
+        lines = np.array(hit_lines, dtype=np.int64)
+        known = self.known
+        if known is None or not len(pos):
+            has_dev = has_spot = np.zeros(0, dtype=bool)
+            hit_dev = hit_spot = np.zeros(0, dtype=np.int64)
+        else:
+            has_dev, has_spot = known.has_dev[pos], known.has_spot[pos]
+            hit_dev, hit_spot = known.dev[pos], known.spot[pos]
+        all_ids = np.concatenate([np.fromiter(id_of.values(), np.int64, len(id_of)), hit_dev[has_dev]])
+        all_spots = np.concatenate([np.fromiter(spot_of.values(), np.int64, len(spot_of)), hit_spot[has_spot]])
+        if not _repeats(all_ids, self._ids) and not _repeats(all_spots, self._name_pos):
+            self._ids.add(all_ids, [*(rows[i].line for i in id_of), *lines[has_dev].tolist()])
+            self._name_pos.add(all_spots, [*(rows[i].line for i in spot_of), *lines[has_spot].tolist()])
+            return (pos, lines), []
+        earlier_id = _earlier(self._ids, all_ids.tolist())
+        earlier_spot = _earlier(self._name_pos, all_spots.tolist())
+        hit_ids = {j: int(hit_dev[j]) for j in np.flatnonzero(has_dev).tolist()}
+        hit_spots = {j: int(hit_spot[j]) for j in np.flatnonzero(has_spot).tolist()}
+        order = sorted(
+            [(r.line, False, i) for i, r in enumerate(rows)] + [(n, True, j) for j, n in enumerate(hit_lines)]
+        )
         new_ids: dict[int, int] = {}
         new_spots: dict[int, int] = {}
-        for i, row in enumerate(rows):
-            h = id_of.get(i)
-            if h is not None:
-                first = earlier_id.get(h) or new_ids.get(h)
-                if first is not None:
-                    where = f"{self.where(row.line)}: device ID {row.fields['device_id']} already appears on"
-                    self._duplicate(row, ID_DUPLICATE, f"{where} {self.unit} {first}", "device_id")
-                    continue
-            spot = spot_of.get(i)
-            if spot is not None:
-                first = earlier_spot.get(spot) or new_spots.get(spot)
-                if first is not None:
-                    where = f"{self.where(row.line)}: same name {row.fields['name']!r} and position as"
-                    self._duplicate(row, DUPLICATE_NAME_POSITION, f"{where} {self.unit} {first}", "name")
-                    continue
-                new_spots.setdefault(spot, row.line)
-            if h is not None:
-                new_ids.setdefault(h, row.line)
+        kept: list[int] = []
+        reread: list[ParsedRow] = []
+        for line, is_hit, i in order:
+            h = (hit_ids if is_hit else id_of).get(i)
+            spot = (hit_spots if is_hit else spot_of).get(i)
+            found: tuple[str, int] | None = None
+            if h is not None and (first := earlier_id.get(h) or new_ids.get(h)) is not None:
+                found = (ID_DUPLICATE, first)
+            elif spot is not None and (first := earlier_spot.get(spot) or new_spots.get(spot)) is not None:
+                found = (DUPLICATE_NAME_POSITION, first)
+            if found is None:
+                if spot is not None:
+                    new_spots.setdefault(spot, line)
+                if h is not None:
+                    new_ids.setdefault(h, line)
+                if is_hit:
+                    kept.append(i)
+                continue
+            if is_hit:  # recognised by digest, but it repeats an earlier row now: read it and reject it
+                assert self.reparse is not None
+                row = self.reparse(line, hit_cells[i])
+                row.raw_digest = None
+                self.issues.extend(row.issues)
+                reread.append(row)
+            else:
+                row = rows[i]
+            code, first = found
+            if code == ID_DUPLICATE:
+                where = f"{self.where(line)}: device ID {row.fields.get('device_id')} already appears on"
+                self._duplicate(row, ID_DUPLICATE, f"{where} {self.unit} {first}", "device_id")
+            else:
+                where = f"{self.where(line)}: same name {row.fields.get('name')!r} and position as"
+                self._duplicate(row, DUPLICATE_NAME_POSITION, f"{where} {self.unit} {first}", "name")
         self._ids.add(list(new_ids), list(new_ids.values()))
         self._name_pos.add(list(new_spots), list(new_spots.values()))
+        return (pos[kept], lines[kept]), reread
 
     def _duplicate(self, row: ParsedRow, code: str, reason: str, field_name: str) -> None:
         issue = RowIssue(row.line, code, reason, field=field_name)
@@ -482,6 +689,13 @@ class _Assembler:
             issue_counts=dict(self.issue_counts),
             rejected_rows=self.rejected_rows,
         )
+
+
+def _repeats(hashes: Int64s, index: HashIndex) -> bool:
+    """Whether any of these hashes repeats another of them or one already in ``index``."""
+    if not len(hashes):
+        return False
+    return len(np.unique(hashes)) < len(hashes) or bool(index.contains(hashes).any())
 
 
 def _earlier(index: HashIndex, hashes: Iterable[int]) -> dict[int, int]:
@@ -563,6 +777,7 @@ def read_records(
     encoding: str | None = None,
     crs: str | None = None,
     sink: RowSink | None = None,
+    known: KnownRows | None = None,
 ) -> ReadResult:
     """Read one ledger or catalog file; rows that fail a fatal check are returned with their issues.
 
@@ -571,6 +786,10 @@ def read_records(
 
     ``crs`` (``EPSG:2326``, WKT): what the file's easting/northing columns are in; they are converted to WGS-84
     longitude/latitude. A ``crs`` column, where filled, wins for its row.
+
+    ``known`` (with a ``sink``): the rows the source's last import stored, by raw digest; a CSV row found there
+    is not parsed again but handed to the sink's consumer by KnownRows.take. Every row read in full without
+    any issue carries its raw digest (ParsedRow.raw_digest) for next time. Other formats are read in full.
     """
     if crs is not None:
         try:
@@ -579,12 +798,14 @@ def read_records(
             raise ReadError(f"--crs: {exc}") from exc
     token = _FILE_CRS.set(crs)
     sink_token = _SINK.set(sink)
+    known_token = _KNOWN.set(known)
     try:
         with _gc_paused(frozen=sink is not None):
             result = _read_records(Path(path), fmt=fmt, column_map=column_map, encoding=encoding)
     except RecursionError as exc:  # a structure nested deeper than any reader expects
         raise ReadError(f"{Path(path).name}: nested too deeply to be a camera list") from exc
     finally:
+        _KNOWN.reset(known_token)
         _SINK.reset(sink_token)
         _FILE_CRS.reset(token)
     if crs is not None and not {EASTING, NORTHING} <= set(result.columns.values()):
@@ -800,7 +1021,8 @@ def _block_lines(fh: io.BufferedReader, enc: str, stray: set[int]) -> Iterator[s
             text, carry = text[:cut], text[cut:]
             if len(carry) > MAX_LINE_BYTES:
                 raise ReadError(f"line {number + 1} is longer than {MAX_LINE_BYTES >> 20} MB: not a camera ledger")
-        if "\r" in text:
+        if "\r" in text and text.count("\r") != text.count("\r\n") + text.endswith("\r"):
+            # A CR that does not end a line (CRLF line ends, Excel's and csv.writer's, need nothing)
             for line in io.StringIO(text, newline="\n"):
                 number += 1
                 yield _no_stray_cr(line, number, stray)
@@ -858,69 +1080,162 @@ def _read_csv(path: Path, cmap: ColumnMap, encoding: str | None, *, tab_first: b
     headers: list[str] = []
     field_cols: list[tuple[int, str]] = []
     extra_cols: list[tuple[int, str]] = []
+    known = asm.known
+    # Rows waiting for their raw digests' look-up: line, cells, digest; line-level issues by index.
+    held_lines: list[int] = []
+    held_cells: list[list[str]] = []
+    held_digests: list[bytes] = []
+    held_pre: dict[int, list[RowIssue]] = {}
+
+    def finish(start: int, cells: list[str], pre: list[RowIssue]) -> ParsedRow:
+        if "'" in "".join(cells):
+            cells = [_unescape_formula(c.strip()) for c in cells]
+        n = len(cells)
+        extra = {key: text for idx, key in extra_cols if idx < n and (text := cells[idx].strip())}
+        if n > len(headers):
+            surplus = {f"column {i + 1}": v.strip() for i, v in enumerate(cells) if i >= len(headers) and v.strip()}
+            if surplus:
+                extra.update(surplus)
+                pre.append(
+                    RowIssue(
+                        start,
+                        EXTRA_CELLS,
+                        f"line {start}: {n} cells but {len(headers)} headers: the surplus kept as {', '.join(surplus)}",
+                        fatal=False,
+                    )
+                )
+        return asm.build(start, [(name, cells[idx]) for idx, name in field_cols if idx < n and cells[idx]], extra, pre)
+
+    def line_issues(start: int, prev: int, cells: list[str], joined: str) -> tuple[list[str], list[RowIssue]]:
+        """NUL characters, stray carriage returns and lines in another encoding: cleaned and reported."""
+        pre: list[RowIssue] = []
+        if "\x00" in joined:  # PostgreSQL cannot store NUL: removed on every database alike
+            cells = [c.replace("\x00", "") for c in cells]
+            pre.append(RowIssue(start, CONTROL_CHARACTERS, f"line {start}: NUL characters removed", fatal=False))
+        if stray and any(n in stray for n in range(start, prev + 1)):
+            stray.difference_update(range(start, prev + 1))
+            pre.append(
+                RowIssue(
+                    start,
+                    CONTROL_CHARACTERS,
+                    f"line {start}: a carriage return inside a cell (a line break from another system) read as a space",
+                    fatal=False,
+                )
+            )
+        if bad_lines and any(n in bad_lines for n in range(start, prev + 1)):
+            bad_lines.difference_update(range(start, prev + 1))
+            pre.append(
+                RowIssue(
+                    start,
+                    ENCODING,
+                    f"line {start}: wrong encoding: this line is not {label} like the rest of the file "
+                    "(re-save the whole file in one encoding)",
+                    fatal=False,
+                )
+            )
+        return cells, pre
+
+    def look_up() -> None:
+        """Rows whose digest the source's last import stored are recognised, the others read in full."""
+        digests = _raw_ints(held_digests)
+        found = known.find(digests) if known is not None else np.full(len(digests), -1, np.int64)
+        if not held_pre and bool((found >= 0).all()):
+            asm.hits(held_lines, found.tolist(), held_cells)  # the usual re-import: nothing to read
+        else:
+            lines: list[int] = []
+            positions: list[int] = []
+            cells_of: list[list[str]] = []
+            for i, (start, cells, position, dg) in enumerate(
+                zip(held_lines, held_cells, found.tolist(), digests.tolist(), strict=True)
+            ):
+                pre = held_pre.get(i)
+                if position >= 0 and pre is None:
+                    lines.append(start)
+                    positions.append(position)
+                    cells_of.append(cells)
+                    continue
+                if lines:  # rows recognised before this one go first (the duplicate checks keep line order)
+                    asm.hits(lines, positions, cells_of)
+                    lines, positions, cells_of = [], [], []
+                row = finish(start, cells, pre or [])
+                if pre is not None:
+                    pass  # a row with line-level issues (NUL, stray CR, encoding) is always read in full
+                elif not row.issues:
+                    row.raw_digest = dg
+                elif (packed := pack_issues(row.issues, f"line {start}: ")) is not None:
+                    row.raw_digest, row.raw_issues = dg, packed
+                asm.enqueue(row)
+            if lines:
+                asm.hits(lines, positions, cells_of)
+        held_lines.clear()
+        held_cells.clear()
+        held_digests.clear()
+        held_pre.clear()
+
+    asm.reparse = lambda start, cells: finish(start, cells, [])
     try:
         for rec_idx, cells in enumerate(reader):
             start, prev = prev + 1, reader.line_num
             if rec_idx < header_idx:
                 continue
-            if plan is None:
-                headers = [c.replace("\x00", "").strip() for c in cells]
-                plan = _header_plan(asm, headers, start, cmap)
-                field_cols = list(plan.fields.items())
-                extra_cols = list(plan.extra.items())
-                continue
-            joined = "".join(cells)
-            if not joined or joined.isspace():
-                continue  # blank separator rows
-            pre: list[RowIssue] = []
-            if "\x00" in joined:  # PostgreSQL cannot store NUL: removed on every database alike
-                cells = [c.replace("\x00", "") for c in cells]
-                pre.append(RowIssue(start, CONTROL_CHARACTERS, f"line {start}: NUL characters removed", fatal=False))
-            if stray and any(n in stray for n in range(start, prev + 1)):
-                stray.difference_update(range(start, prev + 1))
-                pre.append(
-                    RowIssue(
-                        start,
-                        CONTROL_CHARACTERS,
-                        f"line {start}: a carriage return inside a cell (a line break from another system) read "
-                        "as a space",
-                        fatal=False,
-                    )
-                )
-            if bad_lines and any(n in bad_lines for n in range(start, prev + 1)):
-                bad_lines.difference_update(range(start, prev + 1))
-                pre.append(
-                    RowIssue(
-                        start,
-                        ENCODING,
-                        f"line {start}: wrong encoding: this line is not {label} like the rest of the file "
-                        "(re-save the whole file in one encoding)",
-                        fatal=False,
-                    )
-                )
-            if "'" in joined:
-                cells = [_unescape_formula(c.strip()) for c in cells]
-            n = len(cells)
-            extra = {key: text for idx, key in extra_cols if idx < n and (text := cells[idx].strip())}
-            if n > len(headers):
-                surplus = {f"column {i + 1}": v.strip() for i, v in enumerate(cells) if i >= len(headers) and v.strip()}
-                if surplus:
-                    extra.update(surplus)
-                    pre.append(
-                        RowIssue(
-                            start,
-                            EXTRA_CELLS,
-                            f"line {start}: {n} cells but {len(headers)} headers: "
-                            f"the surplus kept as {', '.join(surplus)}",
-                            fatal=False,
-                        )
-                    )
-            asm.add(start, [(name, cells[idx]) for idx, name in field_cols if idx < n and cells[idx]], extra, pre)
+            headers = [c.replace("\x00", "").strip() for c in cells]
+            plan = _header_plan(asm, headers, start, cmap)
+            field_cols = list(plan.fields.items())
+            extra_cols = list(plan.extra.items())
+            break
+        if plan is not None and known is None:
+            for cells in reader:
+                start, prev = prev + 1, reader.line_num
+                joined = "".join(cells)
+                if not joined or joined.isspace():
+                    continue  # blank separator rows
+                if "\x00" in joined or stray or bad_lines:
+                    cells, pre = line_issues(start, prev, cells, joined)
+                    asm.enqueue(finish(start, cells, pre))
+                else:
+                    asm.enqueue(finish(start, cells, []))
+        elif plan is not None:
+            # The raw digest of a row: its cells as written (NUL, which separates them, is never in a row that
+            # can be recognised) added to a hasher holding what decides how they are read.
+            base = raw_fingerprint(
+                "csv",
+                delimiter,
+                label,
+                headers,
+                sorted(plan.fields.items()),
+                sorted(plan.extra.items()),
+                plan.ignored,
+                sorted(plan.shadowed.items()),
+                plan.id_as_local,
+            )
+            copy = base.copy
+            add_line, add_cells, add_digest = held_lines.append, held_cells.append, held_digests.append
+            for cells in reader:
+                start, prev = prev + 1, reader.line_num
+                joined = "".join(cells)
+                if not joined or joined.isspace():
+                    continue  # blank separator rows
+                if "\x00" in joined or stray or bad_lines:
+                    cells, pre = line_issues(start, prev, cells, joined)
+                    if pre:
+                        held_pre[len(held_lines)] = pre
+                h = copy()
+                h.update("\x00".join(cells).encode("utf-8", "surrogatepass"))
+                add_digest(h.digest())
+                add_line(start)
+                add_cells(cells)
+                if len(held_lines) >= _HOLD_ROWS:
+                    look_up()
+            if held_lines:
+                look_up()
     except csv.Error as exc:
         raise ReadError(f"CSV line {reader.line_num}: {exc}") from exc
     if plan is None:
         raise _no_header_error("CSV")
     return asm.result("csv", label)
+
+
+_HOLD_ROWS = 2048  # rows whose raw digests are looked up at once
 
 
 # --- XLSX ---

@@ -5,6 +5,7 @@ Every function takes an open Session and leaves commit or rollback to the caller
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -22,12 +23,15 @@ from vms.catalog.domain import URI_FIELDS, Observation, SourceKind, identity_key
 from vms.catalog.fields import FIELD_NAMES, IDENTITY_ORDER
 from vms.errors import Conflict
 from vms.geo.placement import RegionContext
+from vms.ingest.importers import KnownRows
 from vms.ingest.keyset import HashIndex
 from vms.inventory.merge import Merged, Rank, SourcedRecord, merge_observations
 from vms.store import repository as repo
 from vms.store.models import utcnow
 
 log = logging.getLogger(__name__)
+
+Int64s = np.ndarray[Any, np.dtype[np.int64]]
 
 MAX_REPORTED_CONFLICTS = 200
 
@@ -93,6 +97,9 @@ class IngestResult:
     cameras_removed: int = 0
     cameras_restored: int = 0
     identity_conflicts: list[str] = field(default_factory=list)
+    # Rows recognised by their raw digest as the ones the last import stored: not parsed, merged or compared
+    # (counted in observations_unchanged too).
+    unparsed: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, for operators and benchmarks
     # Cameras this ingest created or touched (record, sources or removal): their quality problems are refreshed.
     camera_ids: set[int] = field(default_factory=set, repr=False)
@@ -229,6 +236,7 @@ def ingest(
 
 
 REMERGE_CHUNK = 5000
+MAX_ISSUE_SETS = 50_000  # distinct issue texts of rows recognised by raw digest, held during an import
 
 
 class IngestRun:
@@ -271,8 +279,56 @@ class IngestRun:
         self.touched = array("q")  # existing cameras that gained or changed an observation
         self.created = array("q")
         self.conflicts: list[str] = []
+        # The source's stored rows by raw digest (known_rows): observation id, line and key hash of each.
+        self._known_ids: Int64s = np.empty(0, np.int64)
+        self._known_lines: Int64s = np.empty(0, np.int64)
+        self._known_keys: Int64s = np.empty(0, np.int64)
 
-    def add(self, observations: Iterable[Observation]) -> None:
+    def known_rows(self) -> KnownRows:
+        """The source's live observations by raw digest, for the reader (importers.read_records(known=...)):
+        rows found there are handed to ``add`` as ``unchanged``. About 60 bytes a stored row, read in one query;
+        the rows' issue texts once each (a row whose issues are not among the first MAX_ISSUE_SETS distinct
+        ones is left out: it is read in full)."""
+        started = time.perf_counter()
+        parts: list[tuple[Any, ...]] = []
+        sets: dict[str, int] = {}
+
+        def set_of(text: str | None) -> int:
+            if text is None:
+                return -1
+            found = sets.get(text)
+            if found is None:
+                if len(sets) >= MAX_ISSUE_SETS:
+                    return -2
+                found = sets[text] = len(sets)
+            return found
+
+        # 100,000 result tuples at a time: the cyclic collector would scan the whole heap for nothing
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            for rows in repo.raw_digest_rows(self.session, self.src.id):
+                parts.append(_known_columns(rows, set_of))
+        finally:
+            if paused:
+                gc.enable()
+        if parts:
+            cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+        else:
+            cols = [np.empty(0, np.bool_ if i in (4, 6) else np.int64) for i in range(8)]
+        usable = cols[7] != -2
+        if not usable.all():
+            cols = [c[usable] for c in cols]
+        order = np.argsort(cols[0], kind="stable")
+        digests, ids, lines, keys, has_dev, spots, has_spot, issue_set = (c[order] for c in cols)
+        self._known_ids, self._known_lines, self._known_keys = ids, lines, keys
+        self.result.timings["known_rows"] = round(time.perf_counter() - started, 3)
+        # A device ID's duplicate-check hash is its observation key's hash (importers.device_hash).
+        return KnownRows(digests, keys, has_dev, spots, has_spot, issue_set, list(sets))
+
+    def add(self, observations: Iterable[Observation], unchanged: tuple[Int64s, Int64s] | None = None) -> None:
+        """Merge a chunk of observations; ``unchanged``: (positions in known_rows, lines) of the rows the reader
+        recognised by raw digest in the same chunk (their observations are listed again as they are)."""
         session, src, now, result, lap = self.session, self.src, self.now, self.result, self.lap
         lap.t = time.perf_counter()  # what happened between chunks (reading the file) is not this ingest's
         batch: list[Observation] = []
@@ -283,16 +339,20 @@ class IngestRun:
                 raw = replace(raw, fields=without_url_credentials(raw.fields))
             batch.append(raw)
             hashes.append(hash(raw.key))
-        earlier = self.seen.contains(np.array(hashes, dtype=np.int64)).tolist()
         kept: dict[int, Observation] = {}
-        for ob, h, dup in zip(batch, hashes, earlier, strict=True):
-            if not dup and h not in kept:
-                kept[h] = ob  # duplicates inside one import are the reader's to report; the first one wins
-        self.seen.add(list(kept))
+        if unchanged is None or not len(unchanged[0]):
+            earlier = self.seen.contains(np.array(hashes, dtype=np.int64)).tolist()
+            for ob, h, dup in zip(batch, hashes, earlier, strict=True):
+                if not dup and h not in kept:
+                    kept[h] = ob  # duplicates inside one import are the reader's to report; the first one wins
+            self.seen.add(list(kept))
+        else:
+            kept = self._listed_again(batch, hashes, *unchanged)
         stored = repo.stored_observations(session, src.id, [ob.key for ob in kept.values()])
 
         fresh: list[tuple[Observation, _Encoded]] = []
         changed: list[tuple[Observation, _Encoded, repo.StoredObservation]] = []
+        refreshed: list[dict[str, Any]] = []  # unchanged, but read another way (raw digest) or moved
         for ob in kept.values():
             dg = _Encoded.of(ob)
             st = stored.get(ob.key)
@@ -302,8 +362,20 @@ class IngestRun:
                 changed.append((ob, dg, st))
             else:
                 result.observations_unchanged += 1
+                line = st.line if ob.line is None else ob.line
+                if st.raw_digest != ob.raw_digest or st.line != line:
+                    refreshed.append(
+                        {
+                            "id": st.id,
+                            "raw_digest": ob.raw_digest,
+                            "raw_spot": ob.raw_spot,
+                            "raw_issues": ob.raw_issues,
+                            "line": line,
+                        }
+                    )
             if st is not None and not st.removed:
                 self.still_listed += 1
+        repo.update_observations(session, refreshed)
         lap("compare")
 
         # Identity: which camera does each new observation describe?
@@ -360,6 +432,9 @@ class IngestRun:
                 "extra": dg.extra,
                 "digest": dg.digest,
                 "line": ob.line,
+                "raw_digest": ob.raw_digest,
+                "raw_spot": ob.raw_spot,
+                "raw_issues": ob.raw_issues,
                 **_key_columns(ob.fields, keys),
                 "first_seen": now,
                 "updated_at": now,
@@ -380,6 +455,9 @@ class IngestRun:
                     "extra": dg.extra,
                     "digest": dg.digest,
                     "line": ob.line,
+                    "raw_digest": ob.raw_digest,
+                    "raw_spot": ob.raw_spot,
+                    "raw_issues": ob.raw_issues,
                     **_key_columns(ob.fields),
                     "updated_at": now,
                     "seen_at": now,
@@ -391,6 +469,34 @@ class IngestRun:
         result.observations_changed += len(changed)
         self.touched.extend(t for t in targets if t > 0)
         self.touched.extend(st.camera_id for _, _, st in changed)
+
+    def _listed_again(
+        self, batch: list[Observation], hashes: list[int], positions: Int64s, lines: Int64s
+    ) -> dict[int, Observation]:
+        """The chunk's observations to merge (by key hash), after the rows recognised by raw digest: a key's first
+        row in the file wins, whether read in full or recognised. Recognised rows that stay are counted unchanged
+        and listed again (their line updated where they moved); they need nothing else."""
+        known_keys = self._known_keys[positions]
+        all_keys = np.concatenate([known_keys, np.array(hashes, dtype=np.int64)])
+        all_lines = np.concatenate([lines, np.fromiter((ob.line or 0 for ob in batch), np.int64, len(batch))])
+        order = np.argsort(all_lines, kind="stable")
+        _, first_at = np.unique(all_keys[order], return_index=True)
+        keep = np.zeros(len(all_keys), dtype=bool)
+        keep[order[first_at]] = True
+        keep &= ~self.seen.contains(all_keys)
+        self.seen.add(all_keys[keep])
+        n = len(positions)
+        stay = keep[:n]
+        count = int(stay.sum())
+        self.result.observations_unchanged += count
+        self.result.unparsed += count
+        self.still_listed += count
+        stored_lines = self._known_lines[positions]
+        moved = stay & (stored_lines != lines)
+        if moved.any():
+            ids = self._known_ids[positions][moved]
+            repo.update_observation_lines(self.session, list(zip(ids.tolist(), lines[moved].tolist(), strict=True)))
+        return {h: ob for h, ob, k in zip(hashes, batch, keep[n:].tolist(), strict=True) if k}
 
     def finish(self) -> IngestResult:
         """Removals (of a snapshot), then every touched camera merged again from its observations."""
@@ -425,6 +531,22 @@ class IngestRun:
         result.camera_ids = set(touched.tolist()) | set(created.tolist())
         self.lap("remerge")
         return result
+
+
+def _known_columns(rows: Sequence[tuple[Any, ...]], set_of: Callable[[str | None], int]) -> tuple[Any, ...]:
+    """repo.raw_digest_rows' rows as the columns of KnownRows (plus observation id and line)."""
+    raw, oid, line, spot, spot_set, dev_set, key, issues = zip(*rows, strict=True)
+    n = len(rows)
+    return (
+        np.array(raw, dtype=np.int64),
+        np.array(oid, dtype=np.int64),
+        np.array(line, dtype=np.int64),
+        np.fromiter(map(hash, key), np.int64, n),
+        np.array(dev_set, dtype=np.bool_),
+        np.array(spot, dtype=np.int64),
+        np.array(spot_set, dtype=np.bool_),
+        np.fromiter(map(set_of, issues), np.int64, n),
+    )
 
 
 def _int64s(values: array[int]) -> np.ndarray[Any, np.dtype[np.int64]]:

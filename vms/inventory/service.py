@@ -238,7 +238,10 @@ class Inventory:
             cipher = Cipher(self.settings.fernet_key())
             tally = {"observations": 0, "nodes": 0, "rows": 0}
             node_ids: set[str] = set()
-            merging = 0.0
+            merging = time.perf_counter()
+            # The rows the source's last import stored, by raw digest: unchanged CSV rows are not parsed again.
+            known = run.known_rows()
+            merging = time.perf_counter() - merging
 
             def sink(rows: list[ParsedRow]) -> None:
                 nonlocal merging
@@ -253,25 +256,26 @@ class Inventory:
                         # Platforms, NVRs, business groups and virtual organisations are tree nodes, not cameras.
                         nodes.append({**row.fields})
                         continue
-                    observations.append(
-                        Observation(
-                            source, kind, observation_key(row.fields, row.line), row.fields, row.extra, row.line
-                        )
-                    )
-                run.add(observations)
+                    key = observation_key(row.fields, row.line)
+                    raw = (row.raw_digest, row.raw_spot, row.raw_issues)
+                    observations.append(Observation(source, kind, key, row.fields, row.extra, row.line, *raw))
+                unchanged = known.take()
+                run.add(observations, unchanged)
                 logins = url_logins(o.fields for o in observations)
                 if logins:
                     store_url_logins(cipher, s, logins, actor)
                 if nodes:
                     repo.upsert_nodes(s, nodes, run.src.id)
                     node_ids.update(str(n["device_id"]) for n in nodes)
-                tally["observations"] += len(observations)
+                tally["observations"] += len(observations) + len(unchanged[0])
                 tally["nodes"] += len(nodes)
-                tally["rows"] += len(rows)
+                tally["rows"] += len(rows) + len(unchanged[0])
                 merging += time.perf_counter() - t
                 progress("import", tally["rows"], 0)
 
-            read = read_records(path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding, crs=crs, sink=sink)
+            read = read_records(
+                path, fmt=fmt, column_map=ColumnMap(overrides), encoding=encoding, crs=crs, sink=sink, known=known
+            )
             t = time.perf_counter()
             result = run.finish()
             merging += time.perf_counter() - t

@@ -137,6 +137,14 @@ class Observation(Base):
     k_serial: Mapped[str | None] = mapped_column(String(255))
     k_endpoint_ref: Mapped[str | None] = mapped_column(String(255))
     k_host_port: Mapped[str | None] = mapped_column(String(96))
+    # The raw digest of the row this was read from (its cells as written plus what decides how they are read:
+    # header, column map, reader version), set only for a row read without any issue; a re-import recognises an
+    # unchanged row by it without parsing the row. raw_spot: the stable hash of its name and position, for the
+    # duplicate check of rows recognised that way; raw_issues: the row's non-fatal issues (importers.pack_issues),
+    # reported again for it. NULL for formats read another way.
+    raw_digest: Mapped[int | None] = mapped_column(BigInteger)
+    raw_spot: Mapped[int | None] = mapped_column(BigInteger)
+    raw_issues: Mapped[str | None] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -161,6 +161,8 @@ class StoredObservation:
     camera_id: int
     digest: str
     removed: bool
+    line: int | None = None
+    raw_digest: int | None = None
 
 
 def source_observations(session: Session, source_id: int) -> dict[str, StoredObservation]:
@@ -180,7 +182,10 @@ def stored_observations(session: Session, source_id: int, keys: Collection[str])
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     table, key_column = quote(ObservationRow.__tablename__), quote("key")
     out: dict[str, StoredObservation] = {}
-    select_sql = f"SELECT {key_column}, id, camera_id, digest, removed_at FROM {table} WHERE source_id = {mark} AND "
+    select_sql = (
+        f"SELECT {key_column}, id, camera_id, digest, removed_at, line, raw_digest FROM {table} "
+        f"WHERE source_id = {mark} AND "
+    )
     postgres = conn.dialect.name == "postgresql"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -189,11 +194,45 @@ def stored_observations(session: Session, source_id: int, keys: Collection[str])
                 cursor.execute(select_sql + f"{key_column} = ANY({mark})", (source_id, list(part)))
             else:
                 cursor.execute(select_sql + f"{key_column} IN ({', '.join(mark for _ in part)})", (source_id, *part))
-            for key, oid, camera_id, dg, removed_at in cursor.fetchall():
-                out[key] = StoredObservation(oid, camera_id, dg, removed_at is not None)
+            for key, oid, camera_id, dg, removed_at, line, raw in cursor.fetchall():
+                out[key] = StoredObservation(oid, camera_id, dg, removed_at is not None, line, raw)
     finally:
         cursor.close()
     return out
+
+
+def raw_digest_rows(session: Session, source_id: int, size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+    """(raw_digest, id, line or -1, raw_spot or 0, whether raw_spot is set, whether the key is a device ID's,
+    key, raw_issues) of the source's live observations that have a raw digest, ``size`` at a time (plain DBAPI
+    cursor: a re-import reads 100,000 of these before anything else)."""
+    conn = session.connection()
+    quote = conn.dialect.identifier_preparer.quote
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    key = quote("key")
+    sql = (
+        f"SELECT raw_digest, id, COALESCE(line, -1), COALESCE(raw_spot, 0), "
+        f"CASE WHEN raw_spot IS NULL THEN 0 ELSE 1 END, CASE WHEN substr({key}, 1, 3) = 'id:' THEN 1 ELSE 0 END, "
+        f"{key}, raw_issues FROM {quote(ObservationRow.__tablename__)} "
+        f"WHERE source_id = {mark} AND removed_at IS NULL AND raw_digest IS NOT NULL"
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, (source_id,))
+        while rows := cursor.fetchmany(size):
+            yield rows
+    finally:
+        cursor.close()
+
+
+def update_observation_lines(session: Session, lines: Sequence[tuple[int, int]]) -> None:
+    """(id, line) pairs: where unchanged rows moved to in their file (provenance points at the right line)."""
+    if not lines:
+        return
+    table = cast(Any, ObservationRow.__table__)
+    session.execute(
+        update(table).where(table.c.id == bindparam("oid")).values(line=bindparam("new_line")),
+        [{"oid": i, "new_line": n} for i, n in lines],
+    )
 
 
 def count_live_observations(session: Session, source_id: int) -> int:
