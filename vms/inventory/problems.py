@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -180,7 +180,9 @@ class FirstImportCheck:
         self.session, self.governed = session, governed
         self.base = base_context(session, governed)
         self.sources = (source,)  # a camera this import creates is listed by this source only
-        self.deltas = _Deltas()
+        self.sources_json = _sources_json(self.sources)
+        # What the counters gain, by (region, problems, conflicts): added once at the end, not once per camera.
+        self.gained: Counter[tuple[str | None, tuple[str, ...], bool]] = Counter()
         self.cache: dict[str, list[str]] = {}
 
     @classmethod
@@ -195,15 +197,24 @@ class FirstImportCheck:
         """New cameras (ids, and their rows as inserted): their identity, problems and contributions."""
         rows: list[dict[str, Any]] = []
         problem_rows: list[tuple[int, str]] = []
+        base, cache, gained, sources = self.base, self.cache, self.gained, self.sources_json
         for cid, rec in zip(ids, records, strict=True):
-            cam = {**stored_form(rec), "id": cid, "removed_at": None}
+            cam = stored_form(rec)
+            cam["id"], cam["removed_at"] = cid, None
             row = _identity(cam)
             if cam.get("parent_id"):
                 row.update(_NOT_COUNTED)
                 row["stale"] = True
-            else:
-                row.update(_assess(cam, self.base, self.cache, (), self.sources, self.deltas, problem_rows))
-                row["stale"] = False
+                rows.append(row)
+                continue
+            # What _assess gives a camera without duplicate codes, listed by one source.
+            problems = check_camera(cam, base, cache)
+            region, conflicts = cam.get("region_code"), bool(cam.get("conflicts"))
+            gained[(region, tuple(problems), conflicts)] += 1
+            if problems:
+                problem_rows.extend((cid, code) for code in dict.fromkeys(problems))
+            row["counted"], row["problems"], row["region_code"] = True, " ".join(problems) or None, region
+            row["sources"], row["conflicts"], row["stale"] = sources, conflicts, False
             rows.append(row)
         store.insert_checked(self.session, rows)
         store.insert_problems(self.session, problem_rows)
@@ -211,7 +222,10 @@ class FirstImportCheck:
     def finish(self, remerged: Iterable[int], *, parents: Collection[str] = ()) -> None:
         """After the import: cameras merged again, duplicates and parents checked; the state made current."""
         session = self.session
-        store.apply_tallies(session, self.deltas.as_dict())
+        deltas = _Deltas()
+        for (region, problems, conflicts), n in self.gained.items():
+            deltas.add(n, problems=problems, region=region, sources=self.sources, conflicts=conflicts)
+        store.apply_tallies(session, deltas.as_dict())
         for part in repo.chunks(sorted(set(remerged)), CHUNK):
             _write_identities(session, part)
         if parents:
