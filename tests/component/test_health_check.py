@@ -150,8 +150,8 @@ async def test_a_hanging_device_costs_no_more_than_its_stage_timeouts(fleet: Sim
     result = await check_camera(_target(fleet.device(2)), session=session, budget=LoginBudget(), timeouts=timeouts)
     elapsed = time.perf_counter() - started
     assert (result.outcome, result.stage, result.cause) == ("off", "onvif", "timeout")
-    assert elapsed < 0.5 + 0.4 + 0.3, elapsed  # the tcp and onvif budgets, plus scheduling slack
-    assert result.stages[-1].ms < 400 + 150
+    assert elapsed < 0.5 + 0.4 + 0.6, elapsed  # the tcp and onvif budgets, plus slack for a busy machine
+    assert result.stages[-1].ms < 400 + 300
 
 
 async def test_wrong_credentials_never_lock_an_account_over_repeated_sweeps(fleet: SimFleet) -> None:
