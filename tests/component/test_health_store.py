@@ -181,6 +181,12 @@ def test_online_rate_matches_a_hand_computation_over_the_recorded_events(invento
             online, known = _by_hand(events, cids, a, b)
             assert (got.online_s, got.known_s) == (online, known), (a, b, kwargs)
             assert got.rate == (online / known if known else None)
+    # every region at once (each with its sub-regions) equals asking region by region
+    by_region = health.online_by_region(periods[2][0], periods[2][1], now=LATER)
+    assert set(by_region) == {"3713", "371311", "371312", "371402"}
+    for code, rate in by_region.items():
+        one = health.online_rate(periods[2][0], periods[2][1], region=code, now=LATER)
+        assert (rate.online_s, rate.known_s, rate.cameras) == (one.online_s, one.known_s, one.cameras)
     # the period's end is cut at "now": nothing is known about the future
     now = T0 + 2 * day + dt.timedelta(hours=12)
     got = health.online_rate(T0, LATER, now=now)
@@ -250,3 +256,16 @@ def test_stored_quality_problems_stay_equal_to_a_fresh_check_when_the_status_cha
 def _cameras_ids(inventory):
     with inventory.engine.connect() as conn:
         return list(conn.execute(select(cameras.c.id).order_by(cameras.c.id)).scalars())
+
+
+def test_a_late_result_is_stored_and_counted_but_does_not_move_the_status(inventory):
+    health = Health(inventory)
+    (cid,) = _cameras(inventory, 1)
+    health.record([_result(cid, T0 + dt.timedelta(minutes=10), "ok")], health.start_sweep(["onvif"]))
+    # an older sweep's shard arrives after a newer one (a worker was slow): three failures, all older
+    for k in range(3):
+        summary = health.record([_result(cid, T0 + dt.timedelta(minutes=k), "off")], health.start_sweep(["onvif"]))
+        assert (summary.written, summary.late, summary.events) == (1, 1, 0)
+    assert _status(inventory, cid) == "ON"
+    with inventory.engine.connect() as conn:
+        assert conn.execute(select(func.sum(health_daily.c.checks))).scalar() == 4

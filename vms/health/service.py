@@ -27,7 +27,16 @@ from vms.catalog.fields import FIELDS
 from vms.health import store
 from vms.health.status import State, step
 from vms.inventory.service import Inventory
-from vms.store.models import health_daily, health_events, health_latest, health_results, health_sweeps, utcnow
+from vms.store.models import (
+    Region,
+    cameras,
+    health_daily,
+    health_events,
+    health_latest,
+    health_results,
+    health_sweeps,
+    utcnow,
+)
 
 __all__ = ["DriftDay", "Health", "OnlineRate", "RecordSummary"]
 
@@ -401,6 +410,32 @@ class Health:
         """The online rate over [start, end) of one camera, a region (with its sub-regions) or every camera."""
         per = self.online_by_camera(start, end, region=region, camera_id=camera_id, now=now)
         return OnlineRate(sum(r.online_s for r in per.values()), sum(r.known_s for r in per.values()), len(per))
+
+    def online_by_region(
+        self, start: dt.datetime, end: dt.datetime, *, now: dt.datetime | None = None
+    ) -> dict[str, OnlineRate]:
+        """The online rate of every region (the regions table's and the cameras' codes), each with its
+        sub-regions, over [start, end): one pass over the cameras, not one per region."""
+        per = self.online_by_camera(start, end, now=now)
+        with self.inventory.session(write=False) as s:
+            codes = dict(
+                s.execute(select(cameras.c.id, cameras.c.region_code).where(cameras.c.region_code.is_not(None))).all()
+            )
+            known_regions = set(s.scalars(select(Region.code)))
+        regions = known_regions | set(codes.values())
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+        ancestors: dict[str, list[str]] = {}
+        for cid, rate in per.items():
+            code = codes.get(cid)
+            if code is None:
+                continue
+            if code not in ancestors:
+                ancestors[code] = [r for r in regions if code == r or code.startswith(r)]
+            for r in ancestors[code]:
+                sums[r][0] += rate.online_s
+                sums[r][1] += rate.known_s
+                sums[r][2] += 1
+        return {r: OnlineRate(on, known, int(n)) for r, (on, known, n) in sorted(sums.items())}
 
     def drift(self, camera_id: int, start: dt.date | None = None, end: dt.date | None = None) -> list[DriftDay]:
         """Clock offset (device minus ours, seconds) per day: the figures of every check that read the clock."""
