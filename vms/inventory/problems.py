@@ -187,8 +187,10 @@ class FirstImportCheck:
 
     @classmethod
     def start(cls, session: Session, *, governed: str | None, source: str) -> FirstImportCheck | None:
-        store.lock(session)  # held to commit, as refresh holds it
-        if _camera_count(session):
+        if store.any_camera(session):
+            return None  # the usual case: no lock taken before the import's end (writers in between go on)
+        store.lock(session)  # held to commit, as refresh holds it; a first import running meanwhile has committed
+        if store.any_camera(session):
             return None
         store.clear(session)
         return cls(session, governed, source)

@@ -110,6 +110,11 @@ def clear(session: Session) -> None:
 # --- cameras -------------------------------------------------------------------------------------------
 
 
+def any_camera(session: Session) -> bool:
+    """Whether the inventory holds a camera (removed ones included)."""
+    return session.connection().execute(select(cameras.c.id).limit(1)).first() is not None
+
+
 def camera_page(session: Session, after: int, limit: int, columns: Sequence[str]) -> list[dict[str, Any]]:
     """The next ``limit`` cameras after id ``after`` (removed ones included): id, removed_at and ``columns``."""
     names = ["id", "removed_at", *(c for c in columns if c not in ("id", "removed_at"))]
