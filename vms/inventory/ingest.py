@@ -273,7 +273,8 @@ class IngestRun:
         self.src = repo.get_or_create_source(session, source, kind)
         self.src.last_import_at = self.now
         # What the source listed before this import: the base of the removal share.
-        self.listed = repo.count_live_observations(session, self.src.id) if snapshot else 0
+        # Counted before the first chunk changes anything (or by known_rows, which reads them all anyway).
+        self._listed: int | None = None if snapshot else 0
         self.seen = HashIndex()  # hashes of the observation keys of this import
         self.still_listed = 0  # live stored observations this import lists again
         self.touched = array("q")  # existing cameras that gained or changed an observation
@@ -286,37 +287,29 @@ class IngestRun:
 
     def known_rows(self) -> KnownRows:
         """The source's live observations by raw digest, for the reader (importers.read_records(known=...)):
-        rows found there are handed to ``add`` as ``unchanged``. About 60 bytes a stored row, read in one query;
-        the rows' issue texts once each (a row whose issues are not among the first MAX_ISSUE_SETS distinct
-        ones is left out: it is read in full)."""
+        rows found there are handed to ``add`` as ``unchanged``. About 60 bytes a stored row, read in one query
+        (which also counts what the source listed before); the rows' issue texts once each (a row whose issues
+        are not among the first MAX_ISSUE_SETS distinct ones is left out: it is read in full)."""
         started = time.perf_counter()
         parts: list[tuple[Any, ...]] = []
-        sets: dict[str, int] = {}
-
-        def set_of(text: str | None) -> int:
-            if text is None:
-                return -1
-            found = sets.get(text)
-            if found is None:
-                if len(sets) >= MAX_ISSUE_SETS:
-                    return -2
-                found = sets[text] = len(sets)
-            return found
+        sets = _IssueSets()
 
         # 100,000 result tuples at a time: the cyclic collector would scan the whole heap for nothing
         paused = gc.isenabled()
         gc.disable()
         try:
             for rows in repo.raw_digest_rows(self.session, self.src.id):
-                parts.append(_known_columns(rows, set_of))
+                parts.append(_known_columns(rows, sets.__getitem__))
         finally:
             if paused:
                 gc.enable()
         if parts:
             cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
         else:
-            cols = [np.empty(0, np.bool_ if i in (4, 6) else np.int64) for i in range(8)]
-        usable = cols[7] != -2
+            cols = [np.empty(0, np.bool_ if i in (4, 6, 8) else np.int64) for i in range(9)]
+        if self._listed is None:
+            self._listed = len(cols[0])
+        usable = (cols[7] != -2) & cols.pop()  # a row with a raw digest, its issues among those held
         if not usable.all():
             cols = [c[usable] for c in cols]
         order = np.argsort(cols[0], kind="stable")
@@ -324,12 +317,13 @@ class IngestRun:
         self._known_ids, self._known_lines, self._known_keys = ids, lines, keys
         self.result.timings["known_rows"] = round(time.perf_counter() - started, 3)
         # A device ID's duplicate-check hash is its observation key's hash (importers.device_hash).
-        return KnownRows(digests, keys, has_dev, spots, has_spot, issue_set, list(sets))
+        return KnownRows(digests, keys, has_dev, spots, has_spot, issue_set, sets.texts)
 
     def add(self, observations: Iterable[Observation], unchanged: tuple[Int64s, Int64s] | None = None) -> None:
         """Merge a chunk of observations; ``unchanged``: (positions in known_rows, lines) of the rows the reader
         recognised by raw digest in the same chunk (their observations are listed again as they are)."""
         session, src, now, result, lap = self.session, self.src, self.now, self.result, self.lap
+        _ = self.listed  # counted before this chunk changes anything
         lap.t = time.perf_counter()  # what happened between chunks (reading the file) is not this ingest's
         batch: list[Observation] = []
         hashes: list[int] = []
@@ -498,6 +492,13 @@ class IngestRun:
             repo.update_observation_lines(self.session, list(zip(ids.tolist(), lines[moved].tolist(), strict=True)))
         return {h: ob for h, ob, k in zip(hashes, batch, keep[n:].tolist(), strict=True) if k}
 
+    @property
+    def listed(self) -> int:
+        """What the source listed before this import (live observations): the base of the removal share."""
+        if self._listed is None:
+            self._listed = repo.count_live_observations(self.session, self.src.id)
+        return self._listed
+
     def finish(self) -> IngestResult:
         """Removals (of a snapshot), then every touched camera merged again from its observations."""
         session, result = self.session, self.result
@@ -535,7 +536,7 @@ class IngestRun:
 
 def _known_columns(rows: Sequence[tuple[Any, ...]], set_of: Callable[[str | None], int]) -> tuple[Any, ...]:
     """repo.raw_digest_rows' rows as the columns of KnownRows (plus observation id and line)."""
-    raw, oid, line, spot, spot_set, dev_set, key, issues = zip(*rows, strict=True)
+    raw, oid, line, spot, spot_set, dev_set, key, issues, has_raw = zip(*rows, strict=True)
     n = len(rows)
     return (
         np.array(raw, dtype=np.int64),
@@ -546,7 +547,24 @@ def _known_columns(rows: Sequence[tuple[Any, ...]], set_of: Callable[[str | None
         np.array(spot, dtype=np.int64),
         np.array(spot_set, dtype=np.bool_),
         np.fromiter(map(set_of, issues), np.int64, n),
+        np.array(has_raw, dtype=np.bool_),
     )
+
+
+class _IssueSets(dict[str | None, int]):
+    """Issue text -> its number, numbered as first seen (None -> -1; -2 beyond MAX_ISSUE_SETS texts): looked up
+    in C for every stored row, numbered in Python once per distinct text."""
+
+    def __init__(self) -> None:
+        super().__init__({None: -1})
+        self.texts: list[str] = []
+
+    def __missing__(self, text: str | None) -> int:
+        if text is None or len(self.texts) >= MAX_ISSUE_SETS:
+            return -2
+        self[text] = number = len(self.texts)
+        self.texts.append(text)
+        return number
 
 
 def _int64s(values: array[int]) -> np.ndarray[Any, np.dtype[np.int64]]:

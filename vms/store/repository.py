@@ -208,18 +208,18 @@ def stored_observations(session: Session, source_id: int, keys: Collection[str])
 
 
 def raw_digest_rows(session: Session, source_id: int, size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
-    """(raw_digest, id, line or -1, raw_spot or 0, whether raw_spot is set, whether the key is a device ID's,
-    key, raw_issues) of the source's live observations that have a raw digest, ``size`` at a time (plain DBAPI
-    cursor: a re-import reads 100,000 of these before anything else)."""
+    """(raw_digest or 0, id, line or -1, raw_spot or 0, whether raw_spot is set, whether the key is a device
+    ID's, key, raw_issues, whether raw_digest is set) of the source's live observations, ``size`` at a time (plain
+    DBAPI cursor: a re-import reads 100,000 of these before anything else)."""
     conn = session.connection()
     quote = conn.dialect.identifier_preparer.quote
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     key = quote("key")
     sql = (
-        f"SELECT raw_digest, id, COALESCE(line, -1), COALESCE(raw_spot, 0), "
+        f"SELECT COALESCE(raw_digest, 0), id, COALESCE(line, -1), COALESCE(raw_spot, 0), "
         f"CASE WHEN raw_spot IS NULL THEN 0 ELSE 1 END, CASE WHEN substr({key}, 1, 3) = 'id:' THEN 1 ELSE 0 END, "
-        f"{key}, raw_issues FROM {quote(ObservationRow.__tablename__)} "
-        f"WHERE source_id = {mark} AND removed_at IS NULL AND raw_digest IS NOT NULL"
+        f"{key}, raw_issues, CASE WHEN raw_digest IS NULL THEN 0 ELSE 1 END FROM {quote(ObservationRow.__tablename__)} "
+        f"WHERE source_id = {mark} AND removed_at IS NULL"
     )
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
