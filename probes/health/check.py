@@ -251,19 +251,29 @@ class _Check:
         self.host = host
         self.ctx = ctx
         self.p = progress
+        self.deadline: float | None = None  # loop.time() at which the current ONVIF stage's budget ends
+
+    def left(self, timeout: float) -> float:
+        if self.deadline is None:
+            return timeout
+        return max(0.001, min(timeout, self.deadline - asyncio.get_running_loop().time()))
 
     async def channel(self, timeout: float) -> DeviceChannel | _Step:
+        """The round's channel, its calls bounded by this stage's budget. Called with the round's lock held:
+        channel calls never interleave, so the budget set here is this stage's."""
         host = self.host
         if host.channel is None:
             async with host.opening:
                 return await self._open(timeout)
         host.channel.timeout = timeout
+        host.channel.deadline = self.deadline
         return host.channel
 
     async def _open(self, timeout: float) -> DeviceChannel | _Step:
         host = self.host
         if host.channel is not None:
             host.channel.timeout = timeout
+            host.channel.deadline = self.deadline
             return host.channel
         step = host.memo.get("open")
         if step is not None:
@@ -285,6 +295,7 @@ class _Check:
         except OSError as exc:
             step = host.memo["open"] = _Step(False, Cause.UNREACHABLE.value, str(exc))
             return step
+        host.channel.deadline = self.deadline
         return host.channel
 
     async def tcp(self, timeout: float) -> _Step:
@@ -292,7 +303,7 @@ class _Check:
             channel = await self.channel(timeout)
             if isinstance(channel, _Step):
                 return channel
-            failure = await channel.connect(timeout)
+            failure = await channel.connect(self.left(timeout))
             return _failed(failure) if failure is not None else _Step(True)
 
         return await self.host.shared("tcp", compute)
@@ -342,14 +353,18 @@ class _Check:
         return step
 
     async def stream(self, timeout: float) -> _Step:
-        channel = await self.channel(timeout)
-        if isinstance(channel, _Step):
-            return channel
-        profiles_step = await self.host.shared("profiles", lambda: self._profiles(channel))
+        async def profiles_step() -> _Step:
+            channel = await self.channel(timeout)
+            return channel if isinstance(channel, _Step) else await self._profiles(channel)
+
+        step = await self.host.shared("profiles", profiles_step)
         profiles = self.host.profiles
-        if not profiles_step.ok or profiles is None:
-            return profiles_step
-        async with self.host.lock:  # one GetStreamUri per profile and round, whichever channel asks
+        if not step.ok or profiles is None:
+            return step
+        async with self.host.lock:  # one GetStreamUri per profile and round, whichever camera asks
+            channel = await self.channel(timeout)
+            if isinstance(channel, _Step):
+                return channel
             uri, step = await self._pick(channel, profiles)
         if uri is None:
             return step
@@ -525,6 +540,12 @@ async def _run_stage(check: _Check, stage: str) -> _Step:
     timeout = check.ctx.timeouts.of(stage)
     started = time.perf_counter()
     run: Callable[[float], Awaitable[_Step]] = getattr(check, stage)
+    if stage in ONVIF_STAGES:
+        # Every ONVIF call of the stage is cut to what is left of its budget (probes.onvif.client _Device.deadline):
+        # the same bound as a timer around the stage, without one more timer per stage and device.
+        check.deadline = asyncio.get_running_loop().time() + timeout
+        step = await run(timeout)
+        return _Step(step.ok, step.cause, step.detail, round((time.perf_counter() - started) * 1000, 2))
     try:
         async with asyncio.timeout(timeout):
             step = await run(timeout)

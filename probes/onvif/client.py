@@ -256,6 +256,8 @@ class _Device:
         self.credentials = tuple(credentials)
         self.budget = budget
         self.timeout = timeout
+        # loop.time() by which every call must be over (a health check's stage budget); None: per call only
+        self.deadline: float | None = None
         self.endpoints: dict[str, _Endpoint] = {}  # url -> where; their idle sockets are closed at the end
         self.max_reply_bytes = max_reply_bytes
         self.auth_hint = auth_hint
@@ -281,6 +283,11 @@ class _Device:
 
     def _failure(self, cause: Cause, step: str, detail: str) -> Failure:
         return Failure(cause, step, scrub(detail, self.secrets))
+
+    def _left(self) -> float:
+        """The per-call timeout cut to what is left before ``deadline`` (a spent budget times out at once)."""
+        assert self.deadline is not None
+        return max(0.001, min(self.timeout, self.deadline - asyncio.get_running_loop().time()))
 
     # -- the address policy -----------------------------------------------------------------------------------
 
@@ -393,7 +400,7 @@ class _Device:
                     endpoint.port,
                     endpoint.scheme,
                     data,
-                    timeout=self.timeout,
+                    timeout=self.timeout if self.deadline is None else self._left(),
                     max_bytes=self.max_reply_bytes,
                 )
             except Disconnected as exc:
@@ -1098,6 +1105,15 @@ class DeviceChannel:
     @timeout.setter
     def timeout(self, value: float) -> None:
         self._dev.timeout = value  # per call, connect + reply
+
+    @property
+    def deadline(self) -> float | None:
+        return self._dev.deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        """loop.time() by which every call must be over, however many requests it takes (a stage's budget)."""
+        self._dev.deadline = value
 
     @property
     def clock_offset_s(self) -> float | None:
