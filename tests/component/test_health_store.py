@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 
 from sqlalchemy import func, select, update
 
@@ -269,3 +270,52 @@ def test_a_late_result_is_stored_and_counted_but_does_not_move_the_status(invent
     assert _status(inventory, cid) == "ON"
     with inventory.engine.connect() as conn:
         assert conn.execute(select(func.sum(health_daily.c.checks))).scalar() == 4
+
+
+def _together(*calls):
+    """Run the calls in threads started at the same moment; their results (or the first exception)."""
+    barrier = threading.Barrier(len(calls))
+    out: list = [None] * len(calls)
+
+    def run(i, fn):
+        barrier.wait(timeout=10)
+        try:
+            out[i] = fn()
+        except Exception as exc:  # reported below
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    for r in out:
+        if isinstance(r, Exception):
+            raise r
+    return out
+
+
+def test_concurrent_writers_count_each_result_once_and_lose_no_update(inventory):
+    health = Health(inventory)
+    ids = _cameras(inventory, 6)
+    # the same shard delivered twice at the same time (a worker presumed dead was only slow)
+    sweep = health.start_sweep(["onvif"])
+    batch = [_result(cid, T0, "ok") for cid in ids]
+    first, second = _together(lambda: health.record(batch, sweep), lambda: health.record(batch, sweep))
+    assert first.written + second.written == len(ids)
+    assert first.duplicate + second.duplicate == len(ids)
+    # two sweeps checking the same cameras at once: both failures count toward leaving ON (no lost update)
+    at = T0 + dt.timedelta(minutes=5)
+    s1, s2 = health.start_sweep(["onvif"]), health.start_sweep(["rtsp"])
+    _together(
+        lambda: health.record([_result(cid, at, "off") for cid in ids], s1),
+        lambda: health.record([_result(cid, at, "off") for cid in ids], s2),
+    )
+    with inventory.engine.connect() as conn:
+        streaks = conn.execute(select(health_latest.c.status, health_latest.c.streak)).all()
+        assert conn.execute(select(func.sum(health_daily.c.checks))).scalar() == 3 * len(ids)
+        assert conn.execute(select(func.count()).select_from(health_events)).scalar() == len(ids)
+    assert {tuple(r) for r in streaks} == {("ON", 2)}
+    health.record([_result(cid, at + dt.timedelta(minutes=5), "off") for cid in ids], health.start_sweep(["onvif"]))
+    assert {_status(inventory, cid) for cid in ids} == {"OFF"}

@@ -204,6 +204,7 @@ class Health:
         fail_n, recover_n = self.settings.health_fail_count, self.settings.health_recover_count
         with self.inventory.session() as s:
             conn = s.connection()
+            store.lock_for_write(conn, sweep_id)
             latest = store.latest_rows(conn, ids)  # first: the lock orders concurrent writers of one camera
             statuses = store.camera_statuses(conn, ids)
             known = [cid for cid in ids if cid in statuses]

@@ -10,7 +10,7 @@ from sqlalchemy import ARRAY, Connection, Integer, Table, any_, bindparam, func,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
-from vms.store.models import cameras, health_daily, health_events, health_latest, health_results
+from vms.store.models import cameras, health_daily, health_events, health_latest, health_results, health_sweeps
 
 CHUNK = 5000  # ids per IN list (SQLite allows 32,766 variables)
 
@@ -37,6 +37,14 @@ def _ids_in(conn: Connection, column: Any, ids: Sequence[int]) -> Any:
 
 def _insert(conn: Connection, table: Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def lock_for_write(conn: Connection, sweep_id: int) -> None:
+    """SQLite: take the write lock before reading the state a batch updates (PostgreSQL locks the rows it reads,
+    ``latest_rows``). The driver begins a transaction at the first write; without this the reads would come before
+    it and another writer could change that state between them."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(update(health_sweeps).where(health_sweeps.c.id == sweep_id).values(id=health_sweeps.c.id))
 
 
 def camera_statuses(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
