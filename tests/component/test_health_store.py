@@ -319,3 +319,17 @@ def test_concurrent_writers_count_each_result_once_and_lose_no_update(inventory)
     assert {tuple(r) for r in streaks} == {("ON", 2)}
     health.record([_result(cid, at + dt.timedelta(minutes=5), "off") for cid in ids], health.start_sweep(["onvif"]))
     assert {_status(inventory, cid) for cid in ids} == {"OFF"}
+
+
+def test_times_in_other_zones_or_naive_are_utc_and_a_deadline_first_sets_nothing(inventory):
+    health = Health(inventory)
+    a, b = _cameras(inventory, 2)
+    beijing = dt.timezone(dt.timedelta(hours=8))
+    sweep = health.start_sweep(["onvif"])
+    summary = health.record([_result(a, T0.astimezone(beijing), "ok"), _result(b, T0, "deadline")], sweep)
+    assert (summary.written, summary.events) == (2, 1)
+    assert health.events(camera_id=a)[0]["at"] == T0
+    assert health.latest(b)["status"] is None and _status(inventory, b) is None
+    health.record([_result(b, T0.replace(tzinfo=None) + dt.timedelta(minutes=5), "off")], health.start_sweep(["x"]))
+    assert health.events(camera_id=b)[0]["at"] == T0 + dt.timedelta(minutes=5)
+    assert health.online_rate(T0, T0 + dt.timedelta(hours=1), now=LATER).known_s == 3600 + 3300

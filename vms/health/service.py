@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -199,7 +199,10 @@ class Health:
         status events (and cameras.status), daily figures. Idempotent per (sweep, camera)."""
         by_camera: dict[int, CheckResult] = {}
         for result in results:
-            by_camera.setdefault(result.camera_id, result)
+            if result.camera_id not in by_camera:
+                # stored and compared in UTC (SQLite keeps no zone); a naive time is taken as UTC
+                utc_at = result.at if result.at.tzinfo is dt.UTC else store.utc(result.at)
+                by_camera[result.camera_id] = result if utc_at is result.at else replace(result, at=utc_at)
         ids = sorted(by_camera)
         fail_n, recover_n = self.settings.health_fail_count, self.settings.health_recover_count
         with self.inventory.session() as s:
