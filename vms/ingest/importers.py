@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from functools import cache
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -246,9 +247,26 @@ def unpack_issues(text: str) -> list[tuple[str, str | None, str]]:
     return out
 
 
+# The modules whose code decides how a row reads: any change to them (an upgrade) reads every row again once.
+_READING_MODULES = ("vms.catalog.domain", "vms.catalog.fields", "vms.catalog.columns", "vms.geo.projection", __name__)
+
+
+@cache
+def _reading_code() -> str:
+    h = hashlib.sha1(usedforsecurity=False)
+    for name in _READING_MODULES:
+        module = sys.modules.get(name)
+        try:
+            h.update(Path(str(getattr(module, "__file__", ""))).read_bytes())
+        except OSError:  # no source at hand (a frozen build): RAW_FORMAT_VERSION alone
+            h.update(name.encode())
+    return h.hexdigest()
+
+
 def raw_fingerprint(*parts: object) -> hashlib._Hash:
-    """The hasher every row's cells are added to: what decides how the cells are read, and the reader version."""
-    text = repr((RAW_FORMAT_VERSION, sys.version_info[:2], _FILE_CRS.get(), *parts))
+    """The hasher every row's cells are added to: what decides how the cells are read (the caller's ``parts``,
+    the file's CRS), the reader version and the code that reads them."""
+    text = repr((RAW_FORMAT_VERSION, _reading_code(), sys.version_info[:2], _FILE_CRS.get(), *parts))
     return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False)
 
 
