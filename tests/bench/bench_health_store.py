@@ -223,8 +223,12 @@ def test_bench_health_store(inventory: Any) -> None:
     start = time.perf_counter()
     health.online_rate(T0, T0 + dt.timedelta(days=1), region="371311", now=utcnow())
     g_wall = time.perf_counter() - start
+    # a period with partial days at both ends (the status before it and the events inside, from the events)
+    start = time.perf_counter()
+    health.online_rate(T0 + dt.timedelta(minutes=7), T0 + dt.timedelta(hours=25), now=utcnow())
+    p_wall = time.perf_counter() - start
     print(
         f"{db}: online rate over {CAMERAS:,} cameras: overall {o_wall:.2f} s (rate {rate.rate:.4f}), "
-        f"one region {g_wall:.2f} s"
+        f"one region {g_wall:.2f} s, overall with partial days {p_wall:.2f} s"
     )
     record(f"online rate, {CAMERAS:,} cameras, overall, {db}", o_wall, "s", group="health")

@@ -187,16 +187,23 @@ def _within(column: Any, scope: Select[tuple[int]] | None) -> Any:
 
 
 def statuses_before(conn: Connection, at: dt.datetime, scope: Select[tuple[int]] | None) -> dict[int, str]:
-    """Each camera's status just before ``at``: that of its last event earlier than ``at``."""
-    e = health_events
-    last = (
-        select(func.max(e.c.id).label("id"))
-        .where(e.c.at < at, _within(e.c.camera_id, scope))
-        .group_by(e.c.camera_id)
-        .subquery()
+    """Each camera's status just before ``at``: that of its last event earlier than ``at``. Without a scan of the
+    event history: a camera whose status was set before ``at`` (most) still has it (health_latest); for the others
+    (changed since) the index on (camera_id, at) finds the event before ``at``, one probe each."""
+    h, e = health_latest, health_events
+    out: dict[int, str] = dict(
+        conn.execute(select(h.c.camera_id, h.c.status).where(h.c.since < at, _within(h.c.camera_id, scope))).all()
     )
-    stmt = select(e.c.camera_id, e.c.status).join(last, last.c.id == e.c.id)
-    return dict(conn.execute(stmt).all())
+    before = (
+        select(e.c.status)
+        .where(e.c.camera_id == h.c.camera_id, e.c.at < at)
+        .order_by(e.c.at.desc(), e.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    changed = select(h.c.camera_id, before).where(h.c.since >= at, _within(h.c.camera_id, scope))
+    out.update((cid, status) for cid, status in conn.execute(changed).all() if status is not None)
+    return out
 
 
 def events_between(
