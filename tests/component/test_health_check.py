@@ -56,8 +56,14 @@ LAYOUT: dict[int, set[str]] = {
     13: {"hang"},
     14: set(),  # an NVR: many cameras, one host
     15: {"slow"},  # behind the counting relay
+    16: {"malformed_xml"},  # the quirks a check survives: recovered replies, odd HTTP, odd auth refusals
+    17: {"invalid_utf8"},
+    18: {"auth_http_400"},
+    19: {"soap_content_type_mismatch"},
+    20: {"picky_probe"},
 }
-AUTH = {0: "both", 4: "both", 5: "both", 6: "wsse", 10: "digest", 11: "both", 14: "digest", 15: "wsse"}
+AUTH = {0: "both", 4: "both", 5: "both", 6: "wsse", 10: "digest", 11: "both", 14: "digest", 15: "wsse", 16: "digest",
+        17: "wsse", 18: "digest"}
 
 
 def _base_host() -> str:
@@ -116,6 +122,7 @@ async def test_every_fault_ends_in_its_outcome_stage_and_cause(fleet: SimFleet, 
         8: ("ok", "stream", None),
         9: ("ok", "stream", None),
         10: ("ok", "stream", None),
+        **{i: ("ok", "stream", None) for i in range(16, 21)},
     }
     results = await asyncio.gather(*(_check(fleet, i, session) for i in expected))
     for index, result in zip(expected, results, strict=True):
