@@ -19,7 +19,7 @@ from pydantic_core import to_json
 from api.deps import require_reader, require_writer
 from api.schemas import CameraEdit, CameraPage
 from api.security import BodyLimit, HostGuard, default_allowed_hosts
-from vms.catalog.domain import without_url_credentials
+from vms.catalog.domain import URI_FIELDS, without_url_credentials
 from vms.errors import (
     Busy,
     ConfigurationError,
@@ -65,8 +65,10 @@ StatsBy = Literal["region", "status", "source", "manufacturer"]
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    """What the API may show of a camera: never the credential reference or URL credentials."""
-    row = without_url_credentials(row)
+    """What the API may show of a camera: never the credential reference or URL credentials. ``row`` is the
+    caller's own (changed in place); a row without URLs (most of a ledger) is not copied."""
+    if any(row.get(name) for name in URI_FIELDS):
+        row = without_url_credentials(row)
     row.pop("credential_id", None)
     return row
 
