@@ -238,18 +238,14 @@ class FirstImportCheck:
 
 
 def _coercer(kind: Kind) -> Callable[[Any], Any]:
-    if kind is Kind.INT:
-        return int
-    if kind is Kind.FLOAT:
-        return float
-    if kind is Kind.JSON:
-        return lambda v: v
-    return str
+    return int if kind is Kind.INT else float if kind is Kind.FLOAT else str
 
 
 # Column -> the type the database hands back, for the columns the rules read.
 _STORED_TYPES: dict[str, Callable[[Any], Any]] = {
-    f.name: _coercer(f.kind) for f in FIELDS if f.name in {*COLUMNS, *IDENTITY_SOURCE_COLUMNS}
+    f.name: _coercer(f.kind)
+    for f in FIELDS
+    if f.kind is not Kind.JSON and f.name in {*COLUMNS, *IDENTITY_SOURCE_COLUMNS}
 }
 
 
@@ -259,8 +255,18 @@ def stored_form(rec: Mapping[str, Any]) -> dict[str, Any]:
     for name, coerce in _STORED_TYPES.items():
         value = out.get(name)
         if value is not None and type(value) is not coerce:
-            out[name] = coerce(value)
+            out[name] = _coerced(coerce, value)
     return out
+
+
+def _coerced(coerce: Callable[[Any], Any], value: Any) -> Any:
+    """``value`` as the column's type; a value the type cannot hold exactly stays as it is (SQLite keeps it so)."""
+    if coerce is int and isinstance(value, float) and not value.is_integer():
+        return value
+    try:
+        return coerce(value)
+    except (TypeError, ValueError, OverflowError):
+        return value
 
 
 # What a removed camera contributes: nothing.
