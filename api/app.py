@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic_core import to_json
 
 from api.deps import require_reader, require_writer
+from api.metrics import add_metrics
 from api.schemas import CameraEdit, CameraPage
 from api.security import BodyLimit, HostGuard, default_allowed_hosts
 from vms.catalog.domain import URI_FIELDS, without_url_credentials
@@ -194,6 +195,7 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
         total, items = inventory.list_regions_page(limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
+    add_metrics(app, inventory)  # GET /metrics (Prometheus), same read rule
     return app
 
 

@@ -44,6 +44,8 @@ def page(inventory, flt: repo.CameraFilter, *, limit: int, offset: int, cap: int
 
 
 def test_pages_hold_the_same_rows_and_totals_are_exact_or_a_lower_bound(inventory, tmp_path):
+    for flt in FILTERS[:2]:  # nothing imported yet (the counters not built either)
+        assert page(inventory, flt, limit=5, offset=0, cap=5) == repo.CameraPage(0, True, [])
     inventory.import_file(write(tmp_path / "a.csv", ROWS), source="ledger:a")
     for flt in FILTERS:
         exact, every = inventory.list_cameras(flt, limit=None)
@@ -149,3 +151,41 @@ def test_a_connection_the_server_ended_is_replaced(inventory, tmp_path, db_url):
             assert inventory.camera_page(repo.CameraFilter(search="路口1"), limit=2).total == 11
     finally:
         admin.dispose()
+
+
+def test_the_pool_check_reads_sockets_of_any_number():
+    """An idle socket passes; one with something to read (the server's last message) or closed by the peer does
+    not; descriptors above 1023 too (select.select refuses those: a busy server process has that many)."""
+    import os
+    import resource
+    import socket
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import DisconnectionError
+
+    from vms.store.db import _drop_if_ended
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ours, server = socket.socketpair()
+    high = None
+    if soft > 1100:
+        high = os.dup2(ours.fileno(), 1100)
+    try:
+        for fd in (ours.fileno(), high):
+            if fd is None:
+                continue
+            conn = SimpleNamespace(closed=False, fileno=lambda fd=fd: fd)
+            _drop_if_ended(conn, None, None)  # idle: kept
+        server.sendall(b"E")  # e.g. FATAL: terminating connection due to administrator command
+        for fd in (ours.fileno(), high):
+            if fd is None:
+                continue
+            with pytest.raises(DisconnectionError):
+                _drop_if_ended(SimpleNamespace(closed=False, fileno=lambda fd=fd: fd), None, None)
+        with pytest.raises(DisconnectionError):
+            _drop_if_ended(SimpleNamespace(closed=True, fileno=lambda: -1), None, None)
+    finally:
+        if high is not None:
+            os.close(high)
+        ours.close()
+        server.close()

@@ -36,9 +36,12 @@ NOT_PIP = {
 }
 
 # Runtime dependencies declared for a use that imports them outside vms/, probes/ and api/, with the reason.
-DECLARED_NOT_IMPORTED = {
-    "celery": "the job functions of vms/jobs run as Celery tasks on workers at city scale (README, STYLE map)",
-    "redis": "Celery's broker client (celery[redis]), for the workers at city scale",
+DECLARED_NOT_IMPORTED: dict[str, str] = {}
+
+# Optional extras of the service: extra -> the only files that may import its libraries (the rest of the service
+# imports those files only when the feature is asked for, with a clear error when the extra is not installed).
+OPTIONAL_EXTRAS: dict[str, tuple[str, ...]] = {
+    "celery": ("vms/jobs/celery_app.py",),  # VMS_EXECUTOR=celery and `vms worker`; redis is Celery's broker client
 }
 
 
@@ -104,6 +107,17 @@ def service_imports() -> Iterator[tuple[str, str]]:
                     yield module.partition(".")[0], f"{path.relative_to(ROOT)}:{node.lineno}"
 
 
+def optional_modules() -> dict[str, str]:
+    """Top-level module -> the optional extra that provides it."""
+    extras = _pyproject()["project"]["optional-dependencies"]
+    return {
+        name: extra
+        for extra in OPTIONAL_EXTRAS
+        for dist in (_dist_name(r) for r in extras[extra])
+        for name in import_names(dist)
+    }
+
+
 def third_party_imports() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for module, where in service_imports():
@@ -121,12 +135,29 @@ def test_the_import_scan_sees_the_service_libraries() -> None:
 
 def test_every_imported_library_is_a_runtime_dependency() -> None:
     provided = {name for dist in runtime_dependencies() for name in import_names(dist)}
+    optional = optional_modules()
     missing = {
         module: places[:3]
         for module, places in third_party_imports().items()
-        if module not in provided and module not in NOT_PIP
+        if module not in provided and module not in NOT_PIP and module not in optional
     }
     assert not missing, f"imported by the service but not in [project] dependencies: {missing}"
+
+
+def test_optional_extras_are_imported_only_where_allowed() -> None:
+    optional = optional_modules()
+    assert "celery" in optional
+    strays = {
+        module: [p for p in places if p.partition(":")[0] not in OPTIONAL_EXTRAS[optional[module]]]
+        for module, places in third_party_imports().items()
+        if module in optional
+    }
+    strays = {module: places for module, places in strays.items() if places}
+    assert not strays, f"optional libraries imported outside their extra's files: {strays}"
+    dev = {_dist_name(r) for r in _pyproject()["project"]["optional-dependencies"]["dev"]}
+    for extra in OPTIONAL_EXTRAS:
+        wanted = {_dist_name(r) for r in _pyproject()["project"]["optional-dependencies"][extra]}
+        assert wanted <= dev, f"the tests need the {extra!r} extra: add {sorted(wanted - dev)} to dev"
 
 
 def test_every_runtime_dependency_is_imported_by_the_service() -> None:

@@ -60,7 +60,12 @@ def make_engine(url: str, *, lock_timeout: float = 5.0, **kw: Any) -> Engine:
 
 def _drop_if_ended(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     try:
-        ended = dbapi_conn.closed or bool(select.select([dbapi_conn.fileno()], [], [], 0)[0])
+        if dbapi_conn.closed:
+            ended = True
+        else:
+            poll = select.poll()  # not select.select: that refuses descriptors above 1023
+            poll.register(dbapi_conn.fileno(), select.POLLIN)
+            ended = bool(poll.poll(0))
     except Exception:  # a closed connection's fileno() raises: ended as well
         ended = True
     if ended:

@@ -624,9 +624,10 @@ def camera_page(
             total = int(rows[0]["_total"] or 0)
             return CameraPage(total, True, [_without_counter(r) for r in rows if r["id"] is not None])
     elif flt == CameraFilter():
-        live = live_camera_count(session)
-        if live is not None:
-            return CameraPage(live, True, list_cameras(session, flt, limit=limit, offset=offset))
+        built, live = _driver_dicts(session, _LIVE_COUNT, (), ("_built", "_total"))[0].values()
+        if built is not None:
+            page = _driver_dicts(session, _SQLITE_PAGE, (limit, offset), _CAMERA_KEYS)
+            return CameraPage(int(live or 0), True, page)
     if offset + limit <= cap:
         ids = list(session.scalars(_matching_ids(session, flt).limit(cap + 1)))
         rows = _rows_by_id(session, ids[offset : offset + limit])
@@ -645,11 +646,13 @@ def camera_page(
 _CAMERA_KEYS = tuple(str(c.name) for c in cameras.c)
 _CAMERA_COLUMNS = ", ".join(_CAMERA_KEYS)
 _LIVE_PAGE_KEYS = ("_built", "_total", *_CAMERA_KEYS)
-# live_camera_count's counter beside the page (one row with no camera when the page is empty)
+# live_camera_count's counter (on PostgreSQL beside the page: one row with no camera when the page is empty)
+_LIVE_COUNT = (
+    "SELECT (SELECT name FROM quality_state WHERE name = 'fingerprint') AS _built, "
+    "(SELECT total FROM quality_tallies WHERE dim = 'all' AND key = '') AS _total"
+)
 _LIVE_PAGE = (
-    "SELECT n._built, n._total, c.* FROM (SELECT "
-    "(SELECT name FROM quality_state WHERE name = 'fingerprint') AS _built, "
-    "(SELECT total FROM quality_tallies WHERE dim = 'all' AND key = '') AS _total) AS n "
+    f"SELECT n._built, n._total, c.* FROM ({_LIVE_COUNT}) AS n "
     f"LEFT JOIN LATERAL (SELECT {_CAMERA_COLUMNS} FROM cameras WHERE removed_at IS NULL ORDER BY id "
     "LIMIT %(limit)s OFFSET %(offset)s) AS c ON true ORDER BY c.id"
 )
@@ -661,19 +664,38 @@ def _without_counter(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _BY_IDS = f"SELECT {_CAMERA_COLUMNS} FROM cameras WHERE id = ANY(%(ids)s) ORDER BY id"
+_SQLITE_PAGE = f"SELECT {_CAMERA_COLUMNS} FROM cameras WHERE removed_at IS NULL ORDER BY id LIMIT ? OFFSET ?"
+_PROCESSORS: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {}
 
 
-def _driver_dicts(
-    session: Session, sql: str, params: Mapping[str, Any], keys: Sequence[str]
-) -> list[dict[str, Any]]:
-    """A page's rows straight from psycopg, which gives every column of ``cameras`` the Python type SQLAlchemy's
-    result would (compared in tests/component/test_listing_bounded.py): its result layer cost as much again as the
-    query, 0.6 ms of a page of 100. ``keys``: the names of the columns ``sql`` selects (psycopg's description
-    builds an object per column and query)."""
-    dbapi: Any = session.connection().connection.dbapi_connection
-    with dbapi.cursor() as cur:
+def _driver_dicts(session: Session, sql: str, params: Any, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """A page's rows straight from the driver, as dicts keyed by ``keys`` (the names of the columns ``sql``
+    selects), with SQLAlchemy's own conversions for the columns that have one (on SQLite: JSON text, datetimes;
+    psycopg converts every type itself); rows equal to select(cameras)'s (tests/component/test_listing_bounded.py).
+    SQLAlchemy's result layer cost as much again as the query: 0.6 ms of a page of 100."""
+    conn = session.connection()
+    dbapi: Any = conn.connection.dbapi_connection
+    cur = dbapi.cursor()
+    try:
         cur.execute(sql, params)
-        return [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    procs = _PROCESSORS.get(conn.dialect.name)
+    if procs is None:  # psycopg: none needed (SQLAlchemy's Float one would ask for the column's type code)
+        types = {str(c.name): c.type for c in cameras.c}
+        procs = [
+            (k, p)
+            for k, t in types.items()
+            if conn.dialect.name != "postgresql" and (p := t._cached_result_processor(conn.dialect, None))
+        ]
+        _PROCESSORS[conn.dialect.name] = procs
+    out = [dict(zip(keys, r, strict=True)) for r in rows]
+    for key, process in procs:
+        for row in out:
+            if key in row and row[key] is not None:
+                row[key] = process(row[key])
+    return out
 
 
 def _rows_by_id(session: Session, ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -681,9 +703,9 @@ def _rows_by_id(session: Session, ids: Sequence[int]) -> list[dict[str, Any]]:
         return []
     if _dialect(session) == "postgresql":
         return _driver_dicts(session, _BY_IDS, {"ids": list(ids)}, _CAMERA_KEYS)
-    result = session.execute(select(cameras).where(cameras.c.id.in_(ids)).order_by(cameras.c.id))
-    keys = list(map(str, result.keys()))
-    return [dict(zip(keys, r, strict=True)) for r in result.all()]
+    marks = ", ".join("?" * len(ids))
+    sql = f"SELECT {_CAMERA_COLUMNS} FROM cameras WHERE id IN ({marks}) ORDER BY id"
+    return _driver_dicts(session, sql, list(ids), _CAMERA_KEYS)
 
 
 def refresh_search_index(session: Session) -> None:
