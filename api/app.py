@@ -68,8 +68,10 @@ StatsBy = Literal["region", "status", "source", "manufacturer"]
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     """What the API may show of a camera: never the credential reference or URL credentials. ``row`` is the
     caller's own (changed in place); a row without URLs (most of a ledger) is not copied."""
-    if any(row.get(name) for name in URI_FIELDS):
-        row = without_url_credentials(row)
+    for name in URI_FIELDS:
+        if row.get(name):
+            row = without_url_credentials(row)
+            break
     row.pop("credential_id", None)
     return row
 
