@@ -54,6 +54,8 @@ credentials_app = typer.Typer(no_args_is_help=True, help="Camera logins, encrypt
 app.add_typer(credentials_app, name="credentials")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
 app.add_typer(apikey_app, name="apikey")
+schedules_app = typer.Typer(no_args_is_help=True, help="Health sweep schedules (run by `vms scheduler`, `vms run`).")
+app.add_typer(schedules_app, name="schedules")
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -479,6 +481,18 @@ def cameras_edit(ref: str, assignments: list[str]) -> None:
     console.print(f"camera {ref} updated")
 
 
+@cameras_app.command("tag")
+def cameras_tag(
+    ref: str,
+    tags: Annotated[list[str], typer.Argument(help="labels, e.g. school ring-road")],
+    remove: Annotated[bool, typer.Option("--remove", help="take these tags off")] = False,
+) -> None:
+    """Label a camera (for sweep groups: vms sweep --tag, schedules); --remove takes labels off."""
+    with errors_to_exit():
+        after = inventory().tag_camera(ref, tags, remove=remove, actor="cli")
+    console.print(f"camera {ref} tags: {', '.join(after) or '(none)'}")
+
+
 # --- ids -----------------------------------------------------------------------------------------------
 
 
@@ -719,6 +733,46 @@ def remerge_cmd() -> None:
     console.print(f"{n} camera records changed")
 
 
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "(unreadable URL)"
+
+
+@app.command("worker")
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="shards run at once, one pool process each (default: one per CPU)", min=1,
+                                 max=256)
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="worker name, e.g. w1@%h (default celery@HOST)")] = None,
+) -> None:
+    """Run one Celery worker for sweeps with VMS_EXECUTOR=celery: it takes shards of cameras from
+    VMS_CELERY_BROKER (Redis), checks them and records the results in the same database."""
+    with errors_to_exit():
+        inv = inventory()  # migrates once, before the pool processes start
+        settings = inv.settings
+        database = inv.engine.url.render_as_string()
+        inv.engine.dispose()
+    try:
+        from vms.jobs.celery_app import celery_app, worker_argv
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] the celery executor is not installed ({_one_line(exc)}): "
+                  "pip install 'vms[celery]'")
+        raise typer.Exit(2) from None
+    n = concurrency or default_workers()
+    console.print(f"vms: worker on {_without_password(settings.celery_broker)}, {n} processes, database {database}")
+    celery_app(settings).worker_main(worker_argv(n, name=name, loglevel=settings.log_level))
+
+
 @app.command("discover")
 def discover(
     ranges: Annotated[list[str] | None, typer.Option("--range", help="CIDR to scan (repeatable)")] = None,
@@ -823,6 +877,336 @@ def discoveries(limit: int = 10, as_json: JsonOpt = False) -> None:
     console.print(t)
 
 
+# --- health ---------------------------------------------------------------------------------------------
+
+
+def _split_stages(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(s.strip() for v in values for s in v.split(",") if s.strip())
+
+
+@app.command("sweep")
+def sweep_cmd(
+    stages: Annotated[
+        list[str] | None,
+        typer.Option("--stages", help="stages to run, comma-separated or repeated (default tcp,onvif,login,stream; "
+                     "also rtsp, snapshot)"),
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="only the cameras of this region (and its sub-regions)")] = None,
+    source: Annotated[str | None, typer.Option(help="only the cameras this source lists")] = None,
+    tag: Annotated[str | None, typer.Option(help="only the cameras with this tag (vms cameras tag)")] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="seconds the sweep may take; cameras not finished then count as deadline")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="cameras checked at once")] = 200,
+    per_host: Annotated[int, typer.Option(help="cameras of one device checked at once")] = 2,
+    executor: Annotated[
+        str | None, typer.Option(help="local (this process) or celery (vms worker processes); default VMS_EXECUTOR")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the cameras now (TCP, ONVIF clock, login, stream URI; RTSP and snapshot on request), record results,
+    statuses and events, and print a summary by outcome, stage and cause."""
+    from probes.health.check import ONVIF_STAGES
+    from vms.health.sweep import Group, SweepRequest, run_sweep
+
+    chosen = [(k, v) for k, v in (("region", region), ("source", source), ("tag", tag)) if v is not None]
+    if len(chosen) > 1:
+        err.print("[red]error:[/red] give at most one of --region, --source, --tag")
+        raise typer.Exit(2)
+    try:
+        group = Group(chosen[0][0], chosen[0][1]) if chosen else Group()  # type: ignore[arg-type]
+        req = SweepRequest(
+            stages=_split_stages(stages) or ONVIF_STAGES,
+            group=group,
+            deadline_s=deadline,
+            concurrency=concurrency,
+            per_host=per_host,
+        )
+        req.validate()  # bad input: one line, exit 2, no sweep recorded
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {_one_line(exc)}")
+        raise typer.Exit(2) from None
+    inv = inventory()
+    mode = str(executor or getattr(inv.settings, "executor", "local"))
+    if mode == "celery":  # the celery executor (vms worker processes run the shards) registers on import
+        import importlib
+
+        try:
+            importlib.import_module("vms.jobs.celery_app")
+        except ImportError as exc:
+            err.print(f"[red]error:[/red] the celery executor is not available: {_one_line(exc)}")
+            raise typer.Exit(2) from None
+    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
+        summary = run_sweep(inv, req, executor=mode, progress=bar)
+    if as_json:
+        emit_json(summary)
+        return
+    outcomes = summary["outcome"]
+    by_outcome = ", ".join(f"{outcomes.get(o, 0)} {o}" for o in ("ok", "defect", "off", "deadline"))
+    console.print(
+        f"sweep {summary['sweep_id']} ({summary['group']}; {','.join(summary['stages'])}): "
+        f"{summary['planned']} cameras, {summary['checked']} checked ({by_outcome}), "
+        f"{summary['not_checkable']} not checkable (no ONVIF address); {summary['status_changed']} statuses "
+        f"changed; {summary['duration_s']:.1f} s"
+    )
+    if summary["cause"]:
+        t = Table("stage", "cause", "cameras", title="failures")
+        for stage, causes in summary["cause"].items():
+            for cause, n in causes.items():
+                t.add_row(stage, cause, str(n))
+        console.print(t)
+
+
+def _since(text: str) -> datetime:
+    """'90s', '15m', '1h', '7d' ago, or an ISO date/time (UTC unless it says otherwise)."""
+    import re
+    from datetime import UTC, timedelta
+
+    value = text.strip()
+    m = re.fullmatch(r"(\d{1,7})\s*([smhd])", value)
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--since {text[:40]!r}: want a duration (30m, 1h, 7d) or an ISO time") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _event_row(e: dict[str, Any]) -> list[str]:
+    return [
+        e["at"].isoformat(timespec="seconds"),
+        str(e["camera_id"]),
+        str(e["event"]),
+        f"{e['previous'] or 'unknown'} -> {e['status']}",
+        str(e["stage"] or ""),
+        str(e["cause"] or ""),
+    ]
+
+
+@app.command("health")
+def health_cmd(
+    camera: Annotated[str, typer.Argument(help="id, GB device ID, department number or MAC")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One camera's health: status, the latest result per stage (latency, cause), recent events, online rate over
+    1, 7 and 30 days, clock drift."""
+    from datetime import UTC, timedelta
+
+    from vms.health.service import Health
+
+    inv = inventory()
+    with errors_to_exit():
+        with inv.session(write=False) as s:
+            cid = inv.resolve_camera(s, camera)
+        health = Health(inv)
+        latest = health.latest(cid)
+        events = health.events(camera_id=cid, limit=10)
+        now = datetime.now(UTC)
+        rates = {
+            f"{days}d": health.online_rate(now - timedelta(days=days), now, camera_id=cid, now=now)
+            for days in (1, 7, 30)
+        }
+        drift = health.drift(cid, (now - timedelta(days=30)).date())
+    stages = [
+        {"stage": st[0], "ok": bool(st[1]), "ms": st[2], "cause": st[3], "detail": st[4]}
+        for st in (latest or {}).get("stages", [])
+    ]
+    data = {
+        "camera_id": cid,
+        "status": latest["status"] if latest else None,
+        "since": latest["since"] if latest else None,
+        "checked_at": latest["at"] if latest else None,
+        "outcome": latest["outcome"] if latest else None,
+        "stages": stages,
+        "details": latest["details"] if latest else {},
+        "events": events,
+        "online_rate": {k: r.rate for k, r in rates.items()},
+        "clock_offset_s": latest["clock_offset_s"] if latest else None,
+        "drift_per_day_s": health.drift_rate(drift),
+        "drift": [{"day": d.day, "min_s": d.min_s, "max_s": d.max_s, "mean_s": d.mean_s} for d in drift],
+    }
+    if as_json:
+        emit_json(data)
+        return
+    if latest is None:
+        console.print(f"camera {cid}: never checked (vms sweep checks it)")
+        return
+    console.print(
+        f"camera {cid}: {data['status'] or 'unknown'} since {data['since'] or '?'}; last check {data['checked_at']}"
+        f" ({data['outcome']})"
+    )
+    t = Table("stage", "result", "ms", "cause", "detail", title="latest check")
+    for st in stages:
+        t.add_row(st["stage"], "ok" if st["ok"] else "[red]failed", f"{st['ms']:.0f}", st["cause"] or "",
+                  str(st["detail"])[:80])
+    console.print(t)
+    found = {k: v for k, v in data["details"].items() if k not in ("stream_uri_changed", "snapshot_expect")}
+    if found:
+        console.print("found: " + ", ".join(f"{k} {v}" for k, v in found.items()))
+    console.print(
+        "online rate: "
+        + ", ".join(f"{k} {'-' if v is None else f'{100 * v:.1f}%'}" for k, v in data["online_rate"].items())
+    )
+    offset = data["clock_offset_s"]
+    rate = data["drift_per_day_s"]
+    console.print(
+        "clock: "
+        + ("not read" if offset is None else f"{offset:+.1f} s against ours")
+        + ("" if rate is None else f", drifting {rate:+.2f} s/day")
+    )
+    if events:
+        et = Table("at", "camera", "event", "status", "stage", "cause", title="recent events")
+        for e in events:
+            et.add_row(*_event_row(e))
+        console.print(et)
+
+
+@app.command("events")
+def events_cmd(
+    since: Annotated[str | None, typer.Option(help="30m, 1h, 7d ago or an ISO time")] = None,
+    camera: Annotated[str | None, typer.Option(help="one camera (id, GB ID, department number or MAC)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Status changes (ON, OFF, VLOST, DEFECT), newest first."""
+    try:
+        start = _since(since) if since is not None else None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {_one_line(exc)}")
+        raise typer.Exit(2) from None
+    from vms.health.service import Health
+
+    inv = inventory()
+    with errors_to_exit():
+        cid = None
+        if camera is not None:
+            with inv.session(write=False) as s:
+                cid = inv.resolve_camera(s, camera)
+        rows = Health(inv).events(camera_id=cid, since=start, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table("at", "camera", "event", "status", "stage", "cause", title=f"{len(rows)} events")
+    for e in rows:
+        t.add_row(*_event_row(e))
+    console.print(t)
+
+
+# --- schedules -------------------------------------------------------------------------------------------
+
+
+@schedules_app.command("list")
+def schedules_list(as_json: JsonOpt = False) -> None:
+    """The sweep schedules in force: group, stages, interval or cron, deadline, last run and next run. With none
+    configured, the built-in default (ONVIF stages of every camera every VMS_HEALTH_DEFAULT_SCHEDULE_S seconds)."""
+    from vms.jobs.schedules import list_schedules
+
+    with errors_to_exit():
+        rows = list_schedules(inventory())
+    if as_json:
+        emit_json(rows)
+        return
+
+    def when(at: datetime | None) -> str:
+        return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at is not None else ""
+
+    t = Table("name", "group", "stages", "when", "deadline", "enabled", "last run", "next run", title="schedules")
+    for r in rows:
+        last = r["last_run"]
+        last_text = ""
+        if last is not None:
+            last_text = f"{when(last['at'])} sweep {last['sweep_id'] or '-'}"
+            if last["error"]:
+                last_text += f" failed: {last['error'][:60]}"
+            elif last["finished_at"] is None:
+                last_text += " (running)"
+        every = f"every {r['interval_s']} s" if r["interval_s"] is not None else f"cron {r['cron']}"
+        t.add_row(
+            r["name"] + (" (built-in: none configured)" if r["builtin"] else ""),
+            r["group"],
+            ",".join(r["stages"]),
+            every,
+            f"{r['deadline_s']:g} s" if r["deadline_s"] is not None else "until next run",
+            "yes" if r["enabled"] else "no",
+            last_text,
+            when(r["next_run"]),
+        )
+    console.print(t)
+
+
+@schedules_app.command("add")
+def schedules_add(
+    name: Annotated[str, typer.Argument(help="a name for it, e.g. onvif-5min")],
+    every: Annotated[float | None, typer.Option("--every", help="run every N seconds")] = None,
+    cron: Annotated[str | None, typer.Option("--cron", help="or on a crontab expression (UTC), e.g. '0 * * * *'")]
+    = None,
+    group: Annotated[str, typer.Option("--group", help="all, region:CODE, source:NAME or tag:TAG")] = "all",
+    stages: Annotated[
+        list[str] | None, typer.Option("--stages", help="stages to run (default tcp,onvif,login,stream)")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option("--deadline", help="sweep deadline in seconds (default: until the next run)")
+    ] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="store it without running it")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="change the schedule of that name")] = False,
+) -> None:
+    """Add a sweep schedule (audited). Running schedulers pick it up within a minute."""
+    from vms.jobs.schedules import add_schedule, make_schedule
+
+    with errors_to_exit():
+        sched = make_schedule(
+            name,
+            group=group,
+            stages=[p.strip() for v in stages or () for p in v.split(",") if p.strip()] or None,
+            interval_s=every,
+            cron=cron,
+            deadline_s=deadline,
+            enabled=not disabled,
+        )
+        sched = add_schedule(inventory(), sched, actor="cli", replace=replace)
+    console.print(f"schedule {sched.name}: {sched.every}, {','.join(sched.stages)} of {sched.group}")
+
+
+@schedules_app.command("remove")
+def schedules_remove(name: str) -> None:
+    """Remove a sweep schedule (audited); running schedulers drop it within a minute."""
+    from vms.jobs.schedules import remove_schedule
+
+    with errors_to_exit():
+        remove_schedule(inventory(), name, actor="cli")
+    console.print(f"removed schedule {name}")
+
+
+@app.command("scheduler")
+def scheduler_cmd() -> None:
+    """Run the health sweep schedules in the foreground until stopped (Ctrl-C, SIGTERM). Several such processes
+    (and `vms run`) may share one database: each scheduled sweep runs once, in the process that takes its lease."""
+    import signal
+    import threading
+
+    from vms.jobs.scheduler import build_scheduler, start_health
+
+    with errors_to_exit():
+        inv = inventory()
+        scheduler = build_scheduler(inv, discovery=None, discovery_minutes=0, health=True)
+        in_force = start_health(scheduler, inv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    names = ", ".join(f"{s.name} ({s.every})" for s in in_force if s.enabled) or "none"
+    console.print(f"vms scheduler: schedules {names}; Ctrl-C stops")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        scheduler.shutdown(wait=True)
+    console.print("vms scheduler: stopped")
+
+
 @app.command("sim")
 def sim(
     count: Annotated[int, typer.Option(help="number of simulated devices")] = 50,
@@ -881,7 +1265,7 @@ def run(
 
     from api.app import create_app
     from vms.discovery.service import DiscoveryRequest
-    from vms.jobs.scheduler import build_scheduler
+    from vms.jobs.scheduler import build_scheduler, start_health
 
     inv = inventory()
     settings = inv.settings
@@ -900,8 +1284,10 @@ def run(
         why_demo = _why_demo(inv)
     if why_demo is not None:
         fleet, request = _start_demo_fleet(inv, settings, why_demo)
-    scheduler = build_scheduler(inv, discovery=request, discovery_minutes=settings.discovery_interval_min)
-    scheduler.start()
+    scheduler = build_scheduler(
+        inv, discovery=request, discovery_minutes=settings.discovery_interval_min, health=True
+    )
+    start_health(scheduler, inv)  # the health sweep schedules (a default one when none is configured)
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
     try:
         uvicorn.run(
@@ -978,4 +1364,21 @@ def main() -> None:
     )
     # Alembic narrates every start; the schema version is shown by `vms db upgrade` when it matters.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(1)
+    except typer.TyperException as exc:  # typer's click errors: bad options and arguments, missing files...
+        show: Any = getattr(exc, "show", None)
+        message: Any = getattr(exc, "format_message", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" or message is None:
+            if show is not None:
+                show()  # `vms` alone, `vms cameras`: the help, as before
+            sys.exit(getattr(exc, "exit_code", 2))
+        # a bad option or argument: one line and exit 2, like every other bad input
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "vms"
+        err.print(f"[red]error:[/red] {_one_line(RuntimeError(message()))} (see {where} --help)")
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -19,7 +19,7 @@ import json
 import logging
 import multiprocessing
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,7 @@ __all__ = [
     "Discovery",
     "DiscoveryOutcome",
     "DiscoveryRequest",
+    "auth_hint",
     "device_key",
     "discovery_runs",
     "find_devices",
@@ -145,6 +146,13 @@ def step_failure_counts(reports: Sequence[DeviceReport]) -> tuple[dict[str, dict
                 }
             )
     return {step: dict(by_cause) for step, by_cause in sorted(counts.items())}, items
+
+
+def auth_hint(method: object) -> AuthMethod | None:
+    """A camera's stored auth_method as a hint for the prober's first login (None: unknown, try as usual)."""
+    if method == "wsse" or method == "digest" or method == "none":
+        return method
+    return None
 
 
 def main_profile(profiles: Sequence[MediaProfile]) -> MediaProfile | None:
@@ -229,9 +237,20 @@ class Discovery:
 
     # persistence of the login budget (so repeated sweeps never lock an account)
 
-    def load_budget(self, session: Session) -> LoginBudget:
+    def load_budget(self, session: Session, addresses: Collection[str] | None = None) -> LoginBudget:
+        """The persisted budget: of every device, or of ``addresses`` (host:port) only (a health sweep's shard)."""
         budget = LoginBudget(secret=self.budget_secret)
-        devices = {row.address: row.state for row in session.scalars(select(DeviceLogin))}
+        stmt = select(DeviceLogin)
+        devices: dict[str, Any] = {}
+        if addresses is None:
+            devices = {row.address: row.state for row in session.scalars(stmt)}
+        else:
+            wanted = sorted(set(addresses))
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                devices.update(
+                    (row.address, row.state) for row in session.scalars(stmt.where(DeviceLogin.address.in_(part)))
+                )
         if devices:
             budget.restore({"version": 1, "devices": devices})
         return budget
@@ -252,13 +271,15 @@ class Discovery:
     def resolver(self, session: Session) -> CredentialResolver:
         return CredentialResolver.load(session, self.cipher)
 
-    def address_policy(self, session: Session, req: DiscoveryRequest) -> AddressPolicy:
-        """Where devices may point the prober: VMS_ALLOWED_NETWORKS, the run's ranges and the credential scopes
-        (plus each device's own address); never the API's own endpoint."""
+    def address_policy(self, session: Session, req: DiscoveryRequest | None = None) -> AddressPolicy:
+        """Where devices may point the prober: VMS_ALLOWED_NETWORKS, the run's ranges (without a run: the
+        scheduled sweep's VMS_DISCOVERY_RANGES) and the credential scopes (plus each device's own address); never
+        the API's own endpoint."""
         settings = self.inventory.settings
+        ranges = req.ranges if req is not None else settings.discovery_ranges
         scopes = [scope for scope in session.scalars(select(CredentialRow.scope)) if scope]
         return AddressPolicy.build(
-            [*settings.allowed_networks, *req.ranges, *scopes], service=[(settings.api_host, settings.api_port)]
+            [*settings.allowed_networks, *ranges, *scopes], service=[(settings.api_host, settings.api_port)]
         )
 
     def previous_endpoint_refs(self, session: Session) -> tuple[dict[str, str], dict[str, str]]:
@@ -284,8 +305,9 @@ class Discovery:
         )
         hints: dict[str, AuthMethod] = {}
         for host, port, method in session.execute(stmt):
-            if method in ("wsse", "digest", "none"):
-                hints[format_hostport(host, port or 80)] = method
+            hint = auth_hint(method)
+            if hint is not None:
+                hints[format_hostport(host, port or 80)] = hint
         return hints
 
     async def find(

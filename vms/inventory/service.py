@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_STORED_ISSUES = 1000
+MAX_TAGS = 32  # an operator's labels per camera
+MAX_TAG_CHARS = 64
 # An import that changed this many cameras refreshes the search index's statistics (PostgreSQL) afterwards.
 LARGE_WRITE = 1000
 _PROBLEMS_REBUILD = threading.Lock()
@@ -561,6 +563,7 @@ class Inventory:
             "region_name": names.get(row["region_code"] or ""),
             "region_by_position": row["region_by_position"],
             "region_by_code": row["region_by_code"],
+            "tags": row.get("tags") or [],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
             "removed_at": row["removed_at"],
@@ -600,6 +603,38 @@ class Inventory:
             self.refresh_problems(s, edited.camera_ids | {cid})
             repo.audit(s, actor=actor, action="camera.edit", target=str(cid), details={"fields": sorted(clean)})
         return self.show_camera(str(cid))
+
+    def tag_camera(self, ref: str, tags: Sequence[str], *, remove: bool = False, actor: str) -> list[str]:
+        """Add (or with ``remove`` take off) an operator's labels on a camera, for sweep groups; audited like an
+        edit. Returns the camera's tags after. ValidationFailed for an empty, over-long or control-character tag."""
+        clean: list[str] = []
+        for raw in tags:
+            tag = raw.strip()
+            if not tag or len(tag) > MAX_TAG_CHARS or any(ord(c) < 32 or c in ",\x7f" for c in tag):
+                raise ValidationFailed(
+                    f"tag {raw[:40]!r}: want 1 to {MAX_TAG_CHARS} characters, no comma or control character"
+                )
+            clean.append(tag)
+        if not clean:
+            raise ValidationFailed("no tag given")
+        with self.session() as s:
+            cid = self.resolve_camera(s, ref)
+            row = repo.camera(s, cid)
+            assert row is not None
+            before = [str(t) for t in (row.get("tags") or [])]
+            after = [t for t in before if t not in clean] if remove else sorted(set(before) | set(clean))
+            if len(after) > MAX_TAGS:
+                raise ValidationFailed(f"a camera carries at most {MAX_TAGS} tags ({len(after)} asked)")
+            if after != before:
+                repo.update_cameras(s, [{"_id": cid, "tags": after or None}])
+                repo.audit(
+                    s,
+                    actor=actor,
+                    action="camera.untag" if remove else "camera.tag",
+                    target=str(cid),
+                    details={"tags": clean},
+                )
+        return after
 
     def allocate_ids(
         self,
