@@ -6,7 +6,7 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     )
     health_raw_days: float = Field(
         7.0, ge=0, description="days raw check results are kept (latest result, events and daily figures stay)"
+    )
+    executor: Literal["local", "celery"] = Field(
+        "local", description="where sweeps run: local (this process) or celery (`vms worker` processes)"
+    )
+    celery_broker: str = Field(
+        "redis://127.0.0.1:6379/0", description="Celery broker and result backend (Redis) for VMS_EXECUTOR=celery"
+    )
+    celery_visibility_timeout: float = Field(
+        3600.0, gt=0, le=7 * 86400,
+        description="seconds before a shard taken by a worker that died is given to another worker (longer than "
+        "any shard takes)",
+    )
+    celery_wait_s: float = Field(
+        6 * 3600.0, gt=0, description="longest a sweep without a deadline waits for its shards on the workers"
     )
 
     @field_validator("governed_region")

@@ -731,6 +731,46 @@ def remerge_cmd() -> None:
     console.print(f"{n} camera records changed")
 
 
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "(unreadable URL)"
+
+
+@app.command("worker")
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="shards run at once, one pool process each (default: one per CPU)", min=1,
+                                 max=256)
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="worker name, e.g. w1@%h (default celery@HOST)")] = None,
+) -> None:
+    """Run one Celery worker for sweeps with VMS_EXECUTOR=celery: it takes shards of cameras from
+    VMS_CELERY_BROKER (Redis), checks them and records the results in the same database."""
+    with errors_to_exit():
+        inv = inventory()  # migrates once, before the pool processes start
+        settings = inv.settings
+        database = inv.engine.url.render_as_string()
+        inv.engine.dispose()
+    try:
+        from vms.jobs.celery_app import celery_app, worker_argv
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] the celery executor is not installed ({_one_line(exc)}): "
+                  "pip install 'vms[celery]'")
+        raise typer.Exit(2) from None
+    n = concurrency or default_workers()
+    console.print(f"vms: worker on {_without_password(settings.celery_broker)}, {n} processes, database {database}")
+    celery_app(settings).worker_main(worker_argv(n, name=name, loglevel=settings.log_level))
+
+
 @app.command("discover")
 def discover(
     ranges: Annotated[list[str] | None, typer.Option("--range", help="CIDR to scan (repeatable)")] = None,

@@ -1,0 +1,230 @@
+"""Sweeps scaled out on Celery (``VMS_EXECUTOR=celery``): the shards of a sweep run on ``vms worker`` processes.
+
+Redis is the broker and the result backend (``VMS_CELERY_BROKER``). A shard is one task, ``vms.health.shard``
+(sweep id, camera ids, the request as JSON), that runs :func:`vms.health.sweep.run_shard` on the worker's own
+connection to the same database. Tasks are acknowledged late and rejected when the worker process running them
+dies, one at a time per worker process (prefetch 1): a shard taken by a worker that was killed goes back to the
+queue (at once when only its pool process died, after ``VMS_CELERY_VISIBILITY_TIMEOUT`` when the whole worker
+did) and another worker runs it again. Results are idempotent per (sweep, camera): the rows a killed worker
+already wrote stay, the re-run adds the missing ones, nothing is counted twice.
+
+The sweep's side (:func:`run_sweep_distributed`, or :func:`vms.health.sweep.run_sweep` with ``executor="celery"``)
+sends every shard, waits for all of them (until the sweep's deadline and a short grace, else at most
+``VMS_CELERY_WAIT_S``), records the cameras of shards still unfinished then as ``deadline`` (not OFF) and
+finishes the sweep from the stored rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from celery import Celery
+from sqlalchemy import func, select
+
+from probes.health.check import select_stages
+from probes.health.results import CheckResult, StageResult
+from vms.health import sweep
+from vms.health.service import Health
+from vms.store.models import health_results
+
+if TYPE_CHECKING:
+    from vms.inventory.service import Inventory
+    from vms.settings import Settings
+
+__all__ = ["QUEUE", "TASK", "celery_app", "make_celery", "run_shards", "run_sweep_distributed", "worker_argv"]
+
+log = logging.getLogger(__name__)
+
+TASK: Final = "vms.health.shard"
+QUEUE: Final = "vms.health"
+POLL_S: Final = 0.5  # how often the sweep looks at its shards and its progress
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for these settings, with the shard task registered. JSON only (no pickle from the broker)."""
+    vt = float(settings.celery_visibility_timeout)
+    transport = {
+        "visibility_timeout": vt,
+        # how often a worker looks for shards whose worker died (kombu's default is ~100 s): a fraction of the
+        # visibility timeout, so a lost shard is re-run soon after the timeout, not minutes later
+        "unacked_restore_interval": max(1.0, min(10.0, vt / 4)),
+        "unacked_restore_throttle": 1,
+    }
+    app = Celery("vms", broker=settings.celery_broker, backend=settings.celery_broker, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE,
+        task_track_started=True,
+        result_expires=dt.timedelta(days=1),
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+    )
+    inventories: dict[int, Inventory] = {}
+
+    def inventory() -> Inventory:
+        """The inventory of this (pool) process: database connections are never shared across a fork."""
+        from vms.inventory.service import Inventory
+
+        pid = os.getpid()
+        if pid not in inventories:
+            inventories.clear()
+            inventories[pid] = Inventory(settings)
+        return inventories[pid]
+
+    def shard(sweep_id: int, camera_ids: list[int], request: dict[str, Any]) -> dict[str, Any]:
+        req = sweep.SweepRequest.from_json(request)
+        ids = [int(c) for c in camera_ids]
+        where = f"sweep {sweep_id}: shard of {len(ids)} cameras ({ids[0] if ids else '-'}..{ids[-1] if ids else '-'})"
+        log.info("%s started in process %d", where, os.getpid())
+        started = time.monotonic()
+        counts = asyncio.run(sweep.run_shard(inventory(), int(sweep_id), ids, req))
+        log.info("%s done in %.1f s: %s", where, time.monotonic() - started, counts)
+        return counts
+
+    app.task(name=TASK, shared=False, acks_late=True, reject_on_worker_lost=True)(shard)
+    return app
+
+
+_APPS: dict[tuple[str, float], Celery] = {}
+
+
+def celery_app(settings: Settings) -> Celery:
+    """One app per broker and visibility timeout in this process (the sending side reuses its connections)."""
+    key = (settings.celery_broker, float(settings.celery_visibility_timeout))
+    app = _APPS.get(key)
+    if app is None:
+        app = _APPS[key] = make_celery(settings)
+    return app
+
+
+def worker_argv(concurrency: int, *, name: str | None = None, loglevel: str = "INFO") -> list[str]:
+    """The arguments of ``celery worker`` that `vms worker` runs in-process."""
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--queues={QUEUE}",
+        f"--loglevel={loglevel.upper()}",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if name:
+        argv.append(f"--hostname={name}")
+    return argv
+
+
+def _grace(req: sweep.SweepRequest) -> float:
+    """How long past the sweep's deadline the shards still queued then get to record their 'deadline' results."""
+    return min(60.0, max(5.0, 0.1 * (req.deadline_s or 0.0)))
+
+
+def _deadline_result(camera_id: int, stage: str, at: dt.datetime) -> CheckResult:
+    return CheckResult(
+        camera_id=camera_id,
+        at=at,
+        stages=(StageResult(stage, False, 0.0, "deadline", "the shard was not finished by the sweep's deadline"),),
+        outcome="deadline",
+        stage=stage,
+        cause="deadline",
+    )
+
+
+def run_shards(
+    inv: Inventory,
+    sweep_id: int,
+    shards: Sequence[Sequence[int]],
+    req: sweep.SweepRequest,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, int]:
+    """Send every shard of a planned sweep to the workers and wait for them (the executor ``celery`` of
+    :func:`vms.health.sweep.run_sweep`, which finishes the sweep afterwards). Returns {"shards", "done",
+    "failed", "unfinished"}."""
+    app = celery_app(inv.settings)
+    total = sum(len(s) for s in shards)
+    payload = req.to_json()
+    pending = {
+        f"sweep-{sweep_id}-shard-{i}": list(ids)
+        for i, ids in enumerate(shards)
+    }
+    results = {
+        task_id: app.send_task(TASK, args=[sweep_id, ids, payload], task_id=task_id, queue=QUEUE)
+        for task_id, ids in pending.items()
+    }
+    if req.deadline_at is not None:
+        wait_until = req.deadline_at + _grace(req)
+    else:
+        wait_until = time.time() + float(inv.settings.celery_wait_s)
+    failed = 0
+    done = 0
+    last = -1
+    while pending:
+        for task_id in list(pending):
+            result = results[task_id]
+            if result.ready():
+                if result.failed():
+                    failed += 1
+                    log.error("sweep %d: %s failed on its worker: %s", sweep_id, task_id, result.result)
+                else:
+                    done += 1
+                result.forget()
+                del pending[task_id]
+        if progress is not None:
+            with inv.session(write=False) as s:
+                n = int(s.scalar(
+                    select(func.count()).select_from(health_results).where(health_results.c.sweep_id == sweep_id)
+                ) or 0) if pending else total
+            if n != last:
+                progress("sweep", min(n, total), total)
+                last = n
+        if not pending or time.time() >= wait_until:
+            break
+        time.sleep(POLL_S)
+    unfinished = len(pending)
+    if pending:
+        # Lost or still running after the deadline: their cameras are "deadline" (never OFF); a late run of the
+        # shard finds the rows claimed and changes nothing. Shards not started yet are revoked.
+        app.control.revoke(list(pending))
+        ids = sorted({cid for members in pending.values() for cid in members})
+        with inv.session(write=False) as s:
+            have = set(s.scalars(
+                select(health_results.c.camera_id).where(health_results.c.sweep_id == sweep_id)
+            ))
+        first = select_stages(req.stages)[0]
+        now = dt.datetime.now(dt.UTC)
+        missing = [_deadline_result(cid, first, now) for cid in ids if cid not in have]
+        health = Health(inv)
+        for i in range(0, len(missing), sweep.RECORD_BATCH):
+            health.record(missing[i : i + sweep.RECORD_BATCH], sweep_id)
+        log.warning(
+            "sweep %d: %d shards unfinished when the wait ended; %d cameras recorded as deadline",
+            sweep_id, unfinished, len(missing),
+        )
+    return {"shards": len(shards), "done": done, "failed": failed, "unfinished": unfinished}
+
+
+def run_sweep_distributed(
+    inv: Inventory, req: sweep.SweepRequest, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, Any]:
+    """Plan a sweep, run its shards on the Celery workers, wait for them and finish it; returns its summary."""
+    return sweep.run_sweep(inv, req, executor="celery", progress=progress)
+
+
+sweep.register_executor("celery", run_shards)
