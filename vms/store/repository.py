@@ -629,7 +629,7 @@ def camera_page(
             page = _driver_dicts(session, _SQLITE_PAGE, (limit, offset), _CAMERA_KEYS)
             return CameraPage(int(live or 0), True, page)
     if offset + limit <= cap:
-        ids = list(session.scalars(_matching_ids(session, flt).limit(cap + 1)))
+        ids = session.scalars(_matching_ids(session, flt).limit(cap + 1)).all()  # one fetch, not one per id
         rows = _rows_by_id(session, ids[offset : offset + limit])
         return CameraPage(min(len(ids), cap), len(ids) <= cap, rows)
     rows = list_cameras(session, flt, limit=limit + 1, offset=offset)
