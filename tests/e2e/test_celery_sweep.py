@@ -223,3 +223,23 @@ def test_a_worker_killed_mid_shard_loses_no_camera(inventory, settings, fleet, r
     for key in ("planned", "checked", "not_checkable", "outcome", "cause"):
         assert summary[key] == local[key], (key, summary[key], local[key])
     assert time.monotonic() - started < 240
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_2(settings, tmp_path):
+    from tests.services import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMS_")}
+    env.update(
+        VMS_DATABASE_URL=settings.url,
+        VMS_DATA_DIR=str(settings.data_dir),
+        VMS_SECRET_KEY=settings.fernet_key().decode(),
+        VMS_CELERY_BROKER=f"redis://:hunter2@127.0.0.1:{free_port()}/0",  # nothing listens there
+        VMS_DEMO_FLEET="off",
+        PYTHONPATH=str(ROOT),
+    )
+    r = subprocess.run([sys.executable, "-m", "vms", "sweep", "--executor", "celery"], cwd=tmp_path, env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "cannot reach the Celery broker redis://:***@127.0.0.1:" in " ".join(r.stderr.split())
+    assert "Traceback" not in r.stderr and "hunter2" not in r.stderr + r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

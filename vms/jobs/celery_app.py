@@ -23,12 +23,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 from sqlalchemy import func, select
 
 from probes.health.check import select_stages
 from probes.health.results import CheckResult, StageResult
+from vms.errors import ConfigurationError
 from vms.health import sweep
 from vms.health.service import Health
 from vms.store.models import health_results
@@ -130,6 +132,25 @@ def worker_argv(concurrency: int, *, name: str | None = None, loglevel: str = "I
     return argv
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[1]}"))
+
+
+def _reach_broker(app: Celery, url: str) -> None:
+    """A clear error (one line) when the broker does not answer, instead of a sweep that waits for nothing."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5, timeout=5)
+    except Exception as exc:  # kombu's OperationalError and friends: the message says what failed
+        where = _without_password(url) if "://" in url else "(not a URL)"
+        raise ConfigurationError(
+            f"cannot reach the Celery broker {where} (VMS_CELERY_BROKER): {' '.join(str(exc).split())[:200]}"
+        ) from None
+
+
 def _grace(req: sweep.SweepRequest) -> float:
     """How long past the sweep's deadline the shards still queued then get to record their 'deadline' results."""
     return min(60.0, max(5.0, 0.1 * (req.deadline_s or 0.0)))
@@ -158,6 +179,7 @@ def run_shards(
     :func:`vms.health.sweep.run_sweep`, which finishes the sweep afterwards). Returns {"shards", "done",
     "failed", "unfinished"}."""
     app = celery_app(inv.settings)
+    _reach_broker(app, inv.settings.celery_broker)
     total = sum(len(s) for s in shards)
     payload = req.to_json()
     pending = {
