@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     health_raw_days: float = Field(
         7.0, ge=0, description="days raw check results are kept (latest result, events and daily figures stay)"
     )
+    health_default_schedule_s: int = Field(
+        300, ge=0, description="when no sweep schedule is configured (vms schedules add), the schedulers of "
+        "`vms run` and `vms scheduler` check every camera's ONVIF stages this often (seconds); 0 = off"
+    )
     executor: Literal["local", "celery"] = Field(
         "local", description="where sweeps run: local (this process) or celery (`vms worker` processes)"
     )

@@ -54,6 +54,8 @@ credentials_app = typer.Typer(no_args_is_help=True, help="Camera logins, encrypt
 app.add_typer(credentials_app, name="credentials")
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
 app.add_typer(apikey_app, name="apikey")
+schedules_app = typer.Typer(no_args_is_help=True, help="Health sweep schedules (run by `vms scheduler`, `vms run`).")
+app.add_typer(schedules_app, name="schedules")
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -1094,6 +1096,117 @@ def events_cmd(
     console.print(t)
 
 
+# --- schedules -------------------------------------------------------------------------------------------
+
+
+@schedules_app.command("list")
+def schedules_list(as_json: JsonOpt = False) -> None:
+    """The sweep schedules in force: group, stages, interval or cron, deadline, last run and next run. With none
+    configured, the built-in default (ONVIF stages of every camera every VMS_HEALTH_DEFAULT_SCHEDULE_S seconds)."""
+    from vms.jobs.schedules import list_schedules
+
+    with errors_to_exit():
+        rows = list_schedules(inventory())
+    if as_json:
+        emit_json(rows)
+        return
+
+    def when(at: datetime | None) -> str:
+        return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at is not None else ""
+
+    t = Table("name", "group", "stages", "when", "deadline", "enabled", "last run", "next run", title="schedules")
+    for r in rows:
+        last = r["last_run"]
+        last_text = ""
+        if last is not None:
+            last_text = f"{when(last['at'])} sweep {last['sweep_id'] or '-'}"
+            if last["error"]:
+                last_text += f" failed: {last['error'][:60]}"
+            elif last["finished_at"] is None:
+                last_text += " (running)"
+        every = f"every {r['interval_s']} s" if r["interval_s"] is not None else f"cron {r['cron']}"
+        t.add_row(
+            r["name"] + (" (built-in: none configured)" if r["builtin"] else ""),
+            r["group"],
+            ",".join(r["stages"]),
+            every,
+            f"{r['deadline_s']:g} s" if r["deadline_s"] is not None else "until next run",
+            "yes" if r["enabled"] else "no",
+            last_text,
+            when(r["next_run"]),
+        )
+    console.print(t)
+
+
+@schedules_app.command("add")
+def schedules_add(
+    name: Annotated[str, typer.Argument(help="a name for it, e.g. onvif-5min")],
+    every: Annotated[float | None, typer.Option("--every", help="run every N seconds")] = None,
+    cron: Annotated[str | None, typer.Option("--cron", help="or on a crontab expression (UTC), e.g. '0 * * * *'")]
+    = None,
+    group: Annotated[str, typer.Option("--group", help="all, region:CODE, source:NAME or tag:TAG")] = "all",
+    stages: Annotated[
+        list[str] | None, typer.Option("--stages", help="stages to run (default tcp,onvif,login,stream)")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option("--deadline", help="sweep deadline in seconds (default: until the next run)")
+    ] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="store it without running it")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="change the schedule of that name")] = False,
+) -> None:
+    """Add a sweep schedule (audited). Running schedulers pick it up within a minute."""
+    from vms.jobs.schedules import add_schedule, make_schedule
+
+    with errors_to_exit():
+        sched = make_schedule(
+            name,
+            group=group,
+            stages=[p.strip() for v in stages or () for p in v.split(",") if p.strip()] or None,
+            interval_s=every,
+            cron=cron,
+            deadline_s=deadline,
+            enabled=not disabled,
+        )
+        sched = add_schedule(inventory(), sched, actor="cli", replace=replace)
+    console.print(f"schedule {sched.name}: {sched.every}, {','.join(sched.stages)} of {sched.group}")
+
+
+@schedules_app.command("remove")
+def schedules_remove(name: str) -> None:
+    """Remove a sweep schedule (audited); running schedulers drop it within a minute."""
+    from vms.jobs.schedules import remove_schedule
+
+    with errors_to_exit():
+        remove_schedule(inventory(), name, actor="cli")
+    console.print(f"removed schedule {name}")
+
+
+@app.command("scheduler")
+def scheduler_cmd() -> None:
+    """Run the health sweep schedules in the foreground until stopped (Ctrl-C, SIGTERM). Several such processes
+    (and `vms run`) may share one database: each scheduled sweep runs once, in the process that takes its lease."""
+    import signal
+    import threading
+
+    from vms.jobs.scheduler import build_scheduler, start_health
+
+    with errors_to_exit():
+        inv = inventory()
+        scheduler = build_scheduler(inv, discovery=None, discovery_minutes=0, health=True)
+        in_force = start_health(scheduler, inv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    names = ", ".join(f"{s.name} ({s.every})" for s in in_force if s.enabled) or "none"
+    console.print(f"vms scheduler: schedules {names}; Ctrl-C stops")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        scheduler.shutdown(wait=True)
+    console.print("vms scheduler: stopped")
+
+
 @app.command("sim")
 def sim(
     count: Annotated[int, typer.Option(help="number of simulated devices")] = 50,
@@ -1152,7 +1265,7 @@ def run(
 
     from api.app import create_app
     from vms.discovery.service import DiscoveryRequest
-    from vms.jobs.scheduler import build_scheduler
+    from vms.jobs.scheduler import build_scheduler, start_health
 
     inv = inventory()
     settings = inv.settings
@@ -1171,8 +1284,10 @@ def run(
         why_demo = _why_demo(inv)
     if why_demo is not None:
         fleet, request = _start_demo_fleet(inv, settings, why_demo)
-    scheduler = build_scheduler(inv, discovery=request, discovery_minutes=settings.discovery_interval_min)
-    scheduler.start()
+    scheduler = build_scheduler(
+        inv, discovery=request, discovery_minutes=settings.discovery_interval_min, health=True
+    )
+    start_health(scheduler, inv)  # the health sweep schedules (a default one when none is configured)
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
     try:
         uvicorn.run(

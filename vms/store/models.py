@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Unicode,
     UniqueConstraint,
     text,
 )
@@ -374,6 +375,58 @@ health_daily = Table(
     Column("drift_max", Float, nullable=True),
     Column("drift_sum", Float, nullable=True),
     Index("ix_health_daily_day", "day"),
+)
+
+# Health sweep schedules (vms.jobs.schedules), the lease that lets one scheduler process run a schedule's sweep,
+# and the runs taken. Made by migration 0011_health_schedules.
+health_schedules = Table(
+    "health_schedules",
+    Base.metadata,
+    Column("name", String(64), primary_key=True),
+    Column("camera_group", String(255), nullable=False),  # "all", "region:371311", "source:onvif", "tag:school"
+    Column("stages", JSON, nullable=False),  # the stages its sweeps run, in order
+    Column("interval_s", Integer, nullable=True),  # every N seconds, or
+    Column("cron", String(255), nullable=True),  # a crontab expression (UTC); exactly one of the two is set
+    Column("deadline_s", Float, nullable=True),  # sweep deadline; NULL = the time until the next run
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+
+# One row per schedule: who runs its sweep now and until when (epoch seconds, renewed while the sweep runs), and
+# the scheduled time of the last run taken (a run time is taken once, by one process).
+schedule_leases = Table(
+    "schedule_leases",
+    Base.metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Column("slot", Float, nullable=True),
+)
+
+schedule_runs = Table(
+    "schedule_runs",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("schedule", String(64), nullable=False),
+    Column("slot", Float, nullable=False),  # the scheduled run time (epoch seconds)
+    Column("holder", String(128), nullable=False),  # the scheduler process that ran it
+    Column("started_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("sweep_id", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("schedule", "slot"),
+    Index("ix_schedule_runs_started_at", "started_at"),
+)
+
+# APScheduler 3's SQLAlchemyJobStore table, described here and made by the migration (not by the job store at
+# start) so that both databases get it from one schema tool and two processes never race to create it.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
 )
 
 
