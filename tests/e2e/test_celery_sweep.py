@@ -7,6 +7,7 @@ counts equal those of the local executor over the same fleet. Every database tes
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import signal
@@ -39,6 +40,14 @@ VISIBILITY_S = 8.0  # a shard of a dead worker is given to another one after thi
 STAGES = ("tcp", "onvif", "login", "stream")
 TIMEOUTS = StageTimeouts(tcp=2.0, onvif=6.0, login=6.0, stream=8.0)
 ROOT = Path(__file__).resolve().parents[2]
+
+
+_DBS = itertools.count(1)
+
+
+def _broker(redis: RunningService) -> str:
+    """A Redis database of its own for each test: no message of an earlier test reaches this one's workers."""
+    return f"{redis.url.rsplit('/', 1)[0]}/{next(_DBS)}"
 
 
 def _base_host() -> str:
@@ -166,8 +175,9 @@ def test_a_worker_killed_mid_shard_loses_no_camera(inventory, settings, fleet, r
     assert local["checked"] == checkable and local["not_checkable"] == 1, local
     assert local["outcome"] == {"ok": checkable - len(OFFLINE), "off": len(OFFLINE)}, local
 
+    broker = _broker(redis)
     inventory.settings = inventory.settings.model_copy(
-        update={"celery_broker": redis.url, "celery_visibility_timeout": VISIBILITY_S, "celery_wait_s": 180.0}
+        update={"celery_broker": broker, "celery_visibility_timeout": VISIBILITY_S, "celery_wait_s": 180.0}
     )
     import vms.jobs.celery_app  # noqa: F401  (registers the celery executor)
 
@@ -176,7 +186,7 @@ def test_a_worker_killed_mid_shard_loses_no_camera(inventory, settings, fleet, r
         VMS_DATABASE_URL=settings.url,
         VMS_DATA_DIR=str(settings.data_dir),
         VMS_SECRET_KEY=settings.fernet_key().decode(),
-        VMS_CELERY_BROKER=redis.url,
+        VMS_CELERY_BROKER=broker,
         VMS_CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY_S),
         VMS_LOG_LEVEL="INFO",
         VMS_DEMO_FLEET="off",
@@ -243,3 +253,34 @@ def test_an_unreachable_broker_is_one_line_and_exit_2(settings, tmp_path):
     assert "cannot reach the Celery broker redis://:***@127.0.0.1:" in " ".join(r.stderr.split())
     assert "Traceback" not in r.stderr and "hunter2" not in r.stderr + r.stdout
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_worker_on_another_database_records_nothing(inventory, settings, redis, tmp_path):
+    """Same broker, another VMS_DATABASE_URL: the worker refuses the shard (this database's sweep 1 is not its
+    sweep 1) instead of recording it elsewhere, and the sweep fails with one line naming the cause."""
+    from vms.errors import VmsError
+
+    inventory.ingest_observations(
+        [Observation("ledger:police", SourceKind.LEDGER, "local:L-1",
+                     {"name": "Gate camera", "local_id": "L-1", "ip_address": "127.0.0.77"})],
+        source="ledger:police", kind=SourceKind.LEDGER, snapshot=False, actor="test",
+    )
+    broker = _broker(redis)
+    inventory.settings = inventory.settings.model_copy(update={"celery_broker": broker, "celery_wait_s": 60.0})
+    import vms.jobs.celery_app  # noqa: F401  (registers the celery executor)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMS_")}
+    other = tmp_path / "other"
+    env.update(VMS_DATABASE_URL=f"sqlite:///{other / 'vms.sqlite3'}", VMS_DATA_DIR=str(other),
+               VMS_SECRET_KEY=settings.fernet_key().decode(), VMS_CELERY_BROKER=broker, VMS_LOG_LEVEL="INFO",
+               PYTHONPATH=str(ROOT))
+    other.mkdir()
+    worker = Worker("elsewhere", env, tmp_path / "elsewhere.log")
+    try:
+        worker.wait_ready()
+        with pytest.raises(VmsError, match="not in this worker's database"):
+            run_sweep(inventory, SweepRequest(stages=STAGES, timeouts=TIMEOUTS), executor="celery")
+    finally:
+        worker.stop()
+    with inventory.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(health_results)) == 0

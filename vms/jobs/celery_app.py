@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -30,10 +31,10 @@ from sqlalchemy import func, select
 
 from probes.health.check import select_stages
 from probes.health.results import CheckResult, StageResult
-from vms.errors import ConfigurationError
-from vms.health import sweep
+from vms.errors import ConfigurationError, VmsError
+from vms.health import store, sweep
 from vms.health.service import Health
-from vms.store.models import health_results
+from vms.store.models import health_results, health_sweeps
 
 if TYPE_CHECKING:
     from vms.inventory.service import Inventory
@@ -89,13 +90,22 @@ def make_celery(settings: Settings) -> Celery:
             inventories[pid] = Inventory(settings)
         return inventories[pid]
 
-    def shard(sweep_id: int, camera_ids: list[int], request: dict[str, Any]) -> dict[str, Any]:
+    def shard(
+        sweep_id: int, camera_ids: list[int], request: dict[str, Any], started_at: str | None = None
+    ) -> dict[str, Any]:
         req = sweep.SweepRequest.from_json(request)
         ids = [int(c) for c in camera_ids]
         where = f"sweep {sweep_id}: shard of {len(ids)} cameras ({ids[0] if ids else '-'}..{ids[-1] if ids else '-'})"
+        inv = inventory()
+        if started_at is not None and _sweep_started(inv, int(sweep_id)) != started_at:
+            # another database's sweep (a worker with another VMS_DATABASE_URL on the same broker): never record it
+            raise ConfigurationError(
+                f"sweep {sweep_id} started at {started_at} is not in this worker's database "
+                f"({inv.engine.url.render_as_string()}): workers and sweeps must share VMS_DATABASE_URL"
+            )
         log.info("%s started in process %d", where, os.getpid())
         started = time.monotonic()
-        counts = asyncio.run(sweep.run_shard(inventory(), int(sweep_id), ids, req))
+        counts = asyncio.run(sweep.run_shard(inv, int(sweep_id), ids, req))
         log.info("%s done in %.1f s: %s", where, time.monotonic() - started, counts)
         return counts
 
@@ -151,6 +161,13 @@ def _reach_broker(app: Celery, url: str) -> None:
         ) from None
 
 
+def _sweep_started(inv: Inventory, sweep_id: int) -> str | None:
+    """When the sweep started, as stored (ISO, UTC): what tells this database's sweep N from another's."""
+    with inv.session(write=False) as s:
+        at = s.scalar(select(health_sweeps.c.started_at).where(health_sweeps.c.id == sweep_id))
+    return store.utc(at).isoformat() if at is not None else None
+
+
 def _grace(req: sweep.SweepRequest) -> float:
     """How long past the sweep's deadline the shards still queued then get to record their 'deadline' results."""
     return min(60.0, max(5.0, 0.1 * (req.deadline_s or 0.0)))
@@ -177,24 +194,23 @@ def run_shards(
 ) -> dict[str, int]:
     """Send every shard of a planned sweep to the workers and wait for them (the executor ``celery`` of
     :func:`vms.health.sweep.run_sweep`, which finishes the sweep afterwards). Returns {"shards", "done",
-    "failed", "unfinished"}."""
+    "failed", "unfinished"}; VmsError when a shard failed on its worker (the sweep is then left unfinished)."""
     app = celery_app(inv.settings)
     _reach_broker(app, inv.settings.celery_broker)
     total = sum(len(s) for s in shards)
     payload = req.to_json()
-    pending = {
-        f"sweep-{sweep_id}-shard-{i}": list(ids)
-        for i, ids in enumerate(shards)
-    }
+    started_at = _sweep_started(inv, sweep_id)
+    run = uuid.uuid4().hex[:12]  # task ids unique across databases and restarts sharing one Redis
+    pending = {f"sweep-{sweep_id}-{run}-shard-{i}": list(ids) for i, ids in enumerate(shards)}
     results = {
-        task_id: app.send_task(TASK, args=[sweep_id, ids, payload], task_id=task_id, queue=QUEUE)
+        task_id: app.send_task(TASK, args=[sweep_id, ids, payload, started_at], task_id=task_id, queue=QUEUE)
         for task_id, ids in pending.items()
     }
     if req.deadline_at is not None:
         wait_until = req.deadline_at + _grace(req)
     else:
         wait_until = time.time() + float(inv.settings.celery_wait_s)
-    failed = 0
+    failed: list[str] = []
     done = 0
     last = -1
     while pending:
@@ -202,8 +218,8 @@ def run_shards(
             result = results[task_id]
             if result.ready():
                 if result.failed():
-                    failed += 1
-                    log.error("sweep %d: %s failed on its worker: %s", sweep_id, task_id, result.result)
+                    failed.append(" ".join(str(result.result).split())[:300] or type(result.result).__name__)
+                    log.error("sweep %d: %s failed on its worker: %s", sweep_id, task_id, failed[-1])
                 else:
                     done += 1
                 result.forget()
@@ -239,7 +255,12 @@ def run_shards(
             "sweep %d: %d shards unfinished when the wait ended; %d cameras recorded as deadline",
             sweep_id, unfinished, len(missing),
         )
-    return {"shards": len(shards), "done": done, "failed": failed, "unfinished": unfinished}
+    if failed:
+        # not finished: its summary would count the failed shards' cameras as not checkable
+        raise VmsError(
+            f"sweep {sweep_id}: {len(failed)} of {len(shards)} shards failed on the workers (first: {failed[0]})"
+        )
+    return {"shards": len(shards), "done": done, "failed": len(failed), "unfinished": unfinished}
 
 
 def run_sweep_distributed(
