@@ -235,6 +235,46 @@ def test_a_worker_killed_mid_shard_loses_no_camera(inventory, settings, fleet, r
     assert time.monotonic() - started < 240
 
 
+def test_a_killed_pool_process_gives_its_shard_back_at_once(inventory, settings, fleet, redis, tmp_path):
+    """Only the pool process running a shard dies (SIGKILL; the worker lives on): the task is rejected and queued
+    again at once (task_reject_on_worker_lost), long before the visibility timeout, and runs again."""
+    total = _register(inventory, fleet)
+    req = SweepRequest(stages=STAGES, timeouts=TIMEOUTS, concurrency=50, shard_size=SHARD)
+    broker = _broker(redis)
+    inventory.settings = inventory.settings.model_copy(
+        update={"celery_broker": broker, "celery_visibility_timeout": 600.0, "celery_wait_s": 150.0}
+    )
+    import vms.jobs.celery_app  # noqa: F401  (registers the celery executor)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMS_")}
+    env.update(VMS_DATABASE_URL=settings.url, VMS_DATA_DIR=str(settings.data_dir),
+               VMS_SECRET_KEY=settings.fernet_key().decode(), VMS_CELERY_BROKER=broker,
+               VMS_CELERY_VISIBILITY_TIMEOUT="600", VMS_LOG_LEVEL="INFO", PYTHONPATH=str(ROOT))
+    worker = Worker("w", env, tmp_path / "w.log")
+    summary: dict = {}
+    try:
+        worker.wait_ready()
+        runner = threading.Thread(target=lambda: summary.update(run_sweep(inventory, req, executor="celery")),
+                                  daemon=True)
+        t0 = time.monotonic()
+        runner.start()
+        end = time.monotonic() + 60
+        while not (pids := re.findall(r"started in process (\d+)", worker.text())) and time.monotonic() < end:
+            time.sleep(0.02)
+        assert pids, worker.text()[-3000:]
+        lost = worker.started()[0]
+        os.kill(int(pids[0]), signal.SIGKILL)  # the pool process, mid-shard; the worker's main process lives
+        runner.join(120)
+        assert not runner.is_alive(), f"the sweep did not end:\n{worker.text()[-3000:]}"
+        assert time.monotonic() - t0 < 120  # far less than the 600 s visibility timeout
+        assert worker.proc.poll() is None
+    finally:
+        worker.stop()
+    assert lost in worker.done(), worker.text()[-3000:]
+    ids = [cid for cid, _ in _sweep_results(inventory, summary["sweep_id"])]
+    assert len(ids) == len(set(ids)) == total - 1
+    assert summary["outcome"] == {"ok": total - 1 - len(OFFLINE), "off": len(OFFLINE)}, summary
+
 def test_an_unreachable_broker_is_one_line_and_exit_2(settings, tmp_path):
     from tests.services import free_port
 
