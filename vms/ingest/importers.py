@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
+import stat
 import sys
 import zipfile
 import zlib
@@ -268,6 +270,44 @@ def raw_fingerprint(*parts: object) -> hashlib._Hash:
     the file's CRS), the reader version and the code that reads them."""
     text = repr((RAW_FORMAT_VERSION, _reading_code(), sys.version_info[:2], _FILE_CRS.get(), *parts))
     return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False)
+
+
+@cache
+def _module_code(names: tuple[str, ...]) -> str:
+    """A hash of these modules' source files and of the versions of the parsers the readers use."""
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    for name in names:
+        module = sys.modules.get(name)
+        try:
+            h.update(Path(str(getattr(module, "__file__", ""))).read_bytes())
+        except OSError:
+            h.update(name.encode())
+    for dist in ("lxml", "openpyxl"):
+        with suppress(metadata.PackageNotFoundError):
+            h.update(f"{dist} {metadata.version(dist)}".encode())
+    return h.hexdigest()
+
+
+# Readers of other formats than CSV, besides the modules of _READING_MODULES.
+_FILE_MODULES = ("vms.ingest.osm", "vms.ingest.catalog_ext")
+
+
+def file_digest(path: Path, *parts: object, modules: Sequence[str] = ()) -> str | None:
+    """SHA-256 of the file's bytes (streamed) and of everything that decides how they are read: the caller's
+    ``parts`` (format, encoding, column map, CRS, ...), the reader version and the code of the reading modules
+    plus ``modules``. None when the file cannot be read (the import then reports why)."""
+    h = hashlib.sha256(repr((RAW_FORMAT_VERSION, sys.version_info[:2], *parts)).encode("utf-8", "surrogatepass"))
+    h.update(f"{_reading_code()} {_module_code((*_FILE_MODULES, *modules))}".encode())
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a pipe or device is read once, by the reader
+        with open(path, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _raw_ints(digests: list[bytes]) -> Int64s:

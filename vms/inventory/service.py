@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vms.catalog.domain import Observation, RowIssue, SourceKind, normalize_mac
@@ -35,7 +37,7 @@ from vms.settings import Settings
 from vms.store import problems as stored_problems
 from vms.store import repository as repo
 from vms.store.db import busy_as_domain_error, make_engine, make_sessionmaker, private_dir, upgrade
-from vms.store.models import utcnow
+from vms.store.models import Source, utcnow
 
 if TYPE_CHECKING:
     from vms.inventory.problems import FirstImportCheck
@@ -67,6 +69,10 @@ class ImportReport:
     result: IngestResult
     run_id: int | None = None
     issue_counts: dict[tuple[str, bool], int] = field(default_factory=dict)  # (code, rejecting) -> all of them
+    # The file and the source's stored records were as the source's last import left them: no row was read, the
+    # report is that import's (Inventory.import_file's whole-file shortcut).
+    file_unchanged: bool = False
+    rows_read: int = 0  # rows the reader went through this time (0 when file_unchanged)
 
     @property
     def issues_total(self) -> int:
@@ -92,6 +98,7 @@ class ImportReport:
             "identity_conflicts": self.result.identity_conflicts,
             "timings": self.result.timings,
             "run_id": self.run_id,
+            "file_unchanged": self.file_unchanged,
         }
 
 
@@ -221,6 +228,16 @@ class Inventory:
         source = source or f"{kind.value}:{path.stem}"
         started = time.perf_counter()
         progress("import", 0, 0)
+        # The file's digest with everything that decides how it reads: when it and the source's stored records are
+        # as the source's last import left them, that import's report is replayed and no row is read.
+        digest_of = (path, kind, fmt, overrides, encoding, crs, snapshot)
+        digest = None if dry_run else self._file_digest(*digest_of)
+        if digest is not None:
+            with self.session() as s:
+                replayed = self._replay_import(s, path, source, kind, digest, snapshot, actor, started)
+            if replayed is not None:
+                progress("import", replayed.rows, replayed.rows)
+                return replayed
         # Rows stream from the reader into the ingest a chunk at a time, all in one transaction: memory stays
         # flat however long the file, and a failure (or a refused removal) leaves nothing changed.
         with self.session() as s:
@@ -238,7 +255,7 @@ class Inventory:
                 on_created=None if first is None else first.created,
             )
             cipher = Cipher(self.settings.fernet_key())
-            tally = {"observations": 0, "nodes": 0, "rows": 0}
+            tally = {"observations": 0, "nodes": 0, "rows": 0, "logins": 0}
             node_ids: set[str] = set()
             merging = time.perf_counter()
             # The rows the source's last import stored, by raw digest: unchanged CSV rows are not parsed again.
@@ -266,6 +283,7 @@ class Inventory:
                 logins = url_logins(o.fields for o in observations)
                 if logins:
                     store_url_logins(cipher, s, logins, actor)
+                    tally["logins"] += len(logins)
                 if nodes:
                     repo.upsert_nodes(s, nodes, run.src.id)
                     node_ids.update(str(n["device_id"]) for n in nodes)
@@ -296,6 +314,7 @@ class Inventory:
                 issues=list(read.issues),
                 result=result,
                 issue_counts=dict(read.issue_counts),
+                rows_read=read.total_rows,
             )
             if dry_run:
                 s.rollback()
@@ -304,30 +323,122 @@ class Inventory:
                 self.refresh_problems(s, result.camera_ids, parents=node_ids)
             else:
                 first.finish(run.touched, parents=node_ids)
-            report.run_id = repo.record_import_run(
-                s,
-                source_id=run.src.id,
-                path=str(path),
-                fmt=read.format,
-                counts=result.counts()
-                | {"rows": report.rows, "accepted": report.accepted, "rejected": report.rejected},
-                issues={
-                    "items": [_issue_dict(i) for i in report.issues[:MAX_STORED_ISSUES]],
-                    "truncated": max(0, report.issues_total - MAX_STORED_ISSUES),
-                    "counts": _issue_counts(report.issue_counts),
-                },
-            )
-            repo.audit(
-                s,
-                actor=actor,
-                action="import",
-                target=source,
-                details={"path": str(path), "run_id": report.run_id, **result.counts()},
-            )
+            self._record_import(s, report, run.src.id, actor)
+            # Catalog nodes and URL logins are written outside the source's records (the state token does not
+            # cover them): such an import is not replayed. Nor is one whose file changed while it was read.
+            replayable = not tally["nodes"] and not tally["logins"]
+            if digest is not None and replayable and digest == self._file_digest(*digest_of):
+                self._remember_file(s, run.src, digest, report)
+            else:
+                run.src.file_digest = run.src.file_state = run.src.file_report = None
         if len(result.camera_ids) >= LARGE_WRITE:
             with self.session() as s:
                 repo.refresh_search_index(s)
         progress("import", tally["rows"], tally["rows"])
+        return report
+
+    @staticmethod
+    def _file_digest(
+        path: Path,
+        kind: SourceKind,
+        fmt: str | None,
+        overrides: Mapping[str, str],
+        encoding: str | None,
+        crs: str | None,
+        snapshot: bool,
+    ) -> str | None:
+        from vms.ingest.importers import file_digest
+
+        parts = (kind.value, fmt, sorted(overrides.items()), encoding, crs, snapshot)
+        return file_digest(path, *parts, modules=(__name__, "vms.inventory.ingest", "vms.inventory.credentials"))
+
+    def _record_import(self, s: Session, report: ImportReport, source_id: int, actor: str) -> None:
+        """The import run (counts, the first MAX_STORED_ISSUES issues in full) and its audit entry."""
+        counts = report.result.counts()
+        report.run_id = repo.record_import_run(
+            s,
+            source_id=source_id,
+            path=report.path,
+            fmt=report.format,
+            counts=counts | {"rows": report.rows, "accepted": report.accepted, "rejected": report.rejected},
+            issues={
+                "items": [_issue_dict(i) for i in report.issues[:MAX_STORED_ISSUES]],
+                "truncated": max(0, report.issues_total - MAX_STORED_ISSUES),
+                "counts": _issue_counts(report.issue_counts),
+            },
+        )
+        repo.audit(
+            s,
+            actor=actor,
+            action="import",
+            target=report.source,
+            details={"path": report.path, "run_id": report.run_id, **counts},
+        )
+
+    @staticmethod
+    def _remember_file(s: Session, src: Source, digest: str, report: ImportReport) -> None:
+        """Store with the source what a re-import of the same file replays: the file's digest, the report (every
+        issue kept, as JSON compressed) and a token of the source's records as this import leaves them."""
+        r = report.result
+        body = {
+            "format": report.format,
+            "encoding": report.encoding,
+            "rows": report.rows,
+            "accepted": report.accepted,
+            "rejected": report.rejected,
+            # Every record this import listed (once per key) is unchanged next time.
+            "listed": r.observations_new + r.observations_changed + r.observations_unchanged,
+            "issues": [[i.line, i.code, i.reason, i.fatal, i.field] for i in report.issues],
+            "issue_counts": [[code, fatal, n] for (code, fatal), n in report.issue_counts.items()],
+        }
+        src.file_digest = digest
+        src.file_report = zlib.compress(json.dumps(body, ensure_ascii=False).encode(), 6)
+        src.file_state = _file_state(s, src, repo.observation_state(s, src.id))
+
+    def _replay_import(
+        self,
+        s: Session,
+        path: Path,
+        source: str,
+        kind: SourceKind,
+        digest: str,
+        snapshot: bool,
+        actor: str,
+        started: float,
+    ) -> ImportReport | None:
+        """The report of the source's last import, recorded again as this import's, if the file's digest and the
+        token of the source's records are what that import left; None otherwise (the file is read)."""
+        src = s.scalar(select(Source).where(Source.name == source).with_for_update())  # one at a time (PostgreSQL)
+        if src is None or src.file_digest != digest or src.file_report is None or src.file_state is None:
+            return None
+        records = repo.observation_state(s, src.id)
+        if _file_state(s, src, records, written=False) != src.file_state:
+            return None
+        body = json.loads(zlib.decompress(src.file_report))
+        now = utcnow()
+        src.last_import_at = now  # as an ingest does; a snapshot listed every record again
+        if snapshot:
+            src.listed_at = now
+        result = IngestResult(source=source, observations_unchanged=body["listed"], unparsed=body["listed"])
+        report = ImportReport(
+            path=str(path),
+            source=source,
+            kind=kind,
+            format=body["format"],
+            encoding=body["encoding"],
+            dry_run=False,
+            rows=body["rows"],
+            accepted=body["accepted"],
+            rejected=body["rejected"],
+            nodes=0,
+            issues=[RowIssue(line, code, reason, fatal, fld) for line, code, reason, fatal, fld in body["issues"]],
+            result=result,
+            issue_counts={(code, fatal): n for code, fatal, n in body["issue_counts"]},
+            file_unchanged=True,
+        )
+        self._record_import(s, report, src.id, actor)
+        src.file_state = _file_state(s, src, records)  # the records are as they were: this wrote none
+        result.timings = {"read": 0.0, "whole_file": round(time.perf_counter() - started, 3)}
         return report
 
     def ingest_observations(
@@ -776,6 +887,16 @@ def _no_centre_reason(civil_code: str | None, region: str | None, names: Mapping
 
 def _issue_counts(counts: Mapping[tuple[str, bool], int]) -> list[dict[str, Any]]:
     return [{"code": code, "rejected": fatal, "count": n} for (code, fatal), n in sorted(counts.items())]
+
+
+def _file_state(s: Session, src: Source, records: str, *, written: bool = True) -> str:
+    """The token a re-import compares: the source's last-import time, which every ingest of the source sets to its
+    own start (one running at the same time included), and ``records`` (repo.observation_state). ``written``: the
+    time was just set in this session, and is read back as the database keeps it."""
+    if written:
+        s.flush()
+        s.refresh(src, ["last_import_at"])
+    return f"{src.last_import_at}|{records}"
 
 
 def _issue_dict(issue: RowIssue) -> dict[str, Any]:

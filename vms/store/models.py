@@ -55,6 +55,12 @@ class Source(Base):
     last_import_at: Mapped[datetime | None]
     # The last snapshot import: every live observation of the source was listed by it (their last-seen).
     listed_at: Mapped[datetime | None]
+    # The last whole-file import (Inventory.import_file): its file's digest (bytes plus how they are read), a token
+    # of the source's stored observations right after it, and its row report (zlib JSON). A re-import whose file
+    # digest and token both match reads no row and replays the report. NULL when the last import cannot be reused.
+    file_digest: Mapped[str | None] = mapped_column(String(64))
+    file_state: Mapped[str | None] = mapped_column(Text)
+    file_report: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 def _field_column(kind: Kind, max_len: int) -> Any:

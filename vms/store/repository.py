@@ -247,6 +247,17 @@ def count_live_observations(session: Session, source_id: int) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
+def observation_state(session: Session, source_id: int) -> str:
+    """A token of the source's stored observations that a write to them changes: how many (and how many
+    removed), the highest id and update time, and the sum of their camera ids (a camera merged or deleted).
+    One aggregate over the source's rows (about 0.1 s at 100,000 on SQLite)."""
+    o = ObservationRow
+    stmt = select(
+        func.count(o.id), func.count(o.removed_at), func.max(o.id), func.max(o.updated_at), func.sum(o.camera_id)
+    ).where(o.source_id == source_id)
+    return "|".join("" if v is None else str(v) for v in session.execute(stmt).one())
+
+
 def live_observation_keys(session: Session, source_id: int, size: int = 20_000) -> Iterator[Sequence[Any]]:
     """(id, camera_id, key) of the source's live observations, ``size`` at a time in id order (bounded memory
     however large the source)."""
