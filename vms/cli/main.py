@@ -284,6 +284,8 @@ def _print_import(rep: Any) -> None:
         f"{', ' + rep.encoding if rep.encoding else ''}): {rep.rows} rows, {rep.accepted} accepted, "
         f"{rep.rejected} rejected"
     )
+    if rep.file_unchanged:
+        console.print("file and source unchanged since the source's last import: no row read, its report again")
     console.print(
         f"cameras: {r.cameras_created} new, {r.cameras_updated} updated, {r.cameras_removed} removed, "
         f"{r.cameras_restored} restored; records: {r.observations_new} new, {r.observations_changed} changed, "
