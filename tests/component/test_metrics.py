@@ -82,7 +82,7 @@ def _key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 
 def test_metrics_equal_the_stored_figures(inventory):
-    ids, sweeps = _history(inventory)
+    _ids, sweeps = _history(inventory)
     health = Health(inventory)
     with TestClient(create_app(inventory), base_url="http://127.0.0.1:8000") as client:
         got = _scrape(client)
@@ -168,3 +168,39 @@ def test_metrics_follow_the_read_rule(inventory):
         assert _scrape(client, Authorization=f"Bearer {reader}")[_key("vms_health_figures_up")] == 1
         # other API routes keep their rule: the same key reads them, none answers without it
         assert client.get("/api/v1/stats").status_code == 401
+
+
+def test_the_scrape_online_rate_equals_the_health_service_over_any_window(inventory):
+    """The scrape's own computation (no row per camera) against Health.online_rate, on a random history with
+    status changes, deadlines and cameras never known, over windows that cut intervals anywhere."""
+    import random
+
+    from vms.health.figures import online_window
+
+    rng = random.Random(8)
+    ids = _cameras(inventory, 12)
+    health = Health(inventory)
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    for k in range(40):
+        at = t0 + dt.timedelta(minutes=47 * k)
+        sweep = health.start_sweep(ONVIF, "all", at=at)
+        results = []
+        for cid in ids[:-2]:  # the last two are never checked
+            o = rng.choice(["ok", "ok", "ok", "off", "defect", "deadline"])
+            stage, cause = {"ok": ("stream", None), "off": ("tcp", "timeout"), "defect": ("login", "auth"),
+                            "deadline": ("onvif", "deadline")}[o]
+            results.append(_result(cid, at + dt.timedelta(seconds=rng.randint(0, 600)), o, stage, cause))
+        health.record(results, sweep)
+    end = t0 + dt.timedelta(minutes=47 * 40)
+    windows = [(t0 - HOUR, end + HOUR), (t0 + 3 * HOUR, t0 + 9 * HOUR), (end - 24 * HOUR, end),
+               (t0 + dt.timedelta(minutes=301), t0 + dt.timedelta(minutes=302))]
+    for _ in range(6):
+        a = t0 + dt.timedelta(seconds=rng.randint(0, 40 * 47 * 60))
+        windows.append((a, a + dt.timedelta(seconds=rng.randint(1, 20 * 3600))))
+    for lo, hi in windows:
+        want = health.online_rate(lo, hi, now=hi)
+        with inventory.engine.connect() as conn:
+            got = online_window(conn, lo, hi)
+        assert got.cameras == want.cameras, (lo, hi)
+        assert got.known_s == pytest.approx(want.known_s, abs=1e-3), (lo, hi)
+        assert got.online_s == pytest.approx(want.online_s, abs=1e-3), (lo, hi)

@@ -13,11 +13,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from vms.health import store
-from vms.health.service import Health, OnlineRate
-from vms.store.models import cameras, health_latest, health_sweeps, utcnow
+from vms.health.service import OnlineRate
+from vms.store.models import cameras, health_events, health_latest, health_sweeps, utcnow
 
 if TYPE_CHECKING:
     from vms.inventory.service import Inventory
@@ -70,6 +70,57 @@ def _sweep(row: Any) -> SweepFigures:
     )
 
 
+def online_window(conn: Connection, lo: dt.datetime, hi: dt.datetime) -> OnlineRate:
+    """The time-weighted online rate of every camera over [lo, hi), as :meth:`Health.online_rate` computes it,
+    without a row per camera: the cameras whose status has not changed since ``lo`` (nearly all) are counted by
+    status in the database; only the cameras with status events in the window are read, and the status each had
+    at ``lo`` is the ``previous`` of its first event there. At 100,000 cameras: milliseconds, not a second."""
+    h, e = health_latest, health_events
+    span = (hi - lo).total_seconds()
+    if span <= 0:
+        return OnlineRate(0.0, 0.0, 0)
+    steady: dict[str, int] = dict(
+        conn.execute(
+            select(h.c.status, func.count()).where(h.c.since < lo, h.c.status.is_not(None)).group_by(h.c.status)
+        ).all()
+    )
+    totals = [span * int(steady.get("ON", 0)), span * sum(int(n) for n in steady.values())]
+    cameras_known = sum(int(n) for n in steady.values())
+    known_here: set[int] = set()
+
+    def add(cid: int, status: str | None, a: dt.datetime, b: dt.datetime) -> None:
+        seconds = (b - a).total_seconds()
+        if status is None or seconds <= 0:
+            return
+        totals[1] += seconds
+        if status == "ON":
+            totals[0] += seconds
+        known_here.add(cid)
+
+    # Every event since lo (for a window ending now, those in the window): a camera's first one tells its status
+    # at lo; one after hi only closes the window.
+    current: dict[int, tuple[str | None, dt.datetime]] = {}
+    closed: set[int] = set()
+    rows = conn.execute(
+        select(e.c.camera_id, e.c.at, e.c.status, e.c.previous).where(e.c.at >= lo).order_by(e.c.camera_id, e.c.id)
+    )
+    for cid, at, status, previous in rows:
+        if cid in closed:
+            continue
+        at = store.utc(at)
+        status_then, since = current.get(cid, (previous, lo))
+        if at >= hi:
+            add(cid, status_then, since, hi)
+            closed.add(cid)
+            current.pop(cid, None)
+            continue
+        add(cid, status_then, since, at)
+        current[cid] = (status, at)
+    for cid, (status, since) in current.items():
+        add(cid, status, since, hi)
+    return OnlineRate(totals[0], totals[1], cameras_known + len(known_here))
+
+
 def health_figures(inv: Inventory, *, now: dt.datetime | None = None) -> HealthFigures:
     now = now or utcnow()
     s_ = health_sweeps
@@ -95,6 +146,7 @@ def health_figures(inv: Inventory, *, now: dt.datetime | None = None) -> HealthF
         last.setdefault((figures.group, figures.stages), figures)
     counts = {name: int(by_status.get(name, 0)) for name in STATUSES}
     counts.update({str(k): int(v) for k, v in by_status.items() if k not in counts})
-    online = Health(inv).online_rate(now - ONLINE_WINDOW, now, now=now)
+    with inv.session(write=False) as s:
+        online = online_window(s.connection(), now - ONLINE_WINDOW, now)
     return HealthFigures(sweeps=sorted(last.values(), key=lambda f: (f.group, f.stages)), cameras_by_status=counts,
                          online_24h=online)
