@@ -119,9 +119,8 @@ def test_punctuated_searches_equal_a_scan(inventory, tmp_path):
     assert found(inventory, "10\u01c00") == [31]
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite has no server to end a connection
 def test_a_connection_the_server_ended_is_replaced(inventory, tmp_path, db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to end a connection")
     inventory.import_file(write(tmp_path / "a.csv", ROWS), source="ledger:a")
     assert inventory.camera_page(repo.CameraFilter(), limit=1).total == 32  # a connection now waits in the pool
     admin = create_engine(db_url, isolation_level="AUTOCOMMIT")
