@@ -29,7 +29,7 @@ import asyncio
 import collections
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -155,6 +155,27 @@ class DeviceMemory:
     def forget(self, key: str) -> None:
         """Drop what is known of a device (its firmware or credentials changed)."""
         self.devices.pop(key, None)
+
+    def export(self, keys: Iterable[str]) -> dict[str, tuple[str | None, str | None, bool, str | None]]:
+        """What is known of these devices, in plain values (for a worker process that checks them)."""
+        out: dict[str, tuple[str | None, str | None, bool, str | None]] = {}
+        for key in keys:
+            entry = self.devices.get(key)
+            if entry is not None:
+                out[key] = (entry.media, entry.media2, entry.services, entry.auth)
+        return out
+
+    def load(self, state: Mapping[str, tuple[str | None, str | None, bool, str | None]],
+             keys: Iterable[str] = ()) -> None:
+        """Take what :meth:`export` gave: each device of ``state`` known as there, each of ``keys`` not in it
+        forgotten (the exporter knows nothing of it)."""
+        for key in keys:
+            if key not in state:
+                self.devices.pop(key, None)
+        for key, (media, media2, services, auth) in state.items():
+            entry = self._entry(key)
+            entry.media, entry.media2, entry.services = media, media2, bool(services)
+            entry.auth = auth if auth in ("wsse", "digest", "none") else None  # type: ignore[assignment]
 
 
 def select_stages(stages: Iterable[str]) -> tuple[str, ...]:

@@ -19,9 +19,13 @@ import asyncio
 import datetime as dt
 import json
 import math
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -56,6 +60,10 @@ GroupKind = Literal["all", "region", "source", "tag"]
 GROUP_KINDS: Final = ("all", "region", "source", "tag")
 RECORD_BATCH: Final = 250  # results per Health.record transaction
 LOCAL_PARALLEL_SHARDS: Final = 4  # shards a local sweep runs at once (the global concurrency split between them)
+# A local sweep of at least this many cameras runs its shards in worker processes, one per core (below it, one
+# process keeps up: starting the workers, about a second each, costs more than it saves).
+WORKER_MIN_CAMERAS: Final = 2000
+MAX_PROCESSES: Final = 64
 _ONVIF: Final = frozenset(ONVIF_STAGES)
 
 Progress = Callable[[str, int, int], None]
@@ -103,6 +111,9 @@ class SweepRequest:
     per_host: int = 2  # cameras of one device (host:port) checked at once
     timeouts: StageTimeouts = field(default_factory=StageTimeouts)
     shard_size: int = 500
+    # Processes of a local sweep: 0 = one per core for sweeps of at least WORKER_MIN_CAMERAS cameras, 1 = this
+    # process only, n = n worker processes (each runs whole shards with its own database connection).
+    processes: int = 0
     # Set when the sweep starts (epoch seconds), so that every shard, on whatever worker, keeps one deadline.
     deadline_at: float | None = None
 
@@ -111,6 +122,8 @@ class SweepRequest:
         select_stages(self.stages)
         if self.concurrency < 1 or self.per_host < 1 or self.shard_size < 1:
             raise ValueError("concurrency, per-host limit and shard size must be at least 1")
+        if not 0 <= self.processes <= MAX_PROCESSES:
+            raise ValueError(f"processes must be 0 (one per core) to {MAX_PROCESSES}")
         if self.deadline_s is not None and not (math.isfinite(self.deadline_s) and self.deadline_s > 0):
             raise ValueError("the sweep deadline must be a positive number of seconds")
         for name, value in asdict(self.timeouts).items():
@@ -126,6 +139,7 @@ class SweepRequest:
             "per_host": self.per_host,
             "timeouts": asdict(self.timeouts),
             "shard_size": self.shard_size,
+            "processes": self.processes,
             "deadline_at": self.deadline_at,
         }
 
@@ -139,6 +153,7 @@ class SweepRequest:
             per_host=int(data.get("per_host", 2)),
             timeouts=StageTimeouts(**{k: float(v) for k, v in (data.get("timeouts") or {}).items()}),
             shard_size=int(data.get("shard_size", 500)),
+            processes=int(data.get("processes", 0)),
             deadline_at=_opt_float(data.get("deadline_at")),
         )
 
@@ -191,6 +206,12 @@ def plan_sweep(inv: Inventory, req: SweepRequest) -> tuple[int, list[list[int]]]
     """Start a sweep (its ``health_sweeps`` row) and cut its cameras into shards of about ``shard_size``; the
     cameras of one device are never split between shards (an NVR's channels share one round and one per-host
     limit). ValueError for a request no sweep can run (nothing recorded then)."""
+    sweep_id, shards, _hosts = _plan(inv, req)
+    return sweep_id, shards
+
+
+def _plan(inv: Inventory, req: SweepRequest) -> tuple[int, list[list[int]], list[list[str]]]:
+    """:func:`plan_sweep`, and the devices (host:port) of each shard."""
     req.validate()
     ids = camera_ids(inv, req.group)
     with inv.session(write=False) as s:
@@ -201,14 +222,19 @@ def plan_sweep(inv: Inventory, req: SweepRequest) -> tuple[int, list[list[int]]]
         if row is not None:
             by_host.setdefault(_host_key(row), []).append(cid)
     shards: list[list[int]] = []
+    hosts: list[list[str]] = []
     current: list[int] = []
-    for members in sorted(by_host.values(), key=lambda m: m[0]):
+    current_hosts: list[str] = []
+    for key, members in sorted(by_host.items(), key=lambda item: item[1][0]):
         if current and len(current) + len(members) > req.shard_size:
             shards.append(current)
-            current = []
+            hosts.append(current_hosts)
+            current, current_hosts = [], []
         current.extend(members)
+        current_hosts.append(key)
     if current:
         shards.append(current)
+        hosts.append(current_hosts)
     health = Health(inv)
     sweep_id = health.start_sweep(select_stages(req.stages), str(req.group))
     with inv.session() as s:
@@ -217,7 +243,7 @@ def plan_sweep(inv: Inventory, req: SweepRequest) -> tuple[int, list[list[int]]]
             .where(health_sweeps.c.id == sweep_id)
             .values(counts={"planned": len(ids), "shards": len(shards)})
         )
-    return sweep_id, shards
+    return sweep_id, shards, hosts
 
 
 # --- one shard ------------------------------------------------------------------------------------------
@@ -461,12 +487,14 @@ def run_sweep(
         _distributed()  # before anything is recorded
     started = time.monotonic()
     req = replace(req, deadline_at=time.time() + req.deadline_s if req.deadline_s is not None else None)
-    sweep_id, shards = plan_sweep(inv, req)
+    sweep_id, shards, hosts = _plan(inv, req)
     report = progress or _quiet
     total = sum(len(s) for s in shards)
     report("sweep", 0, total)
     if executor == "celery":
         _distributed()(inv, sweep_id, shards, req, progress=report)
+    elif (processes := process_count(inv, req, total, len(shards))) > 1:
+        asyncio.run(_run_processes(inv, sweep_id, shards, hosts, req, report, total, processes))
     else:
         asyncio.run(_run_local(inv, sweep_id, shards, req, report, total))
     return finish(inv, sweep_id, duration_s=time.monotonic() - started)
@@ -495,15 +523,22 @@ def _distributed() -> Distribute:
 async def _run_local(
     inv: Inventory, sweep_id: int, shards: list[list[int]], req: SweepRequest, report: Progress, total: int
 ) -> None:
-    parallel = max(1, min(LOCAL_PARALLEL_SHARDS, len(shards), req.concurrency))
-    share = max(1, req.concurrency // parallel)  # the global limit split between the shards running at once
     done = 0
-    pending = iter(shards)
 
     def tick(n: int) -> None:
         nonlocal done
         done += n
         report("sweep", done, total)
+
+    await _run_lanes(inv, sweep_id, shards, req, tick, req.concurrency)
+
+
+async def _run_lanes(inv: Inventory, sweep_id: int, shards: Sequence[list[int]], req: SweepRequest,
+                     tick: Callable[[int], None], concurrency: int) -> None:
+    """The shards in this event loop, a few at a time, ``concurrency`` cameras at once over all of them."""
+    parallel = max(1, min(LOCAL_PARALLEL_SHARDS, len(shards), concurrency))
+    share = max(1, concurrency // parallel)  # the limit split between the shards running at once
+    pending = iter(shards)
 
     async def lane() -> None:
         while (ids := next(pending, None)) is not None:
@@ -511,6 +546,148 @@ async def _run_local(
             tick(len(ids) - counts["checked"])  # not checkable, or removed since the plan
 
     await asyncio.gather(*(lane() for _ in range(parallel)))
+
+
+# --- a local sweep on every core ------------------------------------------------------------------------
+
+
+def process_count(inv: Inventory, req: SweepRequest, cameras: int, shards: int) -> int:
+    """How many processes a local sweep of ``cameras`` in ``shards`` uses (1: all in this process). Never more
+    than shards (a shard is the unit a process takes: its devices, logins and budget are its own), never for an
+    in-memory database (other processes cannot see it)."""
+    url = str(inv.engine.url)
+    if shards < 2 or (url.startswith("sqlite") and (inv.engine.url.database or ":memory:") == ":memory:"):
+        return 1
+    wanted = req.processes
+    if wanted == 0:
+        if cameras < WORKER_MIN_CAMERAS:
+            return 1
+        wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(wanted, shards, MAX_PROCESSES))
+
+
+_POOL: dict[int, tuple[ProcessPoolExecutor, Any]] = {}  # processes -> (pool, progress queue): kept for later sweeps
+
+
+def _pool(processes: int) -> tuple[ProcessPoolExecutor, Any]:
+    """Worker processes for local sweeps, started once and kept (each takes about a second to import the
+    inventory): a scheduler's next sweep finds them ready. Spawned: forking a process with threads and an event
+    loop is unsafe."""
+    known = _POOL.get(processes)
+    if known is not None:
+        return known
+    for pool, _queue in _POOL.values():
+        pool.shutdown(wait=False, cancel_futures=True)
+    _POOL.clear()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_worker_init, initargs=(queue,))
+    _POOL[processes] = (pool, queue)
+    return pool, queue
+
+
+def worker_pids() -> list[int]:
+    """The process ids of the local sweep's worker processes (for a benchmark's CPU accounting)."""
+    return [pid for pool, _queue in _POOL.values() for pid in getattr(pool, "_processes", None) or {}]
+
+
+async def _run_processes(
+    inv: Inventory,
+    sweep_id: int,
+    shards: list[list[int]],
+    hosts: list[list[str]],
+    req: SweepRequest,
+    report: Progress,
+    total: int,
+    processes: int,
+) -> None:
+    """The shards shared by ``processes`` worker processes: process k runs every k-th shard (like a local sweep
+    does, a few at a time in its own event loop), with its own database connection, loading and saving the login
+    budget of its shards' devices (a device is never split between shards, so no two processes touch one
+    device's budget). What the checks learnt of each device (:class:`DeviceMemory`) goes with its shard and comes
+    back, so the next sweep, whichever process runs it, skips asking again."""
+    pool, queue = _pool(processes)
+    loop = asyncio.get_running_loop()
+    share = max(1, req.concurrency // processes)
+    payload = req.to_json()
+    futures = []
+    for k in range(processes):
+        mine, keys = shards[k::processes], [key for h in hosts[k::processes] for key in h]
+        if mine:
+            futures.append(loop.run_in_executor(
+                pool, _process_lane, inv.settings, sweep_id, mine, payload, share, _MEMORY.export(keys), keys
+            ))
+    done = 0
+
+    def drain() -> None:
+        nonlocal done
+        while not queue.empty():
+            done += int(queue.get())
+            report("sweep", min(done, total), total)
+
+    try:
+        pending = set(futures)
+        while pending:
+            _finished, pending = await asyncio.wait(pending, timeout=0.2)
+            drain()
+        for future in futures:
+            state, keys = future.result()  # raises what a worker raised
+            _MEMORY.load(state, keys)
+    except BrokenProcessPool:
+        _POOL.pop(processes, None)  # a worker died: the next sweep starts new ones
+        raise
+    drain()
+
+
+_WORKER: dict[str, Any] = {}  # in a worker process: the progress queue, the inventory of the last settings
+
+
+def _worker_init(queue: Any) -> None:
+    _WORKER["queue"] = queue
+
+
+def _worker_inventory(settings: Any) -> Inventory:
+    from vms.inventory.service import Inventory
+
+    known = _WORKER.get("inventory")
+    if known is not None and known.settings == settings:
+        return known  # type: ignore[no-any-return]
+    if known is not None:
+        known.engine.dispose()
+    inv = _WORKER["inventory"] = Inventory(settings)
+    return inv
+
+
+def _process_lane(
+    settings: Any,
+    sweep_id: int,
+    shards: list[list[int]],
+    payload: dict[str, Any],
+    concurrency: int,
+    memory: dict[str, tuple[str | None, str | None, bool, str | None]],
+    keys: list[str],
+) -> tuple[dict[str, tuple[str | None, str | None, bool, str | None]], list[str]]:
+    """One worker process's share of a local sweep (see :func:`_run_processes`)."""
+    inv = _worker_inventory(settings)
+    req = SweepRequest.from_json(payload)
+    _MEMORY.devices.clear()  # the parent's knowledge is the truth: this process may have run other devices
+    _MEMORY.load(memory, keys)
+    queue = _WORKER.get("queue")
+    unreported = 0
+
+    def tick(n: int) -> None:
+        nonlocal unreported
+        unreported += n
+        if unreported >= 100 and queue is not None:
+            queue.put(unreported)
+            unreported = 0
+
+    try:
+        asyncio.run(_run_lanes(inv, sweep_id, shards, req, tick, concurrency))
+    finally:
+        if unreported and queue is not None:
+            queue.put(unreported)
+    return _MEMORY.export(keys), keys
 
 
 def finish(inv: Inventory, sweep_id: int, *, duration_s: float | None = None) -> dict[str, Any]:
