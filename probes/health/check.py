@@ -229,6 +229,8 @@ class _HostRound:
         self.profiles: _Profiles | None = None
 
     async def shared(self, name: str, compute: Callable[[], Awaitable[_Step]]) -> _Step:
+        if self.cameras == 1:  # a camera on its own: its stages run one after the other, nothing to share
+            return await compute()
         async with self.lock:
             known = self.memo.get(name)
             if known is not None:
@@ -695,17 +697,18 @@ async def check_many(
         slot = slots.get(target.key)
         if slot is None:
             slot = slots[target.key] = asyncio.Semaphore(per_host)
-        at = dt.datetime.now(dt.UTC)
+        at: dt.datetime | None = None  # taken only with a deadline: the time of a result it cuts short
         try:
             if deadline_at is None:
                 async with slot:
                     return await _check(target, selected, host, ctx, progress)
+            at = dt.datetime.now(dt.UTC)
             if loop.time() >= deadline_at:  # not started: the first selected stage was never reached
                 return _result(target, at, progress, DEADLINE, DEADLINE)
             async with asyncio.timeout_at(deadline_at), slot:
                 return await _check(target, selected, host, ctx, progress)
         except TimeoutError:  # the sweep's deadline (each stage catches its own timeout)
-            return _result(target, at, progress, DEADLINE, DEADLINE)
+            return _result(target, at or dt.datetime.now(dt.UTC), progress, DEADLINE, DEADLINE)
         finally:
             left[key] -= 1
             if left[key] <= 0:
