@@ -1,4 +1,5 @@
-"""What the RTSP client and the snapshot fetcher share: URIs without credentials, and answering one 401 challenge.
+"""What the RTSP client and the snapshot fetcher share: URIs without credentials, answering one 401 challenge, and
+saying why a login or a connection failed.
 
 A URI's userinfo is never sent, logged or returned: it is cut off here and used as the credential only when the
 caller gave none. A challenge is answered with Digest when the server offers it (the strongest algorithm offered,
@@ -8,14 +9,16 @@ qop ``auth`` when offered, RFC 2069 style otherwise) and with Basic only when Ba
 from __future__ import annotations
 
 import base64
+import errno
 import re
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from probes.errors import scrub
 from probes.onvif.auth import Credential, DigestSigner, parse_digest_challenges
 
-__all__ = ["Authorizer", "clean_uri", "pick_credential", "secrets_of", "with_host"]
+__all__ = ["Authorizer", "clean_uri", "connect_failed", "login_refused", "pick_credential", "secrets_of", "with_host"]
 
 _BASIC: Final = re.compile(r"(?:^|,)\s*basic(?:\s|,|$)", re.IGNORECASE)
 
@@ -85,3 +88,18 @@ class Authorizer:
             return "Basic " + base64.b64encode(token).decode()
         self.nc += 1
         return self.signer.authorization(method=method, uri=uri, nc=self.nc)
+
+
+def login_refused(credential: Credential | None, auth: Authorizer | None) -> str:
+    """Why a final 401 stands: no credential to send, no challenge we answer, or the login we sent was rejected."""
+    if credential is None:
+        return "needs credentials and none are set"
+    if auth is None:
+        return "no Basic or Digest challenge to answer"
+    return f"{auth.scheme} login rejected"
+
+
+def connect_failed(exc: OSError) -> str:
+    """A failed connection (other than refused) in a few words, scrubbed."""
+    what = "unreachable" if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) else "connection failed"
+    return scrub(f"{what} ({exc.strerror or type(exc).__name__})")

@@ -11,13 +11,20 @@ two) only where the address policy allows.
 from __future__ import annotations
 
 import asyncio
-import errno
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
 from probes.errors import scrub
-from probes.media._auth import Authorizer, clean_uri, pick_credential, secrets_of, with_host
+from probes.media._auth import (
+    Authorizer,
+    clean_uri,
+    connect_failed,
+    login_refused,
+    pick_credential,
+    secrets_of,
+    with_host,
+)
 from probes.media.causes import MediaCause, MediaFailure
 from probes.media.sdp import parse_sdp
 from probes.onvif.auth import Credential, parse_digest_challenges
@@ -194,8 +201,7 @@ async def rtsp_describe(
     except ConnectionRefusedError:
         return MediaFailure(MediaCause.RTSP_REFUSED, "connection refused")
     except OSError as exc:
-        what = "unreachable" if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) else "connection failed"
-        return MediaFailure(MediaCause.RTSP_REFUSED, scrub(f"{what} ({exc.strerror or type(exc).__name__})"))
+        return MediaFailure(MediaCause.RTSP_REFUSED, connect_failed(exc))
 
 
 async def _describe(
@@ -240,13 +246,7 @@ async def _describe(
 def _status_failure(reply: _Reply, credential: Credential | None, auth: Authorizer | None) -> MediaFailure:
     text = scrub(f"{reply.status} {reply.reason}", secrets_of(credential))
     if reply.status == 401:
-        if credential is None:
-            why = "needs credentials and none are set"
-        elif auth is None:
-            why = "no Basic or Digest challenge to answer"
-        else:
-            why = f"{auth.scheme} login rejected"
-        return MediaFailure(MediaCause.RTSP_AUTH, f"{text}: {why}")
+        return MediaFailure(MediaCause.RTSP_AUTH, f"{text}: {login_refused(credential, auth)}")
     if reply.status == 404:
         return MediaFailure(MediaCause.RTSP_NOT_FOUND, text)
     if reply.status == 453:

@@ -10,14 +10,21 @@ or a 0x0 placeholder is not a snapshot).
 from __future__ import annotations
 
 import asyncio
-import errno
 import ssl
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from probes.errors import scrub
-from probes.media._auth import Authorizer, clean_uri, pick_credential, secrets_of, with_host
+from probes.media._auth import (
+    Authorizer,
+    clean_uri,
+    connect_failed,
+    login_refused,
+    pick_credential,
+    secrets_of,
+    with_host,
+)
 from probes.media.causes import MediaCause, MediaFailure
 from probes.onvif.auth import Credential
 from probes.onvif.http import HttpClient, HttpError, ReplyTooLarge, Response, host_header
@@ -110,8 +117,7 @@ async def fetch_snapshot(
     except ssl.SSLError as exc:
         return MediaFailure(MediaCause.SNAPSHOT_REFUSED, scrub(f"TLS failed ({exc.reason or type(exc).__name__})"))
     except OSError as exc:
-        what = "unreachable" if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) else "connection failed"
-        return MediaFailure(MediaCause.SNAPSHOT_REFUSED, scrub(f"{what} ({exc.strerror or type(exc).__name__})"))
+        return MediaFailure(MediaCause.SNAPSHOT_REFUSED, connect_failed(exc))
     finally:
         if own:
             await http.close()
@@ -180,13 +186,7 @@ def _verdict(
     reply: Response, credential: Credential | None, auth: Authorizer | None, expect: tuple[int, int] | None
 ) -> SnapshotInfo | MediaFailure:
     if reply.status == 401:
-        if credential is None:
-            why = "needs credentials and none are set"
-        elif auth is None:
-            why = "no Basic or Digest challenge to answer"
-        else:
-            why = f"{auth.scheme} login rejected"
-        return MediaFailure(MediaCause.SNAPSHOT_AUTH, f"HTTP 401: {why}")
+        return MediaFailure(MediaCause.SNAPSHOT_AUTH, f"HTTP 401: {login_refused(credential, auth)}")
     if reply.status != 200:
         return MediaFailure(MediaCause.SNAPSHOT_HTTP, f"HTTP {reply.status}")
     content_type = reply.header("content-type")
