@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import inspect
 import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
@@ -24,6 +22,7 @@ import pytest_asyncio
 from probes.media import MediaFailure, RtspInfo, rtsp_describe
 from probes.policy import AddressPolicy
 from probes.sim.rtsp import RtspServer, start_rtsp_server
+from tests import standins
 
 POLICY = AddressPolicy.build()
 USER, PASSWORD = "admin", "Rtsp-Secret-42"
@@ -93,18 +92,12 @@ class Request:
     headers: dict[str, str]
 
 
-Handler = Callable[[Request], Awaitable[bytes | None] | bytes]  # None: say nothing (hang)
+def parse_request(first: str, headers: dict[str, str]) -> Request:
+    method, uri, _ = first.split(" ", 2)
+    return Request(method, uri, headers)
 
 
-@dataclass
-class StandIn:
-    host: str
-    port: int
-    requests: list[Request] = field(default_factory=list)
-    connections: int = 0
-
-    def url(self, path: str = "/live", userinfo: str = "") -> str:
-        return f"rtsp://{userinfo}{self.host}:{self.port}{path}"
+StandIn = standins.StandIn[Request]
 
 
 def reply(cseq: str, status: str = "200 OK", headers: tuple[str, ...] = (), body: str = "") -> bytes:
@@ -116,43 +109,8 @@ def reply(cseq: str, status: str = "200 OK", headers: tuple[str, ...] = (), body
 
 @pytest_asyncio.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[StandIn]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler, host: str = "127.0.0.1", port: int = 0) -> StandIn:
-        stand_in = StandIn(host, 0)
-
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            stand_in.connections += 1
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    first, *lines = head.decode().split("\r\n")
-                    method, uri, _ = first.split(" ", 2)
-                    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
-                    request = Request(method, uri, headers)
-                    stand_in.requests.append(request)
-                    raw = handler(request)
-                    answer = await raw if inspect.isawaitable(raw) else cast("bytes | None", raw)
-                    if answer is None:
-                        await asyncio.sleep(30)
-                        return
-                    writer.write(answer)
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(on_client, host, port)
-        servers.append(server)
-        stand_in.port = server.sockets[0].getsockname()[1]
-        return stand_in
-
-    yield start
-    for server in servers:
-        server.close()
-    for server in servers:
-        await asyncio.wait_for(server.wait_closed(), 5)
+    async with standins.stand_ins(parse_request, scheme="rtsp", default_path="/live") as start:
+        yield start
 
 
 def ok_describe(request: Request) -> bytes:

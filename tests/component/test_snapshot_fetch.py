@@ -12,7 +12,6 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -24,6 +23,7 @@ from probes.policy import AddressPolicy
 from probes.sim import SimFleet, build_fleet
 from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME, DeviceSpec
 from probes.sim.snapshot import snapshot_jpeg
+from tests import standins
 
 POLICY = AddressPolicy.build()
 SIM_SIZE = (352, 288)  # probes/sim/snapshot.py
@@ -135,18 +135,12 @@ async def test_simulated_snapshot_faults(fleet: SimFleet) -> None:
 # --- HTTP stand-ins ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class StandIn:
-    host: str
-    port: int
-    requests: list[dict[str, str]] = field(default_factory=list)
-    connections: int = 0
-
-    def url(self, path: str = "/snap.jpg") -> str:
-        return f"http://{self.host}:{self.port}{path}"
+def parse_request(first: str, headers: dict[str, str]) -> dict[str, str]:
+    headers["_line"] = first
+    return headers
 
 
-Handler = Callable[[dict[str, str]], bytes | None]  # None: never answer
+StandIn = standins.StandIn[dict[str, str]]
 
 
 def http(status: str, body: bytes = b"", headers: tuple[str, ...] = (), content_type: str = "image/jpeg") -> bytes:
@@ -156,41 +150,8 @@ def http(status: str, body: bytes = b"", headers: tuple[str, ...] = (), content_
 
 @pytest_asyncio.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[StandIn]]]:
-    servers: list[asyncio.Server] = []
-
-    async def start(handler: Handler, host: str = "127.0.0.1") -> StandIn:
-        stand_in = StandIn(host, 0)
-
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            stand_in.connections += 1
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    first, *lines = head.decode().split("\r\n")
-                    request = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
-                    request["_line"] = first
-                    stand_in.requests.append(request)
-                    answer = handler(request)
-                    if answer is None:
-                        await asyncio.sleep(30)
-                        return
-                    writer.write(answer)
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(on_client, host, 0)
-        servers.append(server)
-        stand_in.port = server.sockets[0].getsockname()[1]
-        return stand_in
-
-    yield start
-    for server in servers:
-        server.close()
-    for server in servers:
-        await asyncio.wait_for(server.wait_closed(), 5)
+    async with standins.stand_ins(parse_request, scheme="http", default_path="/snap.jpg") as start:
+        yield start
 
 
 JPEG = snapshot_jpeg(0)
