@@ -903,6 +903,10 @@ def sweep_cmd(
     ] = None,
     concurrency: Annotated[int, typer.Option(help="cameras checked at once")] = 200,
     per_host: Annotated[int, typer.Option(help="cameras of one device checked at once")] = 2,
+    processes: Annotated[
+        int,
+        typer.Option(help="local executor: worker processes (0: one per core for 2,000+ cameras; 1: this process)"),
+    ] = 0,
     executor: Annotated[
         str | None, typer.Option(help="local (this process) or celery (vms worker processes); default VMS_EXECUTOR")
     ] = None,
@@ -925,6 +929,7 @@ def sweep_cmd(
             deadline_s=deadline,
             concurrency=concurrency,
             per_host=per_host,
+            processes=processes,
         )
         req.validate()  # bad input: one line, exit 2, no sweep recorded
     except ValueError as exc:

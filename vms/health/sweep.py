@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -567,23 +568,25 @@ def process_count(inv: Inventory, req: SweepRequest, cameras: int, shards: int) 
 
 
 _POOL: dict[int, tuple[ProcessPoolExecutor, Any]] = {}  # processes -> (pool, progress queue): kept for later sweeps
+_POOL_LOCK = threading.Lock()  # a scheduler may start two sweeps at once, from two threads
 
 
 def _pool(processes: int) -> tuple[ProcessPoolExecutor, Any]:
     """Worker processes for local sweeps, started once and kept (each takes about a second to import the
     inventory): a scheduler's next sweep finds them ready. Spawned: forking a process with threads and an event
     loop is unsafe."""
-    known = _POOL.get(processes)
-    if known is not None:
-        return known
-    for pool, _queue in _POOL.values():
-        pool.shutdown(wait=False, cancel_futures=True)
-    _POOL.clear()
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_worker_init, initargs=(queue,))
-    _POOL[processes] = (pool, queue)
-    return pool, queue
+    with _POOL_LOCK:
+        known = _POOL.get(processes)
+        if known is not None:
+            return known
+        for pool, _queue in _POOL.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        _POOL.clear()
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.SimpleQueue()
+        pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_worker_init, initargs=(queue,))
+        _POOL[processes] = (pool, queue)
+        return pool, queue
 
 
 def worker_pids() -> list[int]:
