@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.component.test_import_files import independent_district_counts, write_ledger
-
-VMS = [sys.executable, "-m", "vms"]
+from tests.e2e.cli import vms_env, vms_runner
 
 
 @pytest.fixture
 def run(settings, tmp_path):
-    env = {
-        **os.environ,
-        "VMS_DATA_DIR": str(tmp_path / "data"),
-        "VMS_DATABASE_URL": settings.url,
-        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "VMS_LOG_LEVEL": "WARNING",
-    }
-
-    def vms(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*VMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        if ok:
-            assert proc.returncode == 0, proc.stderr + proc.stdout
-        return proc
-
-    return vms
+    return vms_runner(vms_env(settings, tmp_path))
 
 
 def test_hk_counts_quality_and_show(run, test_data):
@@ -69,7 +51,7 @@ def test_broken_ledger_report_dry_run_and_export(run, tmp_path):
     proc = run("import", str(ledger))
     for line, code in expected.items():
         assert code in proc.stdout and str(line) in proc.stdout
-    strict = run("import", str(ledger), "--strict", ok=False)
+    strict = run("import", str(ledger), "--strict", code=None)
     assert strict.returncode == 1  # rows were rejected; nothing changed
     assert "0 new, 0 updated" in strict.stdout
 
@@ -79,7 +61,7 @@ def test_broken_ledger_report_dry_run_and_export(run, tmp_path):
 
     explain = json.loads(run("ids", "explain", "37131100001326000123", "--json").stdout)
     assert explain["type_code"] == "132" or "132" in json.dumps(explain)
-    bad = run("ids", "explain", "123", ok=False)
+    bad = run("ids", "explain", "123", code=None)
     assert bad.returncode == 2 and "20" in bad.stderr
 
     audit = json.loads(run("audit", "--json").stdout)
@@ -87,7 +69,7 @@ def test_broken_ledger_report_dry_run_and_export(run, tmp_path):
 
 
 def test_missing_file_is_a_clear_error(run, tmp_path: Path):
-    proc = run("import", str(tmp_path / "nope.csv"), ok=False)
+    proc = run("import", str(tmp_path / "nope.csv"), code=None)
     assert proc.returncode == 2
     assert "nope.csv" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,33 +15,18 @@ import pytest
 from sqlalchemy import text
 
 from probes.sim.devices import build_fleet
+from tests.e2e.cli import VMS, vms_env, vms_runner
 from tests.services import free_port
 from vms.access.apikeys import authenticate
 from vms.inventory.service import Inventory
 
-VMS = [sys.executable, "-m", "vms"]
 HEADER = "设备编码,设备名称,经度,纬度,行政区域,IP地址\n"
 
 
 @pytest.fixture
 def run(settings, tmp_path):
-    env = {
-        **os.environ,
-        "VMS_DATA_DIR": str(tmp_path / "data"),
-        "VMS_DATABASE_URL": settings.url,
-        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "VMS_LOG_LEVEL": "WARNING",
-        "COLUMNS": "80",  # what a narrow terminal would say; a pipe must not be cut to it
-    }
-
-    def vms(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*VMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        if ok:
-            assert proc.returncode == 0, proc.stderr + proc.stdout
-        assert "Traceback" not in proc.stderr, proc.stderr
-        return proc
-
-    return vms
+    # COLUMNS: what a narrow terminal would say; a pipe must not be cut to it
+    return vms_runner(vms_env(settings, tmp_path, COLUMNS="80"), no_traceback=True)
 
 
 def gb_id(i: int) -> str:
@@ -75,7 +59,7 @@ def test_piped_list_prints_full_values_and_says_how_many_are_left(run, tmp_path)
 
 def test_piped_error_is_one_line(run):
     ref = "a-camera-reference-long-enough-to-wrap-at-eighty-columns-" + "x" * 40
-    proc = run("cameras", "show", ref, ok=False)
+    proc = run("cameras", "show", ref, code=None)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and ref in proc.stderr
 

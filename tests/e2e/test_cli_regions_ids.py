@@ -4,35 +4,18 @@ region is unknown, through the real command in a subprocess (SQLite and PostgreS
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.component.test_region_shapefiles import _hk_camera_rows, hk_shapefile, write_projected_camera_csv
-
-VMS = [sys.executable, "-m", "vms"]
+from tests.e2e.cli import vms_env, vms_runner
 
 
 @pytest.fixture
 def run(settings, tmp_path):
-    env = {
-        **os.environ,
-        "VMS_DATA_DIR": str(tmp_path / "data"),
-        "VMS_DATABASE_URL": settings.url,
-        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "VMS_LOG_LEVEL": "WARNING",
-        "COLUMNS": "200",
-    }
-
-    def vms(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*VMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == code, proc.stderr + proc.stdout
-        return proc
-
-    return vms
+    return vms_runner(vms_env(settings, tmp_path, COLUMNS="200"))
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:

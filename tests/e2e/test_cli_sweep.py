@@ -8,49 +8,22 @@ exit 2 with no sweep recorded.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from probes.sim import SimFleet, build_fleet
-from tests.fleets import fleet_in_thread
-
-VMS = [sys.executable, "-m", "vms"]
+from probes.sim import SimFleet
+from tests.e2e.cli import clock_skew_pair, vms_env, vms_runner
 
 
 @pytest.fixture
 def run(settings, tmp_path):
-    env = {
-        **os.environ,
-        "VMS_DATA_DIR": str(tmp_path / "data"),
-        "VMS_DATABASE_URL": settings.url,
-        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "VMS_LOG_LEVEL": "WARNING",
-        "SIM_PASSWORD": "Sim-Cam-2024",
-        "COLUMNS": "250",
-    }
-
-    def vms(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*VMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == code, proc.stderr + proc.stdout
-        return proc
-
-    return vms
-
-
-def _base_host() -> str:
-    pid = os.getpid()
-    return f"127.{160 + pid % 20}.{(pid // 20) % 250}.1"
+    return vms_runner(vms_env(settings, tmp_path, SIM_PASSWORD="Sim-Cam-2024", COLUMNS="250"))
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[SimFleet]:
-    devices = build_fleet(2, fault_mix={}, faults_by_index={1: {"clock_skew"}}, base_host=_base_host(), port=0)
-    sim = SimFleet(devices=devices, rtsp=False, discovery=False)
-    with fleet_in_thread(sim) as running:
+    with clock_skew_pair(160) as running:
         yield running
 
 

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import openpyxl
 import pytest
 
+from tests.e2e.cli import run_vms, vms_env
 from vms.ingest.importers import ReadError
 from vms.store import repository as repo
 
-VMS = [sys.executable, "-m", "vms"]
 HEADER = "设备编码,设备名称,经度,纬度,端口\n"
 GOOD = "37131100001320000001,好点位,118.28,35.05,80\n"
 
@@ -176,18 +174,7 @@ CASES = [
 
 @pytest.fixture
 def vms(settings, tmp_path):
-    env = {
-        **os.environ,
-        "VMS_DATA_DIR": str(tmp_path / "data"),
-        "VMS_DATABASE_URL": settings.url,
-        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "VMS_LOG_LEVEL": "WARNING",
-    }
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*VMS, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-
-    return run
+    return partial(run_vms, vms_env(settings, tmp_path))
 
 
 def names_landed(inventory) -> set[str]:

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.cli import run_vms, vms_env
 
 OSM = Path(__file__).resolve().parents[1] / "data" / "osm"
 
 
 @pytest.fixture
 def vms(settings, tmp_path):
-    env = {
-        **os.environ,
-        "VMS_DATA_DIR": str(tmp_path / "data"),
-        "VMS_DATABASE_URL": settings.url,
-        "VMS_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "VMS_LOG_LEVEL": "WARNING",
-    }
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vms", *args], env=env, capture_output=True, text=True, timeout=120, check=False
-        )
-
-    return run
+    return partial(run_vms, vms_env(settings, tmp_path))
 
 
 def test_import_osm_files_and_show_a_camera(vms, tmp_path: Path) -> None:
