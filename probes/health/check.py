@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -38,7 +39,7 @@ from probes.health.results import STAGES, CheckResult, Outcome, StageResult
 from probes.onvif.addresses import format_hostport, strip_credentials
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import DeviceChannel, clock_offset, make_session, open_channel
-from probes.onvif.gcpause import sweep_gc
+from probes.onvif.fanout import fan_out
 from probes.onvif.http import HttpClient
 from probes.onvif.parse import (
     MEDIA2_NS,
@@ -685,7 +686,6 @@ async def check_many(
     )
     rounds: dict[tuple[str, str | None, tuple[Credential, ...], str | None], _HostRound] = {}
     slots: dict[str, asyncio.Semaphore] = {}
-    queue: asyncio.Queue[CheckResult | None] = asyncio.Queue(maxsize=max(1, concurrency))
     jobs = iter(items)
 
     async def one(target: CheckTarget) -> CheckResult:
@@ -717,26 +717,15 @@ async def check_many(
                 if done is not None:
                     done.close()
 
-    async def worker() -> None:
+    async def worker(emit: Callable[[CheckResult], Awaitable[None]]) -> None:
         while (target := next(jobs, None)) is not None:
-            await queue.put(await one(target))
+            await emit(await one(target))
 
-    async def run_all() -> None:
-        try:
-            with sweep_gc():  # no full collections of the whole heap in the middle of a sweep
-                await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
-        finally:
-            await queue.put(None)
-
-    runner = asyncio.create_task(run_all())
     try:
-        while (item := await queue.get()) is not None:
-            yield item
-        await runner  # surfaces a bug in a worker instead of hiding it
+        async with contextlib.aclosing(fan_out(worker, min(concurrency, len(items)))) as results:
+            async for item in results:
+                yield item
     finally:
-        if not runner.done():
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
         for host in rounds.values():
             host.close()
         if own_session:

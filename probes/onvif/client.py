@@ -15,7 +15,7 @@ import itertools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ from probes.onvif.auth import (
     wsse_header,
 )
 from probes.onvif.clocks import RECENT_CLOCKS, ClockReading
-from probes.onvif.gcpause import sweep_gc
+from probes.onvif.fanout import fan_out
 from probes.onvif.http import Disconnected, HttpClient, HttpError, ReplyTooLarge, Response
 from probes.onvif.http import host_header as http_host_header
 from probes.onvif.parse import (
@@ -1217,7 +1217,6 @@ async def _pool(
     (a range scan's hits, while the scan goes on); indexes then count in arrival order."""
     own_session = session is None
     http = session or make_session(limit=max(16, concurrency * 2))
-    queue: asyncio.Queue[tuple[int, DeviceReport] | None] = asyncio.Queue(maxsize=max(1, concurrency))
     next_job: Callable[[], Coroutine[Any, Any, tuple[int, str] | None]]
     if isinstance(targets, AsyncIterable):
         source = aiter(targets)
@@ -1241,7 +1240,7 @@ async def _pool(
 
         next_job = next_sync
 
-    async def worker() -> None:
+    async def worker(emit: Callable[[tuple[int, DeviceReport]], Awaitable[None]]) -> None:
         while (job := await next_job()) is not None:  # shared source: each target is taken by one worker
             index, target = job
             report = await interrogate(
@@ -1259,24 +1258,13 @@ async def _pool(
                 reuse_clock_s=reuse_clock_s,
                 policy=policy,
             )
-            await queue.put((index, report))
+            await emit((index, report))
 
-    async def run_all() -> None:
-        try:
-            with sweep_gc():
-                await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-        finally:
-            await queue.put(None)
-
-    runner = asyncio.create_task(run_all())
     try:
-        while (item := await queue.get()) is not None:
-            yield item
-        await runner  # surfaces a bug in a worker instead of hiding it
+        async with contextlib.aclosing(fan_out(worker, concurrency)) as results:
+            async for item in results:
+                yield item
     finally:
-        if not runner.done():
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
         if own_session:
             await http.close()
 
