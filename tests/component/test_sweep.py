@@ -18,13 +18,11 @@ from probes.health.check import StageTimeouts
 from probes.sim import SimFleet, build_fleet
 from probes.sim.devices import DeviceSpec
 from probes.sim.rtsp import RtspUnavailable
+from tests.estates import register_estate
 from tests.fleets import fleet_in_thread
 from tests.services import skip_or_fail
-from vms.catalog.domain import Observation, SourceKind
-from vms.discovery.service import Discovery, DiscoveryRequest
 from vms.health.service import Health
 from vms.health.sweep import Group, SweepRequest, camera_ids, plan_sweep, run_shard, run_sweep
-from vms.inventory.credentials import Cipher, add_credential
 from vms.store import repository as repo
 from vms.store.models import DeviceLogin, health_events, health_latest, health_results
 
@@ -79,28 +77,7 @@ def _set(fleet: SimFleet, index: int, **changes: object) -> None:
 
 
 def _register(inv, fleet: SimFleet) -> dict[int, int]:
-    """The estate's login, discovery of every device that answers, the offline one as an earlier discovery left
-    it, and a ledger-only camera. Returns device index -> camera id."""
-    with inv.session() as s:
-        add_credential(s, Cipher(inv.settings.fernet_key()), name="estate", username=fleet.credentials.default_username,
-                       password=fleet.credentials.default_password, default=True, actor="test")
-    online = [d for d in fleet.devices if "offline" not in d.faults]
-    outcome = asyncio.run(Discovery(inv).run(DiscoveryRequest(targets=[d.url for d in online], call_timeout=3.0)))
-    assert outcome.registered == len(online), outcome.failures
-    off = fleet.device(OFFLINE)
-    inv.ingest_observations(
-        [Observation("onvif", SourceKind.ONVIF, f"host_port:{off.host}:{off.port}",
-                     {"ip_address": off.host, "port": off.port, "device_service_url": off.url, "mac": off.mac,
-                      "stream_uri": f"rtsp://{off.host}:554/cam{off.index}"})],
-        source="onvif", kind=SourceKind.ONVIF, snapshot=False, actor="test",
-    )
-    inv.ingest_observations(
-        [Observation("ledger:police", SourceKind.LEDGER, "local:L-1",
-                     {"name": "Gate camera", "local_id": "L-1", "ip_address": "127.0.0.77"})],
-        source="ledger:police", kind=SourceKind.LEDGER, snapshot=False, actor="test",
-    )
-    with inv.session(write=False) as s:
-        ids = {d.index: repo.camera_ids_by(s, "ip_address", d.host)[0] for d in fleet.devices}
+    ids = register_estate(inv, fleet, OFFLINE)
     assert len(set(ids.values())) == COUNT
     return ids
 

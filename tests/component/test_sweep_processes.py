@@ -6,7 +6,6 @@ Real simulated devices registered by real discovery; every database test runs on
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,12 +15,10 @@ from sqlalchemy import func, select
 
 from probes.health.check import StageTimeouts
 from probes.sim import SimFleet, build_fleet
+from tests.estates import register_estate
 from tests.fleets import fleet_in_thread
-from vms.catalog.domain import Observation, SourceKind
-from vms.discovery.service import Discovery, DiscoveryRequest
 from vms.health import sweep as sweep_module
 from vms.health.sweep import SweepRequest, process_count, run_sweep, worker_pids
-from vms.inventory.credentials import Cipher, add_credential
 from vms.store.models import health_latest, health_results
 
 COUNT = 10
@@ -61,24 +58,7 @@ def healthy_fleet(fleet: SimFleet) -> Iterator[SimFleet]:
 
 
 def _register(inv, fleet: SimFleet) -> None:
-    with inv.session() as s:
-        add_credential(s, Cipher(inv.settings.fernet_key()), name="estate", username=fleet.credentials.default_username,
-                       password=fleet.credentials.default_password, default=True, actor="test")
-    online = [d for d in fleet.devices if "offline" not in d.faults]
-    outcome = asyncio.run(Discovery(inv).run(DiscoveryRequest(targets=[d.url for d in online], call_timeout=3.0)))
-    assert outcome.registered == len(online), outcome.failures
-    off = fleet.device(OFFLINE)
-    inv.ingest_observations(
-        [Observation("onvif", SourceKind.ONVIF, f"host_port:{off.host}:{off.port}",
-                     {"ip_address": off.host, "port": off.port, "device_service_url": off.url, "mac": off.mac,
-                      "stream_uri": f"rtsp://{off.host}:554/cam{off.index}"})],
-        source="onvif", kind=SourceKind.ONVIF, snapshot=False, actor="test",
-    )
-    inv.ingest_observations(  # no ONVIF address: not checkable, in one process or several
-        [Observation("ledger:police", SourceKind.LEDGER, "local:L-1",
-                     {"name": "Gate camera", "local_id": "L-1", "ip_address": "127.0.0.77"})],
-        source="ledger:police", kind=SourceKind.LEDGER, snapshot=False, actor="test",
-    )
+    register_estate(inv, fleet, OFFLINE)  # its ledger camera is not checkable, in one process or several
 
 
 def _results(inv, sweep_id: int) -> dict[int, tuple[str, str | None, str | None]]:
