@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from vms.errors import Conflict, NotFound, ValidationFailed
 from vms.jobs import schedules as sch
-from vms.jobs.scheduler import build_scheduler, start_health
+from vms.jobs.scheduler import build_scheduler, start_health, stop_scheduler
 from vms.store.models import AuditEntry, apscheduler_jobs, health_sweeps, schedule_runs
 
 
@@ -56,7 +56,7 @@ def schedulers(inventory) -> Iterator[list]:
     yield started
     for s in started:
         if s.running:
-            s.shutdown(wait=True)
+            stop_scheduler(s)
 
 
 def start(inventory, schedulers, sweep, *, sync_s: float = 0.3, holder: str | None = None):
@@ -232,7 +232,7 @@ def test_runs_missed_while_no_scheduler_ran_are_caught_up_once(inventory, schedu
     first = Recorder()
     one = start(inventory, schedulers, first, holder="first")
     assert wait_for(lambda: len(first.calls) >= 1, 5)
-    one.shutdown(wait=True)
+    stop_scheduler(one)
     time.sleep(5.0)  # two or three run times pass with no scheduler running
 
     second = Recorder()

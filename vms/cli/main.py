@@ -1195,7 +1195,7 @@ def scheduler_cmd() -> None:
     import signal
     import threading
 
-    from vms.jobs.scheduler import build_scheduler, start_health
+    from vms.jobs.scheduler import build_scheduler, start_health, stop_scheduler
 
     with errors_to_exit():
         inv = inventory()
@@ -1210,7 +1210,7 @@ def scheduler_cmd() -> None:
         while not stop.wait(1.0):
             pass
     finally:
-        scheduler.shutdown(wait=True)
+        stop_scheduler(scheduler)
     console.print("vms scheduler: stopped")
 
 

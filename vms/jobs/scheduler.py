@@ -125,6 +125,21 @@ def start_health(scheduler: BackgroundScheduler, inventory: Inventory) -> list[s
     return sync_schedules(scheduler, inventory)
 
 
+def stop_scheduler(scheduler: BackgroundScheduler, *, wait: bool = True) -> None:
+    """Stop ``scheduler``; with ``wait``, after its running jobs end.
+
+    APScheduler 3's shutdown(wait=True) holds the job-store lock while it waits for running jobs, and the schedule
+    sync job takes that lock (get_jobs): the two wait for each other for ever. So: shut down without waiting, then
+    wait for the executors' threads with the lock free."""
+    executors = list(scheduler._executors.values())
+    scheduler.shutdown(wait=False)
+    if wait:
+        for executor in executors:
+            pool = getattr(executor, "_pool", None)
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+
 # --- health sweep schedules -------------------------------------------------------------------------------------
 
 
