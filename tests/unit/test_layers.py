@@ -17,6 +17,7 @@ LAYERS = [
     "ingest",
     "inventory",
     "discovery",
+    "frames",
     "health",
     "access",
     "jobs",

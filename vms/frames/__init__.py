@@ -1,0 +1,1 @@
+"""Frame samples, video-quality diagnosis, structured-processing trials and their analyzers."""
