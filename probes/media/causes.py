@@ -1,4 +1,5 @@
-"""Cause codes of the rtsp and snapshot stages (stable strings: stored, shown, counted) and the failure result."""
+"""Cause codes of the rtsp and snapshot stages and of the frame sampler (stable strings: stored, shown, counted)
+and the failure result."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class MediaCause(enum.StrEnum):
     SNAPSHOT_SIZE = "snapshot_size"  # a valid JPEG, not of the expected size
     SNAPSHOT_TOO_LARGE = "snapshot_too_large"
     ADDRESS_REFUSED = "address_refused"  # the address policy refused the URI (or a redirect): nothing connected
+    FRAME_TIMEOUT = "frame_timeout"  # the stream played but no complete keyframe came in time (a silent stream)
+    FRAME_DECODE = "frame_decode"  # no decodable picture: garbage payload, an unsupported codec, a broken keyframe
+    FRAME_TOO_LARGE = "frame_too_large"  # over the byte cap before a complete keyframe
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urljoin, urlsplit
 
@@ -45,6 +45,7 @@ class SnapshotInfo:
     height: int
     size: int  # bytes
     content_type: str | None
+    data: bytes = field(default=b"", repr=False, compare=False)  # the JPEG itself, only when asked (keep=True)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | str:
@@ -92,9 +93,11 @@ async def fetch_snapshot(
     max_bytes: int = 8 * 1024 * 1024,
     expect: tuple[int, int] | None = None,
     client: HttpClient | None = None,
+    keep: bool = False,
 ) -> SnapshotInfo | MediaFailure:
     """GET ``url`` within ``timeout`` seconds in all and check the JPEG (and its size against ``expect``, as
-    (width, height)). ``client``: a shared HTTP client (pooled connections); a private one otherwise."""
+    (width, height)). ``client``: a shared HTTP client (pooled connections); a private one otherwise.
+    ``keep``: the JPEG's bytes come back in ``SnapshotInfo.data`` (the frame sampler decodes them)."""
     try:
         target, from_uri = clean_uri(url)
     except ValueError as exc:
@@ -105,7 +108,7 @@ async def fetch_snapshot(
     http = client if client is not None else HttpClient(limit_per_host=1, keepalive_s=1.0)
     try:
         async with asyncio.timeout(timeout):
-            return await _fetch(http, target, credential, policy, device_ip, max_bytes, expect, timeout)
+            return await _fetch(http, target, credential, policy, device_ip, max_bytes, expect, timeout, keep)
     except TimeoutError:
         return MediaFailure(MediaCause.SNAPSHOT_TIMEOUT, f"no complete answer in {timeout:g} s")
     except ReplyTooLarge as exc:
@@ -132,6 +135,7 @@ async def _fetch(
     max_bytes: int,
     expect: tuple[int, int] | None,
     timeout: float,
+    keep: bool,
 ) -> SnapshotInfo | MediaFailure:
     auth: Authorizer | None = None
     for _hop in range(_MAX_REDIRECTS + 1):
@@ -161,7 +165,7 @@ async def _fetch(
                 return MediaFailure(MediaCause.SNAPSHOT_HTTP, f"redirect {reply.status} to an unusable Location")
             auth = None  # a challenge belongs to its server
             continue
-        return _verdict(reply, credential, auth, expect)
+        return _verdict(reply, credential, auth, expect, keep)
     return MediaFailure(MediaCause.SNAPSHOT_HTTP, f"more than {_MAX_REDIRECTS} redirects")
 
 
@@ -183,7 +187,11 @@ async def _get(
 
 
 def _verdict(
-    reply: Response, credential: Credential | None, auth: Authorizer | None, expect: tuple[int, int] | None
+    reply: Response,
+    credential: Credential | None,
+    auth: Authorizer | None,
+    expect: tuple[int, int] | None,
+    keep: bool = False,
 ) -> SnapshotInfo | MediaFailure:
     if reply.status == 401:
         return MediaFailure(MediaCause.SNAPSHOT_AUTH, f"HTTP 401: {login_refused(credential, auth)}")
@@ -198,4 +206,4 @@ def _verdict(
     width, height = size
     if expect is not None and (width, height) != tuple(expect):
         return MediaFailure(MediaCause.SNAPSHOT_SIZE, f"{width}x{height}, expected {expect[0]}x{expect[1]}")
-    return SnapshotInfo(width, height, len(reply.body), shown_type)
+    return SnapshotInfo(width, height, len(reply.body), shown_type, bytes(reply.body) if keep else b"")
