@@ -12,7 +12,10 @@ first that fails:
   device has it); the URI rewritten to the answering host, credentials removed, compared with the inventory's.
   The service addresses come from GetServices (GetCapabilities on old firmwares) once, then from
   :class:`DeviceMemory`, so a steady sweep costs 4 SOAP calls per device.
-* ``rtsp`` and ``snapshot``: probes.media after the address policy; ``frame`` is not available yet.
+* ``rtsp`` and ``snapshot``: probes.media after the address policy.
+* ``frame``: a :class:`FrameStage` hook the caller gives (vms.frames samples a picture and judges its quality) with
+  the stream URI the ``stream`` stage found, else the inventory's; its findings go into the result's details. The
+  hook applies the address policy itself before it connects. Without a hook the stage cannot be selected.
 
 Outcome: ``off`` when tcp or onvif failed with nothing heard (timeout, refused, unreachable, TLS); ``defect`` when
 the device answered but a stage failed (a refused login included); ``deadline`` when the sweep's deadline came
@@ -31,11 +34,11 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol
 
 from probes.errors import Cause, Failure
-from probes.health.results import STAGES, CheckResult, Outcome, StageResult
+from probes.health.results import STAGES, CheckResult, FrameVerdict, Outcome, StageResult
 from probes.onvif.addresses import format_hostport, strip_credentials
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import DeviceChannel, clock_offset, make_session, open_channel
@@ -61,6 +64,7 @@ __all__ = [
     "ONVIF_STAGES",
     "CheckTarget",
     "DeviceMemory",
+    "FrameStage",
     "StageTimeouts",
     "check_camera",
     "check_many",
@@ -69,7 +73,7 @@ __all__ = [
 
 ONVIF_STAGES: Final = ("tcp", "onvif", "login", "stream")  # the every-few-minutes schedule
 _TRANSPORT: Final = frozenset({Cause.TIMEOUT.value, Cause.REFUSED.value, Cause.UNREACHABLE.value, Cause.TLS.value})
-_STAGE_TIMEOUT_CAUSE: Final = {"rtsp": "rtsp_timeout", "snapshot": "snapshot_timeout"}
+_STAGE_TIMEOUT_CAUSE: Final = {"rtsp": "rtsp_timeout", "snapshot": "snapshot_timeout", "frame": "frame_timeout"}
 DEADLINE: Final = "deadline"
 
 
@@ -179,14 +183,24 @@ class DeviceMemory:
             entry.auth = auth if auth in ("wsse", "digest", "none") else None  # type: ignore[assignment]
 
 
-def select_stages(stages: Iterable[str]) -> tuple[str, ...]:
-    """The selected stages in check order. Raises ValueError naming an unknown or unavailable stage."""
+class FrameStage(Protocol):
+    """The ``frame`` stage: sample the camera's picture and judge it. ``stream_uri`` is the one the ``stream`` stage
+    found now, else the inventory's (None when neither is known); ``target.host`` is the device's address as the
+    check reached it and ``target.credentials`` start with the login that worked. Bounded by ``timeout`` (the
+    check also cuts it there: ``frame_timeout``); never raises for device behaviour."""
+
+    async def __call__(self, target: CheckTarget, stream_uri: str | None, timeout: float) -> FrameVerdict: ...
+
+
+def select_stages(stages: Iterable[str], *, frame: bool = False) -> tuple[str, ...]:
+    """The selected stages in check order. Raises ValueError naming an unknown or unavailable stage (``frame``
+    only when the caller has a frame stage hook: ``frame=True``)."""
     chosen = set(stages)
     unknown = sorted(chosen - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}: choose from {', '.join(STAGES)}")
-    if "frame" in chosen:
-        raise ValueError("frame stage: not available yet")
+    if "frame" in chosen and not frame:
+        raise ValueError("frame stage: needs a frame sampler")
     if not chosen:
         raise ValueError("no stage selected")
     return tuple(s for s in STAGES if s in chosen)
@@ -253,6 +267,7 @@ class _Context:
     timeouts: StageTimeouts
     policy: AddressPolicy
     memory: DeviceMemory
+    frame_stage: FrameStage | None = None
 
 
 @dataclass(slots=True)
@@ -536,6 +551,22 @@ class _Check:
         self.p.details.update(snapshot_width=info.width, snapshot_height=info.height, snapshot_bytes=info.size)
         return _Step(True)
 
+    async def frame(self, timeout: float) -> _Step:
+        hook = self.ctx.frame_stage
+        if hook is None:  # select_stages refused the stage already
+            return _Step(False, Cause.NOT_SUPPORTED.value, "no frame sampler")
+        target = self.t
+        channel = self.host.channel
+        if channel is not None:  # the address the device answered on, its working login first
+            first = channel.credential
+            creds = target.credentials
+            if first is not None:
+                creds = (first, *(c for c in creds if c != first))
+            target = replace(target, host=channel.device_ip, credentials=creds)
+        verdict = await hook(target, self.p.stream_uri or self.t.stream_uri, timeout)
+        self.p.details.update(verdict.details)
+        return _Step(verdict.ok, verdict.cause, verdict.detail)
+
     def _device_ip(self) -> str:
         channel = self.host.channel
         return channel.device_ip if channel is not None else self.t.host
@@ -617,12 +648,14 @@ def _result(target: CheckTarget, at: dt.datetime, progress: _Progress, outcome: 
     )
 
 
-def _available(stages: Sequence[str]) -> None:
+def _available(stages: Sequence[str], frame_stage: FrameStage | None) -> tuple[str, ...]:
+    selected = select_stages(stages, frame=frame_stage is not None)
     if "rtsp" in stages or "snapshot" in stages:
         try:
             import probes.media  # noqa: F401
         except ImportError:
             raise ValueError("rtsp and snapshot stages: probes.media is not available") from None
+    return selected
 
 
 async def check_camera(
@@ -634,13 +667,15 @@ async def check_camera(
     timeouts: StageTimeouts | None = None,
     policy: AddressPolicy | None = None,
     memory: DeviceMemory | None = None,
+    frame_stage: FrameStage | None = None,
 ) -> CheckResult:
     """Check one camera through the selected ``stages`` (ValueError for an unknown or unavailable one).
     ``budget`` and ``memory`` should outlive the call (keep them across sweeps). Never raises for device
-    behaviour; each stage is bounded by its timeout in ``timeouts``."""
-    selected = select_stages(stages)
-    _available(selected)
-    ctx = _Context(session, budget, timeouts or StageTimeouts(), policy or AddressPolicy(), memory or DeviceMemory())
+    behaviour; each stage is bounded by its timeout in ``timeouts``. ``frame_stage``: the hook of the ``frame``
+    stage (:class:`FrameStage`)."""
+    selected = _available(list(stages), frame_stage)
+    ctx = _Context(session, budget, timeouts or StageTimeouts(), policy or AddressPolicy(), memory or DeviceMemory(),
+                   frame_stage)
     host = _HostRound(target, 1)
     try:
         return await _check(target, selected, host, ctx, _Progress(selected[0]))
@@ -660,21 +695,23 @@ async def check_many(
     deadline_s: float | None = None,
     policy: AddressPolicy | None = None,
     memory: DeviceMemory | None = None,
+    frame_stage: FrameStage | None = None,
 ) -> AsyncIterator[CheckResult]:
     """Check many cameras; yield each result as it is ready (every target gets exactly one).
 
     At most ``concurrency`` cameras at a time and ``per_host`` per device (host:port): the cameras of one device
     with the same credentials share one round (connection, clock, login, profiles). After ``deadline_s`` seconds
     the cameras not finished are reported with outcome ``deadline`` at the stage they were in (or the first
-    selected one when they had not started). ValueError for an unknown or unavailable stage."""
-    selected = select_stages(stages)
-    _available(selected)
+    selected one when they had not started). ValueError for an unknown or unavailable stage (``frame`` needs
+    ``frame_stage``)."""
+    selected = _available(list(stages), frame_stage)
     if concurrency < 1 or per_host < 1:
         raise ValueError("concurrency and per_host must be >= 1")
     items = list(targets)
     own_session = session is None
     http = session or make_session(limit=max(16, concurrency * 2), limit_per_host=max(2, per_host))
-    ctx = _Context(http, budget, timeouts or StageTimeouts(), policy or AddressPolicy(), memory or DeviceMemory())
+    ctx = _Context(http, budget, timeouts or StageTimeouts(), policy or AddressPolicy(), memory or DeviceMemory(),
+                   frame_stage)
     loop = asyncio.get_running_loop()
     deadline_at = loop.time() + deadline_s if deadline_s is not None else None
 

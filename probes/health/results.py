@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-__all__ = ["OUTCOMES", "STAGES", "CheckResult", "Outcome", "StageResult"]
+__all__ = ["OUTCOMES", "STAGES", "CheckResult", "FrameVerdict", "Outcome", "StageResult"]
 
-# In order: a check stops at the first stage that fails. "frame" is filled in by frame sampling.
+# In order: a check stops at the first stage that fails. "frame" runs through a frame-stage hook (vms.frames).
 STAGES: Final = ("tcp", "onvif", "login", "stream", "rtsp", "snapshot", "frame")
 
 # ok: every selected stage passed; off: tcp or onvif failed and nothing was heard; defect: the device answered but
@@ -44,3 +44,15 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class FrameVerdict:
+    """What a frame stage found: ok, or the cause (the sampler's frame_*/rtsp_*/snapshot_*/address_refused, or
+    vqd_<fault> for a picture that failed its quality checks). ``details`` go into the result's details (sample_id,
+    faults, width, height, codec...): plain JSON values, never a credential."""
+
+    ok: bool
+    cause: str | None = None
+    detail: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)

@@ -324,7 +324,7 @@ async def test_rtsp_from_the_real_gstreamer_server_and_the_snapshot(fleet: SimFl
 
 
 def test_unknown_and_unavailable_stages_are_refused() -> None:
-    with pytest.raises(ValueError, match="frame stage: not available yet"):
+    with pytest.raises(ValueError, match="frame stage: needs a frame sampler"):
         select_stages(["tcp", "frame"])
     with pytest.raises(ValueError, match="unknown stage"):
         select_stages(["ping"])

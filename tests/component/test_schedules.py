@@ -118,7 +118,7 @@ def test_schedules_are_stored_listed_and_audited(inventory):
         ({"cron": "* * *"}, "cron expression"),
         ({"cron": "0 0 31 2 *"}, "never fires"),
         ({"interval_s": 60, "stages": ["onvif", "ping"]}, "unknown stage"),
-        ({"interval_s": 60, "stages": ["frame"]}, "frame"),
+        ({"interval_s": 60, "stages": ["frames"]}, "unknown stage"),
         ({"interval_s": 60, "group": "region:"}, "needs a value"),
         ({"interval_s": 60, "group": "street:x"}, "camera group"),
         ({"interval_s": 60, "deadline_s": -5}, "deadline"),

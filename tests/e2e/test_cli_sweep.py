@@ -29,7 +29,7 @@ def fleet() -> Iterator[SimFleet]:
 
 BAD_INPUT = [
     (["sweep", "--stages", "tcp,ping"], "unknown stage(s) ping"),
-    (["sweep", "--stages", "tcp,frame"], "frame stage: not available yet"),
+    (["sweep", "--stages", "tcp,Frame"], "unknown stage(s) Frame"),
     (["sweep", "--region", "3713", "--tag", "school"], "at most one of --region, --source, --tag"),
     (["sweep", "--deadline", "-1"], "deadline must be a positive number"),
     (["sweep", "--concurrency", "0"], "must be at least 1"),

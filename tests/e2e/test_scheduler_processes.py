@@ -53,7 +53,7 @@ def test_schedules_commands(inventory, settings, tmp_path):
         ["bad", "--cron", "0 25 * * *"],
         ["bad", "--every", "0"],
         ["bad", "--every", "60", "--cron", "* * * * *"],
-        ["bad", "--every", "60", "--stages", "frame"],
+        ["bad", "--every", "60", "--stages", "frames"],
         ["bad", "--every", "60", "--group", "street:x"],
         ["bad", "--every", "soon"],
         ["hourly", "--every", "60"],

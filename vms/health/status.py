@@ -7,7 +7,9 @@ failed results (OFF and DEFECT results count together; the last one decides whic
 the other kind. A result equal to the current status breaks any run. A ``deadline`` result changes nothing.
 
 Every change is an event in the GB/T 28181 vocabulary: ON, OFF, DEFECT, or VLOST when the camera became DEFECT
-because its video was lost (an ``rtsp_*`` cause, or the frame stage).
+because its video was lost: an ``rtsp_*`` cause at any stage, or at the ``frame`` stage a picture diagnosed as
+signal loss (``vqd_signal_loss``) or a stream that gave no picture (``frame_timeout``, ``frame_decode``). Any other
+video-quality fault (``vqd_too_dark``, ``vqd_blur``...) is a DEFECT.
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ def status_of(outcome: str) -> Status | None:
     return _TARGET.get(outcome)
 
 
+_VIDEO_LOST: Final = frozenset({"vqd_signal_loss", "frame_timeout", "frame_decode"})
+
+
 def event_name(status: Status, stage: str | None, cause: str | None) -> str:
-    if status == "DEFECT" and ((cause or "").startswith("rtsp_") or stage == "frame"):
+    text = cause or ""
+    if status == "DEFECT" and (text.startswith("rtsp_") or (stage == "frame" and text in _VIDEO_LOST)):
         return "VLOST"
     return status
 

@@ -245,7 +245,7 @@ def run_shards(
             have = set(s.scalars(
                 select(health_results.c.camera_id).where(health_results.c.sweep_id == sweep_id)
             ))
-        first = select_stages(req.stages)[0]
+        first = select_stages(req.stages, frame=True)[0]
         now = dt.datetime.now(dt.UTC)
         missing = [_deadline_result(cid, first, now) for cid in ids if cid not in have]
         health = Health(inv)

@@ -170,7 +170,7 @@ def make_schedule(
         req.validate()
         from probes.health.check import select_stages
 
-        ordered = select_stages(req.stages)
+        ordered = select_stages(req.stages, frame=True)  # sweeps run the frame stage (vms.frames)
     except ValueError as exc:
         raise ValidationFailed(" ".join(str(exc).split())) from exc
     return Schedule(
