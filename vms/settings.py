@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         300, ge=0, description="when no sweep schedule is configured (vms schedules add), the schedulers of "
         "`vms run` and `vms scheduler` check every camera's ONVIF stages this often (seconds); 0 = off"
     )
+    samples_keep_per_camera: int = Field(
+        20, ge=1, description="frame samples kept per camera by `vms samples prune` (the newest; JPEG files too)"
+    )
+    samples_max_age_days: float = Field(
+        30.0, gt=0, description="days a frame sample is kept by `vms samples prune`, however few a camera has"
+    )
     executor: Literal["local", "celery"] = Field(
         "local", description="where sweeps run: local (this process) or celery (`vms worker` processes)"
     )

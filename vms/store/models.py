@@ -436,6 +436,57 @@ apscheduler_jobs = Table(
 )
 
 
+# Frame samples (vms.frames.store): sample sets, one row per sampled frame (its JPEG is the file
+# <data_dir>/samples/<sha256[:2]>/<sha256>.jpg, shared by identical frames), and each camera's reference frame for
+# the occlusion check. Made by migration 0013_frames.
+sample_sets = Table(
+    "sample_sets",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("created_by", String(128), nullable=False),
+    Column("settings", JSON, nullable=False),  # how it samples: stages, frames, spacing, source, group/region
+    Column("camera_ids", JSON, nullable=False),  # the cameras it targeted, so that it can be repeated
+    Column("notes", Text, nullable=True),
+)
+
+frame_samples = Table(
+    "frame_samples",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), nullable=False),
+    Column("set_id", Integer, ForeignKey("sample_sets.id", ondelete="SET NULL"), nullable=True),
+    Column("sweep_id", Integer, nullable=True),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(16), nullable=False),  # rtsp | snapshot
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("codec", String(16), nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("bytes", Integer, nullable=False),  # the JPEG's size
+    Column("sha256", String(64), nullable=False),  # the JPEG's content address (hex)
+    Column("thumb", LargeBinary, nullable=True),  # small grey thumbnail for the freeze check (vms.frames.store.pack)
+    Column("faults", String(255), nullable=False, default=""),  # video-quality faults, comma-separated; "" = none
+    Column("metrics", JSON, nullable=True),  # the diagnosis' measurements
+    Index("ix_frame_samples_camera_id", "camera_id", "taken_at"),
+    Index("ix_frame_samples_set_id", "set_id"),
+    Index("ix_frame_samples_sha256", "sha256"),
+    Index("ix_frame_samples_taken_at", "taken_at"),
+)
+
+camera_references = Table(
+    "camera_references",
+    Base.metadata,
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="CASCADE"), primary_key=True),
+    Column("sample_id", Integer, ForeignKey("frame_samples.id", ondelete="SET NULL"), nullable=True),
+    Column("set_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("ref", LargeBinary, nullable=False),  # the reference map (vms.frames.store.pack)
+    Column("width", Integer, nullable=False),  # size of the frame it was taken from
+    Column("height", Integer, nullable=False),
+)
+
+
 # Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
 # the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
 SEARCH_TABLE = "camera_search"
