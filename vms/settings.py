@@ -92,6 +92,34 @@ class Settings(BaseSettings):
     samples_max_age_days: float = Field(
         30.0, gt=0, description="days a frame sample is kept by `vms samples prune`, however few a camera has"
     )
+    # Video-quality diagnosis thresholds (vms.frames.vqd.Thresholds; DOMAIN section 5 starting values)
+    vqd_signal_peak_share: float = Field(
+        0.98, gt=0, le=1, description="share of pixels in one grey-level peak above which the signal is lost"
+    )
+    vqd_signal_std: float = Field(2.0, ge=0, description="grey std below which a frame is uniform (signal lost)")
+    vqd_dark_mean: float = Field(40.0, ge=0, le=255, description="mean grey level below which a frame is too dark")
+    vqd_bright_mean: float = Field(210.0, ge=0, le=255, description="mean grey level above which it is too bright")
+    vqd_cast_ratio: float = Field(1.5, ge=0, description="Lab chroma offset / chroma spread above: colour cast")
+    vqd_contrast_std: float = Field(25.0, ge=0, description="grey standard deviation below: low contrast")
+    vqd_blur_var: float = Field(100.0, ge=0, description="Laplacian variance (at 480 px wide) below: blurred")
+    vqd_freeze_diff: float = Field(
+        1.0, ge=0, description="mean absolute thumbnail difference (grey levels) at or below which two samples "
+        "show the same picture"
+    )
+    vqd_freeze_pixel: float = Field(
+        16.0, ge=0, description="... and no thumbnail pixel changed by more than this (a clock overlay is live)"
+    )
+    vqd_freeze_samples: int = Field(10, ge=2, le=1000, description="samples in a row that must be the same: freeze")
+    vqd_occlusion_share: float = Field(
+        0.2, gt=0, le=1, description="share of the frame a region that lost its detail against the camera's "
+        "reference must cover: occlusion"
+    )
+    vqd_occlusion_loss: float = Field(
+        0.3, gt=0, le=1, description="a block lost its detail below this share of its reference edge energy"
+    )
+    vqd_noise_sigma: float = Field(0.0, ge=0, description="noise estimate (grey levels) above: noisy; 0 = off")
+    vqd_stripes_ratio: float = Field(0.0, ge=0, description="periodic profile peak over its neighbourhood above: "
+                                     "stripes; 0 = off")
     executor: Literal["local", "celery"] = Field(
         "local", description="where sweeps run: local (this process) or celery (`vms worker` processes)"
     )
