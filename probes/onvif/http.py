@@ -15,8 +15,11 @@ device with bounded idle time and count. It does not follow redirects, send cook
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
+import socket
 import ssl
+import struct
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,6 +41,7 @@ _MAX_HEADER_LINES: Final = 256
 _MAX_INTERIM: Final = 8  # 1xx replies tolerated before the real one
 _USER_AGENT: Final = b"vms-probe/0.1"
 _SWEEP_S: Final = 0.05  # granularity of reply timeouts
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 _PARK_SWEEP_S: Final = 0.5  # how often parked connections are checked for expiry
 
 
@@ -195,6 +199,19 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def reset(self) -> None:
+        """Close an idle connection with a RST (SO_LINGER 0), as HAProxy closes its health checks: the closing side
+        keeps no TIME_WAIT, so sweeping thousands of devices does not pile up ~60 s of ports per device."""
+        self.closed = True
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and self._state == _DONE:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
 
     # -- parsing ------------------------------------------------------------------------------------------------
 
@@ -682,7 +699,7 @@ class HttpClient:
             return
         for conn in entry.idle:
             self._idle.pop(conn, None)
-            conn.close()
+            conn.reset()
         entry.idle.clear()
         if entry.active == 0 and not entry.waiters:
             self._hosts.pop(key, None)

@@ -662,6 +662,34 @@ async def test_http_client_reuses_connections_and_copes_with_closes() -> None:
         await server.stop()
 
 
+def _time_wait_to(port: int) -> int:
+    """TIME_WAIT sockets of this machine whose remote end is 127.0.0.1:port (/proc/net/tcp, state 06)."""
+    remote = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table.readlines()[1:] if line.split()[2] == remote and line.split()[3] == "06")
+
+
+async def test_http_client_forgets_a_device_without_leaving_time_wait() -> None:
+    # A sweep closes each device's connection when its check is done; closed with a FIN, every device would hold
+    # a TIME_WAIT port on our side for a minute (100,000 cameras every 5 minutes). A RST leaves none.
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = ScriptedServer([ok] * 5)
+    await server.start()
+    try:
+        async with HttpClient() as http:
+            data = http.build(b"POST", b"127.0.0.1", b"/", b"", b"")
+            for _ in range(5):
+                response = await http.request("127.0.0.1", server.port, "http", data, timeout=2, max_bytes=1000)
+                assert response.body == b"ok"
+                http.forget("127.0.0.1", server.port)
+                await asyncio.sleep(0.02)
+        assert server.connections == 5
+        await asyncio.sleep(0.1)
+        assert _time_wait_to(server.port) == 0
+    finally:
+        await server.stop()
+
+
 async def test_http_client_times_out_and_reports_refusals() -> None:
     server = ScriptedServer([None])  # accepts, reads, never answers (DOMAIN 7.8)
     await server.start()
