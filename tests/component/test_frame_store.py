@@ -307,15 +307,23 @@ def test_migration_0013_applies_and_downgrades(inventory):
 
 
 def test_packed_arrays_keep_shape_and_type():
-    for array in (
+    arrays = (
         np.zeros((36, 64), np.uint8),
         np.arange(12, dtype=np.uint8).reshape(3, 4),
         np.ones((2, 3), np.float32),
-    ):
-        back = unpack(pack(array))
-        assert back.dtype == array.dtype and np.array_equal(back, array)
+        np.asfortranarray(np.arange(6, dtype=np.uint8).reshape(2, 3)),
+        np.arange(20, dtype=np.uint8).reshape(4, 5)[:, ::2],
+        np.array(7, np.int16),
+    )
+    for array in arrays:
+        for _ in range(2):  # parsed, then from the header cache
+            back = unpack(pack(array))
+            assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
+            back[...] = 0  # a copy of its own
     with pytest.raises(ValueError):
         pack(np.array([object()]))
+    with pytest.raises(ValueError):
+        unpack(b"raw pixels")
 
 
 def test_reference_made_from_the_sample_jpeg_when_none_is_given(inventory):

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -84,13 +85,31 @@ def pack(array: Array) -> builtins.bytes:
     if array.dtype == object:
         raise ValueError("only numeric arrays are stored")
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
 
 
+_HEADERS: dict[builtins.bytes, tuple[np.dtype[Any], tuple[int, ...], bool]] = {}
+
+
 def unpack(data: builtins.bytes) -> Array:
-    array: Array = np.load(io.BytesIO(data), allow_pickle=False)
-    return array
+    """The array ``pack`` made. The few distinct headers (shape and dtype) are parsed once: np.load parses each
+    anew (85 us, most of reading the history of 500 cameras)."""
+    data = builtins.bytes(data)
+    if data[:6] != _NPY_MAGIC or len(data) < 10:
+        raise ValueError("not a packed array")
+    start = 10 if data[6] == 1 else 12
+    end = start + int.from_bytes(data[8:start], "little")
+    header = data[:end]
+    info = _HEADERS.get(header)
+    if info is None:
+        array: Array = np.load(io.BytesIO(data), allow_pickle=False)
+        if len(_HEADERS) < 256:
+            _HEADERS[header] = (array.dtype, array.shape, bool(np.isfortran(array)))
+        return array
+    dtype, shape, fortran = info
+    count = math.prod(shape)
+    return np.frombuffer(data, dtype, count=count, offset=end).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
