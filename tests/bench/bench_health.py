@@ -12,6 +12,7 @@ install a top-level ``onvif``) that the benchmark makes once under .bench/onvif-
 pip, and reuses; when pip cannot install it, the reason is printed and the figure left out.
 Ours also runs on 2 processes (each checking half of the devices, its own event loop and connections, started
 together every round): devices/s and the client's CPU per device with 1 and with 2 processes.
+Floor: the same requests, replayed with nothing parsed (tests/bench/onvif_floor.py): what no client can beat here.
 test_bench_health_sweep_local_and_celery: the whole sweep (vms.health.sweep.run_sweep: the same stages, results and
 statuses written to PostgreSQL) with the local executor and with Celery and two `vms worker` processes (Redis), side
 by side: the overhead of distribution. Prints figures; never asserts on time.
@@ -34,6 +35,7 @@ from probes.health.check import ONVIF_STAGES, CheckTarget, DeviceMemory, StageTi
 from probes.onvif.auth import Credential, LoginBudget
 from probes.onvif.client import make_session
 from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME, build_fleet
+from tests.bench.onvif_floor import floor_round, record_requests
 from tests.bench.report import record, size
 from tests.services import free_port
 
@@ -233,6 +235,17 @@ def test_bench_health_onvif_stages() -> None:
             requests.append((served.value - before) / COUNT)
             fleet_cpus.append(fleet_cpu.value - fleet_before)
             assert ok == COUNT and changed == 0, (ok, changed)
+        with record_requests() as sent:  # one more round, untimed: the exact requests for the floor
+            asyncio.run(_ours(targets, budget, memory))
+        floor_walls: list[float] = []
+        floor_cpus: list[float] = []
+        for _round in range(ROUNDS):
+            time.sleep(0.2)
+            c0 = time.process_time()
+            floor_ok, wall = asyncio.run(floor_round(dict(sent)))
+            floor_walls.append(wall)
+            floor_cpus.append(time.process_time() - c0)
+            assert floor_ok == COUNT, floor_ok
         two_walls, two_cpus = _ours_processes(targets, 2, ROUNDS + 1)  # round 0 learns the service addresses
         sample = [(d.host, port) for d in devices[:BASELINE_COUNT]]
         zeep_walls: list[float] = []
@@ -260,6 +273,10 @@ def test_bench_health_onvif_stages() -> None:
     print(f"           the fleet's CPU (other process) per round: {statistics.median(fleet_cpus[1:]):.2f} s")
     print(f"           HTTP requests per device: first round {requests[0]:.2f}, "
           f"then {statistics.median(requests[1:]):.2f}")
+    floor_wall, floor_cpu = statistics.median(floor_walls), statistics.median(floor_cpus)
+    print(f"floor:     the same requests replayed with nothing else done (tests/bench/onvif_floor.py): "
+          f"{COUNT / floor_wall:7.1f} devices/s, client CPU {floor_cpu / COUNT * 1e3:.3f} ms per device "
+          f"(ours {steady_cpu / COUNT * 1e3:.3f} ms = {steady_cpu / floor_cpu:.1f}x)")
     print(f"zeep (b):  {BASELINE_COUNT:>6,} devices, onvif-zeep-async, 32 at a time, one WSDL set: {t_zeep:6.2f} s = "
           f"{zeep_rate:7.1f} devices/s")
     print(f"           CPU {zeep_cpu:.2f} s = {BASELINE_COUNT / zeep_cpu:7.1f} devices per CPU second")
@@ -288,6 +305,12 @@ def test_bench_health_onvif_stages() -> None:
     record(f"health sweep, ONVIF stages, {COUNT:,} devices", ours_rate, "devices/s", baseline=zeep_rate,
            baseline_name=f"onvif-zeep-async loop, one WSDL set, {BASELINE_COUNT:,} devices", min_value=1500,
            min_ratio=4, group="health")
+    record(f"health sweep, ONVIF stages, {COUNT:,} devices, vs the wire floor", ours_rate, "devices/s",
+           baseline=COUNT / floor_wall, baseline_name="the same requests replayed, nothing parsed (one process)",
+           group="health")
+    record(f"health sweep client CPU per device vs the wire floor ({COUNT:,})", steady_cpu / COUNT * 1e6, "us",
+           baseline=floor_cpu / COUNT * 1e6, baseline_name="the same requests replayed, nothing parsed",
+           group="health")
     record(f"health sweep CPU per device ({COUNT:,})", steady_cpu / COUNT * 1e6, "us",
            baseline=zeep_cpu / BASELINE_COUNT * 1e6, baseline_name="onvif-zeep-async loop, one WSDL set",
            goal_note="prober process only; the fleet runs apart", group="health")
