@@ -231,6 +231,17 @@ def test_prune_by_count_and_age_removes_rows_then_unshared_files(inventory):
     assert (report.rows, report.files, report.recent) == (1, 0, 1) and store.path_of(shas[3]).exists()
     # settings give the defaults (20 per camera, 30 days): nothing more to remove
     assert store.prune(now=now).rows == 0
+    # orphans, found by walking the folder: the file the grace period kept above (its row is gone), a file whose
+    # row never landed, and a write that never finished
+    orphan = store.write_jpeg(_jpeg(50))
+    stray = store.path_of(orphan).parent / ".abc.tmp"
+    stray.write_bytes(b"half")
+    assert store.prune(now=now, file_grace_s=0).orphans == 0  # not asked for
+    report = store.prune(now=now, file_grace_s=0, orphans=True)
+    assert (report.rows, report.orphans, report.bytes_freed) == (0, 2, len(_jpeg(13)) + len(_jpeg(50)))
+    assert not store.path_of(orphan).exists() and not store.path_of(shas[3]).exists() and not stray.exists()
+    kept = {p.stem for p in store.root.rglob("*.jpg")}
+    assert kept == {r.sha256 for r in store.list(limit=100)}  # every remaining file is some row's
     with inventory.session(write=False) as s:
         assert [e.action for e in repo.audit_entries(s, 20)].count("samples.prune") == 3
 

@@ -245,9 +245,11 @@ class PruneReport:
     recent: int  # unreferenced files kept because they were written or reused within the grace period
     cameras: int  # cameras that lost samples
     missing: int = 0  # files already gone
+    orphans: int = 0  # files no row referred to, found by walking the folder (prune(orphans=True))
 
     def to_dict(self) -> dict[str, int]:
         return {
+            "orphans": self.orphans,
             "rows": self.rows,
             "files": self.files,
             "bytes_freed": self.bytes_freed,
@@ -457,11 +459,15 @@ class SampleStore:
         max_age_days: float | None = None,
         now: dt.datetime | None = None,
         file_grace_s: float = FILE_GRACE_S,
+        orphans: bool = False,
         actor: str | None = "cli",
     ) -> PruneReport:
         """Delete the samples beyond each camera's newest ``keep_per_camera`` and those older than ``max_age_days``
         (defaults: VMS_SAMPLES_KEEP_PER_CAMERA, VMS_SAMPLES_MAX_AGE_DAYS), except a camera's reference sample; then
-        the files no row refers to any more (a file another row shares stays)."""
+        the files no row refers to any more (a file another row shares stays). A file written or reused within
+        ``file_grace_s`` stays (a sweep may be about to add its row). With ``orphans``, also every other file of the
+        samples folder no row refers to (left by a sweep that stopped between writing a JPEG and adding its row),
+        and stray temporary files: a walk of the whole folder."""
         keep = self.settings.samples_keep_per_camera if keep_per_camera is None else keep_per_camera
         age = self.settings.samples_max_age_days if max_age_days is None else max_age_days
         if keep < 0 or age < 0:
@@ -495,11 +501,28 @@ class SampleStore:
                     action="samples.prune",
                     details={"rows": len(ids), "keep_per_camera": keep, "max_age_days": age},
                 )
-        files = freed = recent = missing = 0
         limit = time.time() - file_grace_s
+        files, freed, recent, missing = self._remove([sha for sha in shas if sha not in still_used], limit)
+        orphan_n = 0
+        if orphans:
+            orphan_n, orphan_bytes, orphan_recent = self._remove_orphans(limit)
+            freed += orphan_bytes
+            recent += orphan_recent
+        return PruneReport(
+            rows=len(ids),
+            files=files,
+            bytes_freed=freed,
+            shared=len(still_used),
+            recent=recent,
+            cameras=camera_n,
+            missing=missing,
+            orphans=orphan_n,
+        )
+
+    def _remove(self, shas: Sequence[str], limit: float) -> tuple[int, int, int, int]:
+        """Unlink these files unless touched after ``limit`` (epoch s): (removed, bytes, kept as recent, missing)."""
+        files = freed = recent = missing = 0
         for sha in shas:
-            if sha in still_used:
-                continue
             path = self.path_of(sha)
             try:
                 st = path.stat()
@@ -512,15 +535,32 @@ class SampleStore:
                 continue
             files += 1
             freed += st.st_size
-        return PruneReport(
-            rows=len(ids),
-            files=files,
-            bytes_freed=freed,
-            shared=len(still_used),
-            recent=recent,
-            cameras=camera_n,
-            missing=missing,
-        )
+        return files, freed, recent, missing
+
+    def _remove_orphans(self, limit: float) -> tuple[int, int, int]:
+        """Files of the samples folder no row refers to, one sub-folder at a time: (removed, bytes, kept as recent)."""
+        removed = freed = recent = 0
+        if not self.root.is_dir():
+            return 0, 0, 0
+        fs = frame_samples
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and len(p.name) == 2):
+            shas: builtins.list[str] = []
+            for path in folder.iterdir():
+                if path.suffix == ".jpg" and _SHA.fullmatch(path.stem):
+                    shas.append(path.stem)
+                elif path.name.startswith(".") and path.name.endswith(".tmp"):  # a write that never finished
+                    try:
+                        if path.stat().st_mtime <= limit:
+                            path.unlink()
+                    except FileNotFoundError:
+                        pass
+            used: set[str] = set()
+            with self.inventory.session(write=False) as s:
+                for part in _chunks(shas):
+                    used.update(s.scalars(select(fs.c.sha256).where(fs.c.sha256.in_(part)).distinct()))
+            n, b, r, _ = self._remove([sha for sha in shas if sha not in used], limit)
+            removed, freed, recent = removed + n, freed + b, recent + r
+        return removed, freed, recent
 
     def list(
         self, camera_id: int | None = None, set_name: str | None = None, limit: int = 50
