@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -85,3 +86,13 @@ def test_noise_and_stripes_survive_the_encoder_well_enough_to_flag_when_switched
     assert "stripes" in judge(sampled, "striped", on).faults
     # off by default: measured, not judged
     assert judge(sampled, "noisy").faults == () and judge(sampled, "noisy").metrics["noise"] > 8
+
+
+def test_the_real_scene_passes_at_1080p_and_its_blurred_copy_fails_at_every_size():
+    """Blur is judged at a fixed analysis width: the pedestrian scene (480x360) upscaled to 1080p still passes."""
+    picture = videos.source_frames(1)[0]
+    blurred = videos.variant("blurred", [picture])[0]
+    for size in ((480, 360), (1280, 720), (1920, 1080)):
+        big = cv2.resize(picture, size, interpolation=cv2.INTER_CUBIC)
+        assert diagnose(big).faults == (), (size, diagnose(big).metrics)
+        assert diagnose(cv2.resize(blurred, size, interpolation=cv2.INTER_CUBIC)).faults == ("blur",), size
