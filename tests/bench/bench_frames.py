@@ -154,8 +154,9 @@ async def _ours(parts: dict[str, Any], judge: Callable[[Any], Any], proc: Replay
 def _baseline(parts: dict[str, Any], judge: Callable[[Any], Any], proc: ReplayProcess, hosts: list[str]) -> int:
     cv2 = parts["cv2"]
     ok = 0
+    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)  # the defaults, whatever the shell set
     for host in hosts:
-        cap = cv2.VideoCapture(proc.url(host))
+        cap = cv2.VideoCapture(proc.url(host), cv2.CAP_FFMPEG)
         try:
             got, image = cap.read()
         finally:

@@ -216,6 +216,9 @@ async def test_play_sends_sps_pps_idr_at_once_then_paces(server: ReplayServer) -
         assert frames <= 10, f"{frames} frames in 0.5 s at 10 fps"
         assert all(b - a == 9000 for a, b in itertools.pairwise(timestamps))
         assert first_au_s < 5
+        # The client's RTCP receiver report, interleaved on channel 1, is read and dropped by the server.
+        rr = bytes([0x80, 201, 0, 1]) + (1234).to_bytes(4, "big")
+        client.writer.write(b"$\x01" + len(rr).to_bytes(2, "big") + rr)
         # TEARDOWN: what was in flight arrives before the reply; nothing after it.
         status, _, _ = await client.request("TEARDOWN", Session=client.session)
         assert status == 200
