@@ -1,40 +1,42 @@
 """Video-quality diagnosis of real streams: generated clips (tests/videos.py) served by the real GStreamer RTSP
-server, which decodes and re-encodes them (x264, 384 kbit/s), sampled over RTSP/TCP and diagnosed."""
+server, which decodes and re-encodes them (x264, 384 kbit/s), sampled by probes.frames.sample_rtsp (RTSP over TCP,
+keyframes a second apart) and diagnosed."""
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 
+from probes.frames import SampleTimeouts, sample_rtsp
+from probes.media.causes import MediaFailure
+from probes.policy import AddressPolicy
 from probes.sim.rtsp import RtspServer, RtspUnavailable, start_rtsp_server
 from tests import videos
 from vms.frames.vqd import Thresholds, diagnose, reference_of, thumbnail
 
 KINDS = (*videos.EXPECTED, "noisy", "striped")
-SAMPLES = 3  # one picture a second: enough for a freeze check with freeze_samples=3
+SAMPLES = 3  # keyframes a second apart (the server's GOP is 1 s): enough for a freeze check with freeze_samples=3
 SIZE = (320, 240)  # the server's output size: small, fast
 THRESHOLDS = Thresholds(freeze_samples=SAMPLES)
+POLICY = AddressPolicy.build()
 
 
-def sample(url: str, *, count: int = SAMPLES, every: int = 10, budget_s: float = 10.0) -> list[np.ndarray]:
-    """`count` pictures `every` frames apart (1 s at 10 fps), bounded in time. PyAV/FFmpeg's RTSP client: a
-    test-side reader, not the product's sampler."""
-    pictures: list[np.ndarray] = []
-    deadline = time.monotonic() + budget_s
-    options = {"rtsp_transport": "tcp", "probesize": "32768", "analyzeduration": "0"}
-    with av.open(url, options=options, timeout=5.0) as container:
-        for n, frame in enumerate(container.decode(video=0)):
-            if n % every == 0:
-                pictures.append(frame.to_ndarray(format="bgr24"))
-            if len(pictures) >= count or time.monotonic() > deadline:
-                break
-    return pictures
+async def sample_all(urls: dict[str, str]) -> dict[str, list[np.ndarray]]:
+    """`SAMPLES` keyframes a second apart from every stream at once, through the product's sampler."""
+    timeouts = SampleTimeouts(connect=3.0, first_frame=5.0, total=12.0)
+
+    async def one(url: str) -> list[np.ndarray]:
+        got = await sample_rtsp(url, username=None, password=None, policy=POLICY, device_ip="127.0.0.1",
+                                timeouts=timeouts, frames=SAMPLES, spacing_s=1.0)
+        assert not isinstance(got, MediaFailure), (url, got)
+        return [frame.image for frame in got]
+
+    pictures = await asyncio.wait_for(asyncio.gather(*(one(url) for url in urls.values())), timeouts.total + 5)
+    return dict(zip(urls, pictures, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +52,7 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[np.ndarr
             server.stop()
         pytest.skip(f"GStreamer RTSP server unavailable: {exc}")
     try:
-        with ThreadPoolExecutor(len(servers)) as pool:
-            futures = {kind: pool.submit(sample, server.url("/v")) for kind, server in servers.items()}
-            return {kind: future.result(timeout=20) for kind, future in futures.items()}
+        return asyncio.run(sample_all({kind: server.url("/v") for kind, server in servers.items()}))
     finally:
         for server in servers.values():
             server.stop()

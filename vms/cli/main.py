@@ -893,7 +893,7 @@ def sweep_cmd(
     stages: Annotated[
         list[str] | None,
         typer.Option("--stages", help="stages to run, comma-separated or repeated (default tcp,onvif,login,stream; "
-                     "also rtsp, snapshot)"),
+                     "also rtsp, snapshot, frame)"),
     ] = None,
     region: Annotated[str | None, typer.Option(help="only the cameras of this region (and its sub-regions)")] = None,
     source: Annotated[str | None, typer.Option(help="only the cameras this source lists")] = None,
@@ -912,8 +912,8 @@ def sweep_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the cameras now (TCP, ONVIF clock, login, stream URI; RTSP and snapshot on request), record results,
-    statuses and events, and print a summary by outcome, stage and cause."""
+    """Check the cameras now (TCP, ONVIF clock, login, stream URI; RTSP, snapshot and a sampled frame's video
+    quality on request), record results, statuses and events, and print a summary by outcome, stage and cause."""
     from probes.health.check import ONVIF_STAGES
     from vms.health.sweep import Group, SweepRequest, run_sweep
 
@@ -936,15 +936,7 @@ def sweep_cmd(
         err.print(f"[red]error:[/red] {_one_line(exc)}")
         raise typer.Exit(2) from None
     inv = inventory()
-    mode = str(executor or getattr(inv.settings, "executor", "local"))
-    if mode == "celery":  # the celery executor (vms worker processes run the shards) registers on import
-        import importlib
-
-        try:
-            importlib.import_module("vms.jobs.celery_app")
-        except ImportError as exc:
-            err.print(f"[red]error:[/red] the celery executor is not available: {_one_line(exc)}")
-            raise typer.Exit(2) from None
+    mode = _executor(inv, executor)
     with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
         summary = run_sweep(inv, req, executor=mode, progress=bar)
     if as_json:
@@ -963,6 +955,85 @@ def sweep_cmd(
         for stage, causes in summary["cause"].items():
             for cause, n in causes.items():
                 t.add_row(stage, cause, str(n))
+        console.print(t)
+
+
+def _executor(inv: Any, executor: str | None) -> str:
+    """The sweep executor: the option's, else VMS_EXECUTOR; the celery one loaded (exit 2 when it cannot be)."""
+    mode = str(executor or getattr(inv.settings, "executor", "local"))
+    if mode == "celery":  # the celery executor (vms worker processes run the shards) registers on import
+        import importlib
+
+        try:
+            importlib.import_module("vms.jobs.celery_app")
+        except ImportError as exc:
+            err.print(f"[red]error:[/red] the celery executor is not available: {_one_line(exc)}")
+            raise typer.Exit(2) from None
+    return mode
+
+
+@app.command("sample")
+def sample_cmd(
+    region: Annotated[str | None, typer.Option(help="only the cameras of this region (and its sub-regions)")] = None,
+    group: Annotated[
+        str | None, typer.Option(help="the cameras of a group: all, region:CODE, source:NAME or tag:TAG")
+    ] = None,
+    set_name: Annotated[
+        str | None, typer.Option("--set", help="the sample set the samples join (created, or reused by name)")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="pictures per camera (keyframes at least --spacing apart)")] = 1,
+    spacing: Annotated[float, typer.Option(help="seconds between a camera's pictures")] = 0.0,
+    source: Annotated[str, typer.Option(help="rtsp (the stream) or snapshot (the snapshot URI)")] = "rtsp",
+    deadline: Annotated[
+        float | None, typer.Option(help="seconds the run may take; cameras not finished then count as deadline")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="cameras sampled at once")] = 64,
+    per_host: Annotated[int, typer.Option(help="stream sessions per camera host at once")] = 2,
+    executor: Annotated[
+        str | None, typer.Option(help="local (this process) or celery (vms worker processes); default VMS_EXECUTOR")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample a frame from each camera (RTSP, or the snapshot URI), judge its video quality, keep it (JPEG and
+    metadata), and update statuses and events as a health sweep of the frame stage does; print a summary by
+    cause. Cameras without a stream or snapshot URI are not checkable."""
+    from vms.health.sweep import Group, SweepRequest, run_sweep
+
+    if region is not None and group is not None:
+        err.print("[red]error:[/red] give at most one of --region, --group")
+        raise typer.Exit(2)
+    try:
+        chosen = Group("region", region) if region is not None else Group.parse(group) if group else Group()
+        req = SweepRequest(
+            stages=("frame",), group=chosen, deadline_s=deadline, concurrency=concurrency, per_host=per_host,
+            sample_set=set_name, frames=frames, spacing_s=spacing, source=source.strip().lower(),
+        )
+        req.validate()  # bad input: one line, exit 2, nothing recorded
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {_one_line(exc)}")
+        raise typer.Exit(2) from None
+    inv = inventory()
+    mode = _executor(inv, executor)
+    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
+        summary = run_sweep(inv, req, executor=mode, progress=bar)
+    summary["sample_set"] = set_name
+    if as_json:
+        emit_json(summary)
+        return
+    outcomes = summary["outcome"]
+    failed = {c: n for c, n in summary["cause"].get("frame", {}).items() if c != "deadline"}
+    console.print(
+        f"sample run {summary['sweep_id']} ({summary['group']}"
+        + (f"; set {set_name}" if set_name else "")
+        + f"): {summary['planned']} cameras, {outcomes.get('ok', 0)} with a good picture, "
+        f"{sum(failed.values())} failed, {outcomes.get('deadline', 0)} deadline, {summary['not_checkable']} not "
+        f"checkable (no stream or snapshot URI); {summary['status_changed']} statuses changed; "
+        f"{summary['duration_s']:.1f} s"
+    )
+    if failed:
+        t = Table("cause", "cameras", title="by cause")
+        for cause, n in sorted(failed.items(), key=lambda kv: (-kv[1], kv[0])):
+            t.add_row(cause, str(n))
         console.print(t)
 
 
