@@ -214,8 +214,8 @@ def test_groups_select_cameras_by_tag_region_and_source(inventory, healthy_fleet
     with inventory.session(write=False) as s:
         actions = [e.action for e in repo.audit_entries(s, 10)]
     assert "camera.tag" in actions and "camera.untag" in actions
-    with pytest.raises(ValueError, match="frame stage"):
-        run_sweep(inventory, SweepRequest(stages=("tcp", "frame")))
+    with pytest.raises(ValueError, match="need the frame stage"):
+        run_sweep(inventory, SweepRequest(stages=("tcp",), sample_set="s"))
     with pytest.raises(ValueError, match="camera group"):
         Group.parse("building:3")
     req = SweepRequest(stages=("tcp",), group=Group("region", "371311"), deadline_s=30.0, shard_size=7)

@@ -10,7 +10,13 @@ an account across sweeps), checks them (:func:`probes.health.check.check_many`) 
 A stream URI the device now reports differently is an observation of the ``onvif`` source, merged as discovery's.
 
 Cameras without an ONVIF device address (ledger-only records) cannot be checked at the ONVIF stages: they get no
-result and are counted as ``not_checkable`` in the summary, never as OFF.
+result and are counted as ``not_checkable`` in the summary, never as OFF. A sweep without ONVIF stages (``rtsp``,
+``snapshot``, ``frame``) checks them when they have the URIs its stages need.
+
+The ``frame`` stage (``vms sample`` is a sweep of that stage alone) samples each camera's picture through
+:class:`vms.frames.stage.FrameStageRunner`: the samples join the request's sample set (created, or reused by
+name, when the sweep is planned), their rows are written in the same batches as the results, and a picture that
+fails its quality checks makes the camera DEFECT (VLOST for signal loss) through the same status rules.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from vms.store import repository as repo
 from vms.store.models import cameras, health_events, health_latest, health_results, health_sweeps
 
 if TYPE_CHECKING:
+    from vms.frames.stage import FrameStageRunner
     from vms.inventory.service import Inventory
 
 __all__ = [
@@ -65,6 +72,8 @@ LOCAL_PARALLEL_SHARDS: Final = 4  # shards a local sweep runs at once (the globa
 # process keeps up: starting the workers, about a second each, costs more than it saves).
 WORKER_MIN_CAMERAS: Final = 2000
 MAX_PROCESSES: Final = 64
+MAX_FRAMES: Final = 100  # frame stage: pictures per camera and sweep
+FRAME_SOURCES: Final = ("rtsp", "snapshot")
 _ONVIF: Final = frozenset(ONVIF_STAGES)
 
 Progress = Callable[[str, int, int], None]
@@ -117,10 +126,27 @@ class SweepRequest:
     processes: int = 0
     # Set when the sweep starts (epoch seconds), so that every shard, on whatever worker, keeps one deadline.
     deadline_at: float | None = None
+    # The frame stage: the sample set its samples join (created, or reused by name, when the sweep is planned),
+    # pictures per camera (further keyframes at least spacing_s apart on one session: freeze checks), and the
+    # source preferred: "rtsp" (the snapshot URI only for a camera without a stream URI) or "snapshot".
+    sample_set: str | None = None
+    frames: int = 1
+    spacing_s: float = 0.0
+    source: str = "rtsp"
 
     def validate(self) -> None:
         """ValueError with one line for a request no sweep can run."""
-        select_stages(self.stages)
+        stages = select_stages(self.stages, frame=True)
+        if "frame" not in stages and (self.sample_set is not None or self.frames != 1 or self.spacing_s):
+            raise ValueError("a sample set, frames and spacing need the frame stage")
+        if self.sample_set is not None and not (self.sample_set.strip() and len(self.sample_set.strip()) <= 128):
+            raise ValueError("the sample set name must be 1 to 128 characters")
+        if not 1 <= self.frames <= MAX_FRAMES:
+            raise ValueError(f"frames must be 1 to {MAX_FRAMES}")
+        if not (math.isfinite(self.spacing_s) and 0 <= self.spacing_s <= 3600):
+            raise ValueError("the spacing must be 0 to 3600 seconds")
+        if self.source not in FRAME_SOURCES:
+            raise ValueError(f"unknown frame source {self.source!r}: choose rtsp or snapshot")
         if self.concurrency < 1 or self.per_host < 1 or self.shard_size < 1:
             raise ValueError("concurrency, per-host limit and shard size must be at least 1")
         if not 0 <= self.processes <= MAX_PROCESSES:
@@ -142,6 +168,10 @@ class SweepRequest:
             "shard_size": self.shard_size,
             "processes": self.processes,
             "deadline_at": self.deadline_at,
+            "sample_set": self.sample_set,
+            "frames": self.frames,
+            "spacing_s": self.spacing_s,
+            "source": self.source,
         }
 
     @classmethod
@@ -156,6 +186,10 @@ class SweepRequest:
             shard_size=int(data.get("shard_size", 500)),
             processes=int(data.get("processes", 0)),
             deadline_at=_opt_float(data.get("deadline_at")),
+            sample_set=None if data.get("sample_set") is None else str(data["sample_set"]),
+            frames=int(data.get("frames", 1)),
+            spacing_s=float(data.get("spacing_s", 0.0)),
+            source=str(data.get("source") or "rtsp"),
         )
 
 
@@ -236,8 +270,11 @@ def _plan(inv: Inventory, req: SweepRequest) -> tuple[int, list[list[int]], list
     if current:
         shards.append(current)
         hosts.append(current_hosts)
+    stages = select_stages(req.stages, frame=True)
+    if "frame" in stages and req.sample_set is not None:
+        _sample_set(inv, req, ids)
     health = Health(inv)
-    sweep_id = health.start_sweep(select_stages(req.stages), str(req.group))
+    sweep_id = health.start_sweep(stages, str(req.group))
     with inv.session() as s:
         s.execute(
             health_sweeps.update()
@@ -327,7 +364,8 @@ def _target(row: Mapping[str, Any], resolver: Any, onvif_stages: bool, stages: S
     if xaddr is None:
         if onvif_stages:
             return None  # no ONVIF device address: a ledger-only record
-        needs = {"rtsp": row.get("stream_uri"), "snapshot": row.get("snapshot_uri")}
+        needs = {"rtsp": row.get("stream_uri"), "snapshot": row.get("snapshot_uri"),
+                 "frame": row.get("stream_uri") or row.get("snapshot_uri")}
         if not all(needs[s] for s in stages if s in needs):
             return None
         host = row.get("ip_address") or _uri_host(row.get("stream_uri") or row.get("snapshot_uri"))
@@ -357,6 +395,51 @@ def _uri_host(uri: Any) -> str | None:
         return urlsplit(str(uri)).hostname if uri else None
     except ValueError:
         return None
+
+
+def _with_sample(result: CheckResult, sample_id: int | None) -> CheckResult:
+    return result if sample_id is None else replace(result, details={**result.details, "sample_id": sample_id})
+
+
+def _recorded(inv: Inventory, sweep_id: int, ids: Sequence[int]) -> set[int]:
+    """The cameras of ``ids`` with a result of this sweep already (a shard run again)."""
+    if not ids:
+        return set()
+    with inv.session(write=False) as s:
+        return {int(c) for c in s.scalars(select(health_results.c.camera_id).where(
+            health_results.c.sweep_id == sweep_id, health_results.c.camera_id.in_(list(ids))
+        ))}
+
+
+def _sample_set(inv: Inventory, req: SweepRequest, ids: Sequence[int] | None) -> int | None:
+    """The request's sample set: reused by name, else (``ids`` given: the planner) created with the request's
+    settings and cameras."""
+    from vms.frames.store import DuplicateSampleSet, SampleSets
+
+    if req.sample_set is None:
+        return None
+    sets = SampleSets(inv)
+    name = req.sample_set.strip()
+    known = sets.get(name)
+    if known is None and ids is not None:
+        settings = {"stages": list(req.stages), "group": str(req.group), "frames": req.frames,
+                    "spacing_s": req.spacing_s, "source": req.source}
+        try:
+            known = sets.create(name, settings, list(ids), actor="sweep")
+        except DuplicateSampleSet:  # made by another sweep meanwhile
+            known = sets.get(name)
+    return int(known.id) if known is not None else None
+
+
+def _frame_runner(inv: Inventory, sweep_id: int, req: SweepRequest, policy: Any, concurrency: int,
+                  timeout: float) -> FrameStageRunner:
+    from vms.frames.stage import FrameStageRunner
+
+    set_id = _sample_set(inv, req, None)
+    return FrameStageRunner(
+        inv, sample_set_id=set_id, sweep_id=sweep_id, frames=req.frames, spacing_s=req.spacing_s, prefer=req.source,
+        policy=policy, concurrency=concurrency, per_host=req.per_host, timeout=timeout,
+    )
 
 
 def _with_expectation(result: CheckResult, size: tuple[int, int] | None) -> CheckResult:
@@ -404,24 +487,40 @@ async def run_shard(
     Celery task): the same rows, nothing counted twice. Returns {"checked", "written", "duplicate",
     "not_checkable", "events", "observations"} (counts of this run, for progress; the sweep's summary comes from
     the stored rows)."""
-    stages = select_stages(req.stages)
+    stages = select_stages(req.stages, frame=True)
     discovery = Discovery(inv)
     shard = _load_shard(inv, discovery, ids, stages)
+    counts = {"checked": 0, "written": 0, "duplicate": 0, "not_checkable": len(shard.not_checkable), "events": 0,
+              "observations": 0}
+    timeouts = req.timeouts
+    frames: FrameStageRunner | None = None
+    if "frame" in stages:
+        # A re-delivered shard samples no camera twice: those with a result of this sweep are done.
+        done = _recorded(inv, sweep_id, [t.camera_id for t in shard.targets])
+        if done:
+            shard.targets = [t for t in shard.targets if t.camera_id not in done]
+            counts["duplicate"] += len(done)
+        timeouts = replace(timeouts, frame=timeouts.frame + (req.frames - 1) * req.spacing_s)
     keys = sorted({t.key for t in shard.targets})
     with inv.session(write=False) as s:
         budget = discovery.load_budget(s, keys)
         policy = discovery.address_policy(s)
+    if "frame" in stages:
+        frames = _frame_runner(inv, sweep_id, req, policy, concurrency or req.concurrency, timeouts.frame)
+        await frames.preload([t.camera_id for t in shard.targets])
     deadline_s = req.deadline_s
     if req.deadline_at is not None:
         deadline_s = max(0.0, req.deadline_at - time.time())
     health = Health(inv)
-    counts = {"checked": 0, "written": 0, "duplicate": 0, "not_checkable": len(shard.not_checkable), "events": 0,
-              "observations": 0}
     by_id = {t.camera_id: t for t in shard.targets}
     changed: dict[int, str] = {}
     batch: list[CheckResult] = []
+    sample_ids: dict[int, int] = {}
 
     def flush() -> None:
+        if frames is not None:
+            sample_ids.update(frames.flush())  # the samples first: their ids go into the results' details
+            batch[:] = [_with_sample(r, sample_ids.pop(r.camera_id, None)) for r in batch]
         if batch:
             summary = health.record(batch, sweep_id)
             counts["written"] += summary.written
@@ -436,10 +535,11 @@ async def run_shard(
             budget=budget,
             concurrency=concurrency or req.concurrency,
             per_host=req.per_host,
-            timeouts=req.timeouts,
+            timeouts=timeouts,
             deadline_s=deadline_s,
             policy=policy,
             memory=_MEMORY,
+            frame_stage=frames,
         ):
             counts["checked"] += 1
             if result.details.get("stream_uri_changed") and result.stream_uri:
@@ -451,6 +551,8 @@ async def run_shard(
                 progress(1)
         flush()
     finally:
+        if frames is not None:
+            await frames.aclose()
         # The budget of these devices is saved whatever happened: a login refused now counts in the next sweep.
         snap = budget.snapshot(keys)["devices"]
         if snap:
