@@ -98,6 +98,7 @@ class Depacketizer:
         self._joined = True  # the unit the session joined: whole only if it starts with a picture's first slice
         self._vcl: bool | None = None  # its first slice starts a picture (None: no slice yet)
         self._fu: list[bytes] | None = None  # fragments of the NAL unit being reassembled
+        self._fu_size = 0
         self._last_seq: int | None = None
 
     # --- what subclasses implement -----------------------------------------------------------------------------
@@ -179,6 +180,7 @@ class Depacketizer:
             if self._fu is not None:
                 self._broken = True  # the previous fragmented unit never ended
             self._fu = [header, data]
+            self._fu_size = len(data)
             if self._nal_type(header) in self.keyframe_types:
                 self._key = True  # known from the first fragment, even when the whole turns out over the cap
         elif self._fu is None:
@@ -186,7 +188,8 @@ class Depacketizer:
             return
         else:
             self._fu.append(data)
-            if sum(len(part) for part in self._fu) > self.max_au_bytes:
+            self._fu_size += len(data)
+            if self._fu_size > self.max_au_bytes:
                 self._fu = None
                 self._broken = True
                 return

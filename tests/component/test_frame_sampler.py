@@ -14,7 +14,9 @@ import hashlib
 import random
 import re
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -27,7 +29,7 @@ from probes.media import MediaFailure
 from probes.policy import AddressPolicy
 from probes.sim.rtsp import RtspServer, start_rtsp_server
 from tests import standins
-from tests.rtp_streams import encode, interleaved, nal_type, rtp, sprop, stream_bytes
+from tests.rtp_streams import encode, interleaved, nal_type, payloads, rtp, sprop, stream_bytes
 
 POLICY = AddressPolicy.build()
 USER, PASSWORD = "admin", "Frame-Secret-77"
@@ -380,3 +382,78 @@ async def test_a_snapshot_that_never_finishes(
     assert isinstance(got, MediaFailure) and got.cause == "snapshot_timeout", got
     assert time.monotonic() - start < 1.5
     no_secret(got)
+
+
+# --- memory with many streams open ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def flood_server(unit_bytes: int, packet_bytes: int, limit: int) -> AsyncIterator[tuple[int, list[int]]]:
+    """An RTSP server that, once PLAY is answered, sends P-frames (``unit_bytes`` each, FU-A packets of
+    ``packet_bytes``) as fast as the connection takes them, never a keyframe, up to ``limit`` bytes (then it
+    idles). Yields its port and the bytes sent per connection."""
+    nal = b"\x41" + random.Random(3).randbytes(unit_bytes - 1)  # a non-IDR slice, never decoded
+    sent: list[int] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(sent)
+        sent.append(0)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                method = head.split(" ", 1)[0]
+                cseq = re.search(r"CSeq: *(\d+)", head, re.IGNORECASE)
+                ack = reply(cseq.group(1) if cseq else "0", headers=("Session: F1",))
+                if method == "DESCRIBE":
+                    sdp = "v=0\r\ns=F\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+                    ack = reply(cseq.group(1) if cseq else "0", body=sdp)
+                writer.write(ack)
+                if method == "PLAY":
+                    break
+            seq = 0
+            for ts in range(0, 9000 * (limit // unit_bytes + 1), 9000):
+                parts = payloads("H264", [nal], packet_bytes)
+                for j, payload in enumerate(parts):
+                    writer.write(interleaved(rtp(payload, seq=seq, ts=ts, marker=j == len(parts) - 1)))
+                    seq += 1
+                sent[index] += unit_bytes
+                await writer.drain()
+            await reader.read()  # until the client hangs up
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0, backlog=512)
+    try:
+        yield server.sockets[0].getsockname()[1], sent
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+
+
+async def test_memory_stays_bounded_with_200_streams_open() -> None:
+    """200 sessions at once on streams that never give a keyframe: each reads its byte cap (1.5 MiB) and gives
+    up. What Python holds at the peak (client and server together, tracemalloc) stays under 800 KiB a session: the
+    read buffers are capped and a non-keyframe unit is dropped as soon as it ends."""
+    cap = 3 * 2**19
+    async with flood_server(60_000, 60_000, cap + 2**19) as (port, sent):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            got = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        sample(f"rtsp://127.0.0.1:{port}/live", max_bytes=cap, timeouts=SampleTimeouts(10, 30, 40))
+                        for _ in range(200)
+                    )
+                ),
+                60,
+            )
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    causes = {g.cause if isinstance(g, MediaFailure) else "frame" for g in got}
+    assert causes == {"frame_too_large"}, causes
+    assert len(sent) == 200 and min(sent) >= cap
+    assert peak < 200 * 800 * 1024, f"{peak / 2**20:.0f} MiB at the peak"  # sessions keeping their bytes: 300 MiB
