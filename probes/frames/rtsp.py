@@ -219,7 +219,11 @@ async def _session(
                 session_id = (reply.header("session") or "").partition(";")[0].strip() or None
                 if session_id is not None and (len(session_id) > _MAX_SESSION_ID or not session_id.isprintable()):
                     raise RtspProtocolError("unusable Session header")
-                channel = _interleaved_channel(reply.header("transport"))
+                transport = reply.header("transport")
+                if transport is not None and "interleaved" not in transport.lower() and "/TCP" not in transport.upper():
+                    shown = scrub(transport)[:80]
+                    return MediaFailure(MediaCause.RTSP_ERROR, f"the camera set up RTP over UDP ({shown}), not TCP")
+                channel = _interleaved_channel(transport)
                 conn.interleaved = True
                 headers = (*((f"Session: {session_id}",) if session_id else ()), "Range: npt=0.000-")
                 reply = await conn.request("PLAY", base, credential, headers)

@@ -156,6 +156,7 @@ def camera(
     fmtp: str | None = None,
     auth: bool = False,
     setup_status: str = "200 OK",
+    transport: str = "RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=00001234",
 ) -> Callable[[Request], Awaitable[bytes | None]]:
     """An RTSP camera: OPTIONS, DESCRIBE (an SDP with a Content-Base), SETUP (interleaved 0-1, a session id),
     PLAY answered and followed by ``after_play``; Digest on everything but OPTIONS when ``auth``."""
@@ -179,8 +180,7 @@ def camera(
             if setup_status != "200 OK":
                 return reply(cseq, setup_status)
             assert request.uri.endswith("/live/trackID=1"), request.uri
-            transport = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=00001234"
-            return reply(cseq, headers=(transport, "Session: 7DF3A9;timeout=60"))
+            return reply(cseq, headers=(f"Transport: {transport}", "Session: 7DF3A9;timeout=60"))
         if request.method == "PLAY":
             assert request.headers.get("session") == "7DF3A9"
             data = after_play if isinstance(after_play, bytes) else await after_play()
@@ -233,6 +233,13 @@ async def test_no_slot_free_is_rtsp_bandwidth(serve: Callable[..., Awaitable[Sta
     cam = await serve(camera(setup_status="453 Not Enough Bandwidth"))
     got = await sample(cam.url())
     assert isinstance(got, MediaFailure) and got.cause == "rtsp_bandwidth", got
+
+
+async def test_a_camera_that_sets_up_udp_instead(serve: Callable[..., Awaitable[StandIn]]) -> None:
+    cam = await serve(camera(transport="RTP/AVP;unicast;client_port=5000-5001;server_port=6970-6971"))
+    got = await sample(cam.url())
+    assert isinstance(got, MediaFailure) and got.cause == "rtsp_error" and "UDP" in got.detail, got
+    assert "PLAY" not in [r.method for r in cam.requests]
 
 
 async def test_a_stream_that_never_sends_rtp_times_out_within_its_budget(
