@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from vms.catalog.domain import SourceKind
+from vms.cli.trials import trial_app
 from vms.errors import VmsError
 
 
@@ -56,6 +57,7 @@ apikey_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; sh
 app.add_typer(apikey_app, name="apikey")
 schedules_app = typer.Typer(no_args_is_help=True, help="Health sweep schedules (run by `vms scheduler`, `vms run`).")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(trial_app, name="trial")  # vms/cli/trials.py
 
 
 def _console(*, stderr: bool = False) -> Console:

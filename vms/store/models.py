@@ -487,6 +487,46 @@ camera_references = Table(
 )
 
 
+# Structured-processing trials (vms.frames.trials): a run of analyzers over a sample set, and the objects they
+# found, shaped like GA/T 1400 records (box as LeftTopX/Y, RightBtmX/Y in pixels of the sample). Made by
+# migration 0014_trials.
+trials = Table(
+    "trials",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("set_id", Integer, ForeignKey("sample_sets.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("analyzers", JSON, nullable=False),  # [{name, version, options}]
+    Column("status", String(16), nullable=False),  # running | done | failed
+    Column("summary", JSON, nullable=True),  # the report's figures (vms.frames.report), at the end
+    Column("error", Text, nullable=True),  # why it failed
+    Index("ix_trials_set_id", "set_id"),
+)
+
+trial_objects = Table(
+    "trial_objects",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("trial_id", Integer, ForeignKey("trials.id", ondelete="CASCADE"), nullable=False),
+    Column("sample_id", Integer, ForeignKey("frame_samples.id", ondelete="CASCADE"), nullable=False),
+    Column("camera_id", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # Person | Face | MotorVehicle | NonMotorVehicle | Motion
+    Column("left_top_x", Integer, nullable=False),
+    Column("left_top_y", Integer, nullable=False),
+    Column("right_btm_x", Integer, nullable=False),
+    Column("right_btm_y", Integer, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("analyzer", String(32), nullable=False),
+    Column("analyzer_version", String(128), nullable=False),
+    Column("plate_no", String(32), nullable=True),  # a MotorVehicle's plate number, where one was read
+    Column("attributes", JSON, nullable=True),
+    Index("ix_trial_objects_trial_id", "trial_id", "sample_id"),
+    Index("ix_trial_objects_sample_id", "sample_id"),
+)
+
+
 # Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
 # the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
 SEARCH_TABLE = "camera_search"
