@@ -149,6 +149,19 @@ def test_motion_is_per_camera_and_the_first_frame_only_trains():
     assert motion.analyze(np.full((120, 160, 3), 90, np.uint8), camera_id=1) == []  # new size: model restarts
 
 
+def test_motion_keeps_models_of_the_recent_cameras_only():
+    """A MOG2 model is ~6 MB at 320x240: 2,000 cameras' would be 12 GB. A trial reads camera by camera."""
+    motion = Motion(max_cameras=2)
+    background = np.full((240, 320, 3), 90, np.uint8)
+    moved = background.copy()
+    moved[100:160, 200:240] = 250
+    for cid in range(10):
+        motion.analyze(background, camera_id=cid)
+    assert sorted(motion._models) == [8, 9]
+    assert len(motion.analyze(moved, camera_id=9)) == 1  # a kept model still knows its background
+    assert motion.analyze(moved, camera_id=0) == []  # an evicted camera starts over: its first frame trains
+
+
 def test_haar_cascades_load_and_stay_quiet_on_an_empty_scene():
     flat = np.full((360, 480, 3), 128, np.uint8)
     for name in ("haar_face", "haar_fullbody", "haar_plate"):

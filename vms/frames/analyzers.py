@@ -205,9 +205,12 @@ class Motion:
     """Background subtraction (MOG2), one model per camera, on a copy at most ``work_width`` wide. A camera's
     first frame only trains its model (no detection); later frames report the moving regions larger than
     ``min_area`` (share of the frame) as ``Motion`` boxes, scored by the share of the box that is foreground.
-    Meaningful on frames of one camera in time order (a sample set with several frames per camera)."""
+    Meaningful on frames of one camera in time order (a sample set with several frames per camera). A model
+    holds several floats per pixel and Gaussian (~6 MB at 320x240): only the ``max_cameras`` most recently seen
+    cameras keep theirs (a trial reads the samples camera by camera)."""
 
     work_width: int = 320
+    max_cameras: int = 8
     min_area: float = 0.002
     history: int = 50
     var_threshold: float = 16.0
@@ -228,8 +231,12 @@ class Motion:
         first = model is None or self._shapes.get(camera_id) != small.shape  # new camera, or its size changed
         if model is None or first:
             model = cv2.createBackgroundSubtractorMOG2(self.history, self.var_threshold, False)
-            self._models[camera_id] = model
             self._shapes[camera_id] = small.shape
+        self._models.pop(camera_id, None)
+        self._models[camera_id] = model  # most recently seen last
+        while len(self._models) > max(1, self.max_cameras):
+            oldest = next(iter(self._models))
+            del self._models[oldest], self._shapes[oldest]
         mask = model.apply(small, learningRate=1.0 if first else -1)
         if first:
             return []
