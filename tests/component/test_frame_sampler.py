@@ -311,6 +311,17 @@ async def test_a_refused_stream_uri_is_never_connected(serve: Callable[..., Awai
     no_secret(got)
 
 
+async def test_a_redirect_off_the_policy_is_never_connected(serve: Callable[..., Awaitable[StandIn]]) -> None:
+    recorder = await serve(camera(mid_gop_stream()), host="127.0.0.2")
+
+    def redirect(request: Request) -> bytes:
+        return reply(request.headers["cseq"], "302 Found", (f"Location: {recorder.url()}",))
+
+    got = await sample((await serve(redirect)).url(), user=USER, password=PASSWORD)
+    assert isinstance(got, MediaFailure) and got.cause == "address_refused", got
+    assert recorder.connections == 0
+
+
 async def test_per_host_session_limit(serve: Callable[..., Awaitable[StandIn]]) -> None:
     playing = peak = 0
 
