@@ -191,3 +191,17 @@ def test_cli_trial_run_list_report(tmp_path, clip_frames):
     assert shown.returncode == 0, shown.stderr
     assert "haar_fullbody" in shown.stdout and "marginal" in shown.stdout
     assert (html_dir / "index.html").read_text(encoding="utf-8").count("data:image/jpeg") == 3
+
+
+def test_a_trial_repeated_on_the_same_set_finds_the_same_objects(inventory, clip_frames):
+    (cam,) = _cameras(inventory, 1)
+    _store_set(inventory, "repeat", {cam: clip_frames[:3]})
+    first = run_trial(inventory, "repeat", ["haar_fullbody", "motion"], name="r1")
+    again = run_trial(inventory, "repeat", ["haar_fullbody", "motion"], name="r2")
+    assert first.analyzers == again.analyzers  # names, versions and options recorded with each trial
+
+    def records(trial_id: int) -> list[tuple]:
+        return [tuple(v for k, v in o.items() if k != "id") for o in trial_objects_of(inventory, trial_id)]
+
+    assert records(first.id) == records(again.id) and records(first.id)
+    assert first.summary["detections"] == again.summary["detections"]
