@@ -77,16 +77,20 @@ def decode_jpeg(_codec: str, data: bytes) -> np.ndarray:
     return image
 
 
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
 _pool_lock = threading.Lock()
 
 
 def _executor() -> ThreadPoolExecutor:
+    """The decoder pool of this process (a forked worker makes its own: the parent's threads are not there)."""
     global _pool
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="frame-decode")
-        return _pool
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="frame-decode"),
+            )
+        return _pool[1]
 
 
 async def in_decoder_thread(func: Callable[[str, bytes], np.ndarray], codec: str, data: bytes) -> np.ndarray:
