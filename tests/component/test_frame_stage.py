@@ -272,3 +272,13 @@ def test_a_frame_sweep_samples_judges_and_keeps_statuses(inventory, fleet: SimFl
     with inventory.session(write=False) as s:
         assert repo.camera(s, ids[DARK])["status"] == "DEFECT"  # type: ignore[index]
     assert len(SampleSets(inventory).list()) == 1
+
+    # --source snapshot: the camera's snapshot URI, spaced pictures, each kept.
+    with inventory.session() as s:
+        s.execute(cameras.update().where(cameras.c.id == ids[0]).values(tags=["snap"]))
+    snap = _frame_sweep(inventory, group=Group("tag", "snap"), source="snapshot", frames=2, spacing_s=0.1)
+    assert snap["planned"] == 1 and snap["checked"] == 1 and not snap["cause"].get("frame", {}).get(
+        "snapshot_timeout"), snap
+    details = Health(inventory).latest(ids[0])["details"]  # type: ignore[index]
+    assert details["frame_source"] == "snapshot" and details["samples"] == 2, details
+    assert (store.latest([ids[0]])[ids[0]].width, details["width"]) == (352, 352)
