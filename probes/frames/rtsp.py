@@ -37,7 +37,7 @@ _MAX_REPLY_BYTES: Final = 64 * 1024  # an RTSP reply with its SDP
 _READ_CHUNK: Final = 64 * 1024  # also the stream reader's limit: at most ~2 chunks wait in the transport
 _COMPACT_AT: Final = 32 * 1024  # consumed bytes dropped from the read buffer once this many
 _MIN_RTP: Final = 12
-_GARBAGE_AFTER: Final = 48  # packets seen before the share of unreadable ones decides
+_GARBAGE_AFTER: Final = 16  # packets seen before the share of unreadable ones decides (then at every packet)
 _MAX_SERVER_MESSAGE: Final = 8 * 1024  # an RTSP request or reply the server slips between RTP frames
 _MAX_SESSION_ID: Final = 256
 
