@@ -29,6 +29,7 @@ _MAX_HEADER_LINES: Final = 128
 _MAX_STRAY_REPLIES: Final = 4  # replies with another CSeq skipped before giving up
 _TOLERATED_OPTIONS: Final = frozenset({400, 403, 405, 451, 501, 551})  # OPTIONS badly done; DESCRIBE decides
 _REDIRECTS: Final = frozenset({301, 302, 303, 305, 307, 308})
+_RETRY_503_S: Final = 0.3
 
 
 class RtspProtocolError(Exception):
@@ -193,7 +194,9 @@ async def open_described(
     """OPTIONS then DESCRIBE of ``target`` (userinfo already removed), redirects followed where the policy
     allows. Every address is checked with ``policy`` before anything connects. On success the connection stays
     open (the caller closes it); on failure it is closed."""
-    for _hop in range(MAX_REDIRECTS + 1):
+    unavailable_retried = False
+    hops = 0
+    while hops <= MAX_REDIRECTS:
         scheme = urlsplit(target).scheme
         if scheme not in ("rtsp", "rtspt"):
             return MediaFailure(MediaCause.RTSP_ERROR, f"unsupported scheme {scheme[:10]!r} (rtsp over TCP only)")
@@ -213,6 +216,14 @@ async def open_described(
         if 200 <= reply.status < 300:
             return Described(conn, uri, reply)
         conn.close()
+        if reply.status == 503 and not unavailable_retried:
+            # 503 is transient by definition (RFC 2326 11.3.x, Retry-After): a camera restarting its encoder, or
+            # a shared media being torn down as the last viewer leaves (gst-rtsp-server answers 503 while it
+            # unprepares). One more try after a short pause, within the caller's budget; never a loop.
+            unavailable_retried = True
+            await asyncio.sleep(_retry_after(reply.header("retry-after")))
+            continue
+        hops += 1
         if reply.status in _REDIRECTS:
             location = reply.header("location")
             if not location:
@@ -224,6 +235,15 @@ async def open_described(
             continue
         return status_failure(reply, credential, conn.auth)
     return MediaFailure(MediaCause.RTSP_ERROR, f"more than {MAX_REDIRECTS} redirects")
+
+
+def _retry_after(value: str | None) -> float:
+    """The pause before the one retry of a 503: Retry-After in seconds when given, between 0.1 and 1 s."""
+    try:
+        seconds = float(value) if value else _RETRY_503_S
+    except ValueError:
+        seconds = _RETRY_503_S
+    return min(max(seconds, 0.1), 1.0)
 
 
 def status_failure(reply: Reply, credential: Credential | None, auth: Authorizer | None) -> MediaFailure:

@@ -261,6 +261,39 @@ async def test_describe_errors(serve: Callable[..., Awaitable[StandIn]], status:
     assert isinstance(got, MediaFailure) and got.cause == cause and status.split()[0] in got.detail
 
 
+async def test_a_503_is_tried_once_more_after_a_pause(serve: Callable[..., Awaitable[StandIn]]) -> None:
+    # gst-rtsp-server answers 503 while a shared media is torn down; cameras restarting an encoder do the same.
+    answered: list[str] = []
+
+    async def handle(request: Request) -> bytes:
+        if request.method == "OPTIONS":
+            return ok_describe(request)
+        answered.append(request.method)
+        if len(answered) == 1:
+            return reply(request.headers["cseq"], "503 Service Unavailable", ("Retry-After: 0.2",))
+        return ok_describe(request)
+
+    cam = await serve(handle)
+    start = time.monotonic()
+    info = await describe(cam.url())
+    assert isinstance(info, RtspInfo) and answered == ["DESCRIBE", "DESCRIBE"]
+    assert 0.15 < time.monotonic() - start < 3.0  # waited the Retry-After, not longer
+
+
+async def test_a_503_that_stays_is_an_error_after_one_retry(serve: Callable[..., Awaitable[StandIn]]) -> None:
+    async def handle(request: Request) -> bytes:
+        if request.method == "OPTIONS":
+            return ok_describe(request)
+        return reply(request.headers["cseq"], "503 Service Unavailable", ("Retry-After: 3600",))
+
+    cam = await serve(handle)
+    start = time.monotonic()
+    got = await describe(cam.url())
+    assert isinstance(got, MediaFailure) and got.cause == "rtsp_error" and "503" in got.detail
+    assert sum(r.method == "DESCRIBE" for r in cam.requests) == 2  # one retry, never a loop
+    assert time.monotonic() - start < 3.0  # Retry-After capped at 1 s
+
+
 async def test_audio_only_stream_has_no_video(serve: Callable[..., Awaitable[StandIn]]) -> None:
     async def handle(request: Request) -> bytes:
         return reply(request.headers["cseq"], body=AUDIO_ONLY)
