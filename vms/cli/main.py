@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from vms.catalog.domain import SourceKind
+from vms.cli.samples import register as register_samples
 from vms.cli.trials import trial_app
 from vms.errors import VmsError
 
@@ -58,6 +59,7 @@ app.add_typer(apikey_app, name="apikey")
 schedules_app = typer.Typer(no_args_is_help=True, help="Health sweep schedules (run by `vms scheduler`, `vms run`).")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(trial_app, name="trial")  # vms/cli/trials.py
+register_samples(app)  # vms/cli/samples.py: `vms samples ...`, `vms vqd`, `vms intact`
 
 
 def _console(*, stderr: bool = False) -> Console:
