@@ -217,6 +217,7 @@ def test_text_output_and_bad_input(tmp_path, frames):
     )
     listed, in_set, shown, sets, faulty, unsampled, region = (p.stdout for p in done)
     assert "2 samples, newest first" in listed and "the newest 2; --limit for more" in listed, listed
+    assert f"{ids[0]} cam-0" in listed and "cam-1" not in listed, listed
     assert "480x360" in listed and "40 ms" not in listed and "41 ms" in listed and "42 ms" in listed, listed
     assert [d["id"] for d in json.loads(in_set)] == [sample_ids[4], sample_ids[3]]
     assert shown.startswith(f"sample {sample_ids[0]}: camera {ids[0]} cam-0 Gate 0, taken "), shown

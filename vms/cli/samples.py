@@ -88,10 +88,12 @@ def _sample_dict(
     return data
 
 
-def _camera_label(camera_id: int, cam: Mapping[str, Any] | None) -> str:
+def _camera_label(camera_id: int, cam: Mapping[str, Any] | None, *, with_name: bool = True) -> str:
+    """'12 37131100001310000001 North gate': id, GB ID (else department number), name."""
     cam = cam or {}
     ident = cam.get("device_id") or cam.get("local_id")
-    return f"{camera_id}" + (f" {ident}" if ident else "") + (f" {cam['name']}" if cam.get("name") else "")
+    name = cam.get("name") if with_name else None
+    return f"{camera_id}" + (f" {ident}" if ident else "") + (f" {name}" if name else "")
 
 
 def _when(data: Mapping[str, Any]) -> str:
@@ -196,7 +198,6 @@ def samples_list(
     t = Table(
         "id",
         "camera",
-        "device_id",
         "taken (UTC)",
         "source",
         "resolution",
@@ -209,8 +210,7 @@ def samples_list(
     for d in items:
         t.add_row(
             str(d["id"]),
-            str(d["camera_id"]),
-            escape(str(d["device_id"] or "")),
+            escape(_camera_label(d["camera_id"], cams.get(d["camera_id"]), with_name=False)),
             _when(d),
             d["source"],
             f"{d['width']}x{d['height']}",
@@ -498,7 +498,7 @@ def intact_cmd(
     if rate.faults:
         console.print("latest samples with faults: " + escape(", ".join(f"{f} {n}" for f, n in rate.faults.items())))
     if rate.sampled < rate.registered:
-        console.print(f"{rate.registered - rate.sampled} cameras never sampled (`vms sample` samples them)")
+        console.print(f"cameras never sampled: {rate.registered - rate.sampled} (`vms sample` samples them)")
     if rate.by_region:
         t = Table("region", "name", "registered", "online", "sampled", "intact", "rate", title="by region")
         for c, counts in data["by_region"].items():
