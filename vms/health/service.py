@@ -315,8 +315,15 @@ class Health:
     def prune(self, *, now: dt.datetime | None = None) -> int:
         """Delete raw results older than VMS_HEALTH_RAW_DAYS; the rest of the history stays. Returns rows deleted."""
         cutoff = (now or utcnow()) - dt.timedelta(days=self.settings.health_raw_days)
-        with self.inventory.session() as s:
-            return int(s.connection().execute(delete(health_results).where(health_results.c.at < cutoff)).rowcount or 0)
+        r = health_results.c
+        with self.inventory.session(write=False) as s:
+            sweeps = list(s.scalars(select(r.sweep_id).where(r.at < cutoff).distinct().order_by(r.sweep_id)))
+        deleted = 0
+        for sweep_id in sweeps:  # a transaction per sweep: a day of a city's checks is millions of rows
+            with self.inventory.session() as s:
+                stmt = delete(health_results).where(r.sweep_id == sweep_id, r.at < cutoff)
+                deleted += int(s.connection().execute(stmt).rowcount or 0)
+        return deleted
 
     # --- reading ---------------------------------------------------------------------------------------
 

@@ -13,11 +13,13 @@ Per-process jobs (discovery, the sync itself) live in the memory store ``default
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -43,6 +45,8 @@ SHARED: Final = "shared"  # the job store on the database, seen by every schedul
 SYNC_S: Final = 30.0  # how often a running scheduler re-reads the schedules (changes apply within this)
 MISFIRE_MIN_S: Final = 60  # a run this late still runs (once, coalesced); longer schedules allow one period
 RUN_REF: Final = "vms.jobs.scheduler:run_scheduled"
+RETENTION_S: Final = 3600  # raw health results and frame samples past their limits go once an hour
+RETENTION_LEASE: Final = ":retention"  # not a valid schedule name: no schedule shares its lease
 
 # What a scheduled sweep does: (inventory, schedule, run time) -> the sweep's id. Tests inject their own.
 SweepFn = Callable[["Inventory", sch.Schedule, datetime], "int | None"]
@@ -94,6 +98,16 @@ def build_scheduler(
     )
     if health:
         scheduler.add_job(
+            apply_retention,
+            "interval",
+            seconds=RETENTION_S,
+            args=[inventory, runner.holder],
+            id="retention",
+            name="retention",
+            jobstore="default",
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.add_job(
             sync_schedules,
             "interval",
             seconds=sync_s,
@@ -117,6 +131,32 @@ def build_scheduler(
         else:
             scheduler.add_job(sweep_discovery, args=[inventory, discovery], id="discovery", name="discovery sweep")
     return scheduler
+
+
+def apply_retention(inventory: Inventory, holder: str, *, now: float | None = None) -> dict[str, int] | None:
+    """Raw health results past VMS_HEALTH_RAW_DAYS, and frame samples beyond VMS_SAMPLES_KEEP_PER_CAMERA or older
+    than VMS_SAMPLES_MAX_AGE_DAYS (their files too), removed once per ``RETENTION_S`` period by whichever
+    scheduler process takes that period's lease. Returns what was removed, None when another process has the
+    period; failures are logged, never raised into the scheduler."""
+    from vms.frames.store import SampleStore
+    from vms.health.service import Health
+
+    at = time.time() if now is None else now
+    slot = at - at % RETENTION_S
+    try:
+        if not sch.claim(inventory, RETENTION_LEASE, holder, slot):
+            return None
+        results = Health(inventory).prune()
+        samples = SampleStore(inventory).prune(actor="scheduler")
+    except Exception:
+        log.exception("retention failed")
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            sch.release(inventory, RETENTION_LEASE, holder)
+    done = {"health_results": results, "samples": samples.rows, "sample_files": samples.files}
+    log.info("retention: %s", done)
+    return done
 
 
 def start_health(scheduler: BackgroundScheduler, inventory: Inventory) -> list[sch.Schedule]:
