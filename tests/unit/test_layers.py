@@ -19,6 +19,7 @@ LAYERS = [
     "discovery",
     "frames",
     "health",
+    "coverage",
     "access",
     "jobs",
     "cli",

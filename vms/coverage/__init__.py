@@ -1,0 +1,1 @@
+"""Coverage: counts, the four indicators, covered area from fields of view, and gaps."""
