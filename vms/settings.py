@@ -134,6 +134,26 @@ class Settings(BaseSettings):
     celery_wait_s: float = Field(
         6 * 3600.0, gt=0, description="longest a sweep without a deadline waits for its shards on the workers"
     )
+    # Covered area (vms.coverage): a camera's field of view where its record gives no angle or distance
+    coverage_dome_radius_m: float = Field(
+        50.0, gt=0, le=5000, description="view distance of a ball, dome or panorama camera (PTZType 1, 2, 5, 6): "
+        "it covers a full circle of this radius"
+    )
+    coverage_bullet_angle_deg: float = Field(
+        60.0, gt=0, le=360, description="horizontal field angle of a bullet camera (PTZType 3, 4, 7) that gives none"
+    )
+    coverage_bullet_distance_m: float = Field(
+        80.0, gt=0, le=5000, description="view distance of a bullet camera (PTZType 3, 4, 7) that gives none"
+    )
+    coverage_default_ptz: Literal["1", "2", "3", "4", "5", "6", "7"] = Field(
+        "3", description="the camera type (PTZType) assumed for a record that gives none"
+    )
+    coverage_online_days: float = Field(
+        7.0, gt=0, le=366, description="days the indicators' time-weighted online rate covers by default"
+    )
+    coverage_indicator_ttl_s: float = Field(
+        60.0, ge=0, le=3600, description="seconds the indicators are reused while the inventory has not changed"
+    )
 
     @field_validator("governed_region")
     @classmethod

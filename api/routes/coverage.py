@@ -1,0 +1,88 @@
+"""Coverage statistics (read scope): counts, the four indicators, covered area (JSON or GeoJSON), gaps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
+
+from api.common import RegionCode, inventory_of
+from api.deps import require_reader
+from vms.coverage.service import MAX_PLACES, Coverage, Place
+from vms.inventory.service import Inventory
+
+router = APIRouter(tags=["coverage"])
+Inv = Annotated[Inventory, Depends(inventory_of)]
+reader = [Depends(require_reader)]
+Distance = Annotated[float, Query(gt=0, le=100_000, description="metres")]
+
+
+class PlaceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+
+
+class GapsIn(BaseModel):
+    distance_m: float = Field(300.0, gt=0, le=100_000)
+    places: list[PlaceIn] = Field(max_length=MAX_PLACES)
+
+
+def _json(data: Any, media_type: str = "application/json") -> Response:
+    return Response(to_json(data), media_type=media_type)
+
+
+@router.get("/api/v1/coverage/summary", dependencies=reader)
+async def coverage_summary(inv: Inv, region: RegionCode = None) -> Response:
+    """Camera counts by region (sub-regions included), status, use type, owner and source; cameras per km2."""
+    return _json(await run_in_threadpool(Coverage(inv).summary, region=region or None))
+
+
+@router.get("/api/v1/coverage/indicators", dependencies=reader)
+async def coverage_indicators(
+    inv: Inv,
+    region: RegionCode = None,
+    start: Annotated[dt.datetime | None, Query(alias="from", description="start (ISO date or time, UTC)")] = None,
+    end: Annotated[dt.datetime | None, Query(alias="to", description="end, exclusive (default now)")] = None,
+) -> Response:
+    """Online, intact, aggregation and data-quality pass rates, overall and by region; daily online-rate series."""
+    cov = Coverage(inv)
+    return _json(await run_in_threadpool(cov.indicators, region=region or None, start=start, end=end))
+
+
+@router.get("/api/v1/coverage/area", dependencies=reader)
+async def coverage_area(
+    inv: Inv,
+    region: RegionCode = None,
+    format: Literal["json", "geojson"] = "json",
+    status: Annotated[
+        Literal["all", "ON"], Query(description="GeoJSON of all cameras' views, or working ones")
+    ] = "all",
+) -> Response:
+    """Covered area per region from the cameras' fields of view: km2 and share; or the unions as GeoJSON."""
+    cov = Coverage(inv)
+    if format == "geojson":
+        data = await run_in_threadpool(cov.area_geojson, region=region or None, working=status == "ON")
+        return _json(data, "application/geo+json")
+    return _json(await run_in_threadpool(cov.area, region=region or None))
+
+
+@router.get("/api/v1/coverage/gaps", dependencies=reader)
+async def coverage_region_gaps(inv: Inv) -> Response:
+    """Regions with no working camera (status ON)."""
+    return _json({"regions": await run_in_threadpool(Coverage(inv).region_gaps)})
+
+
+@router.post("/api/v1/coverage/gaps", dependencies=reader)
+async def coverage_place_gaps(inv: Inv, body: GapsIn) -> Response:
+    """Key places (schools, hospitals, stations) with no working camera within ``distance_m``: a read."""
+    places = [Place(p.name, p.lon, p.lat) for p in body.places]
+    cov = Coverage(inv)
+    data = await run_in_threadpool(cov.place_gaps, places, body.distance_m)
+    data["regions"] = await run_in_threadpool(cov.region_gaps)
+    return _json(data)

@@ -1,0 +1,748 @@
+"""Coverage statistics: counts, the four indicators, density, covered area and gaps (issue 10 point 3).
+
+Fast at 100,000 cameras because the expensive parts are kept between requests, per process:
+- one grouped query (region, status, use type, owner: count, latest update, sum of ids) gives every count and a
+  fingerprint of each region code's cameras; when the change feed exists (vms.inventory.changes) and its head has
+  not moved, not even that query runs;
+- each region's field-of-view union (and its GeoJSON) is kept with the fingerprint of the cameras it was built from,
+  and rebuilt only when that changes (an import in one district rebuilds that district and its parents);
+- region polygons, their local projections and areas are kept until the regions table changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+from shapely import wkb
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import and_, case, exists, func, or_, select
+
+from vms.catalog.domain import SourceKind
+from vms.coverage.fov import FovDefaults, local_crs, sector_polygons, views
+from vms.errors import ValidationFailed
+from vms.inventory.service import Inventory
+from vms.store.models import Observation as ObservationRow
+from vms.store.models import Region, Source, cameras, health_daily, health_latest
+
+__all__ = ["MAX_PLACES", "Coverage", "Place"]
+
+MAX_PLACES = 10_000
+MAX_SERIES_DAYS = 366
+EARTH_RADIUS_M = 6_371_008.8
+_CHUNK = 500
+# Sources that mean a camera is connected to the platform: a GB/T 28181 catalog or ONVIF discovery.
+AGGREGATING_KINDS = (SourceKind.CATALOG.value, SourceKind.ONVIF.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    name: str
+    lon: float
+    lat: float
+
+
+@dataclass
+class _RegionInfo:
+    code: str
+    name: str | None
+    parent_code: str | None
+    level: str | None
+    geom: BaseGeometry | None  # WGS-84
+    local: BaseGeometry | None = None  # in its own projection
+    area_km2: float | None = None
+    centre: tuple[float, float] | None = None
+
+
+@dataclass
+class _Area:
+    fingerprint: Any
+    cameras: int  # with a position
+    working: int  # of those, status ON
+    covered_km2: float
+    working_km2: float
+    covered: BaseGeometry | None  # local projection, clipped to the region
+    working_geom: BaseGeometry | None
+    seconds: float  # time it took to build
+    geojson: dict[str, Any] | None = None
+    working_geojson: dict[str, Any] | None = None
+
+
+@dataclass
+class _Snapshot:
+    token: Any  # what the counts were read at: the change feed's head, else the groups themselves
+    groups: list[tuple[str | None, str | None, str | None, str | None, int]]  # region, status, use, owner, n
+    code_fp: dict[str | None, tuple[Any, ...]]  # region code -> fingerprint of its cameras
+
+
+@dataclass
+class _State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    regions_token: Any = None
+    regions: dict[str, _RegionInfo] = field(default_factory=dict)
+    snapshot: _Snapshot | None = None
+    summary: tuple[Any, dict[str, Any]] | None = None
+    areas: dict[str, _Area] = field(default_factory=dict)
+    working_points: tuple[Any, npt.NDArray[np.float64], npt.NDArray[np.int64]] | None = None
+    indicators: dict[Any, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+
+_STATES: dict[str, _State] = {}
+_STATES_LOCK = threading.Lock()
+
+
+def _state_of(inv: Inventory) -> _State:
+    key = f"{inv.settings.url}#{id(inv.engine)}"
+    with _STATES_LOCK:
+        if key not in _STATES:
+            _STATES[key] = _State()
+        return _STATES[key]
+
+
+def _feed_head(inv: Inventory) -> int | None:
+    """The change feed's head (vms.inventory.changes.head) where the feed exists, else None."""
+    try:
+        changes: Any = importlib.import_module("vms.inventory.changes")
+    except ImportError:
+        return None
+    try:
+        return int(changes.head(inv))
+    except Exception:
+        return None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _rate(num: float, den: float) -> float | None:
+    return round(num / den, 6) if den else None
+
+
+def _round_coords(geom: BaseGeometry) -> BaseGeometry:
+    return shapely.set_precision(geom, 1e-7)
+
+
+class Coverage:
+    """Coverage statistics of one inventory (cheap to make: the cache is per database, shared by instances)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inv = inventory
+        self.defaults = FovDefaults.from_settings(inventory.settings)
+        self._state = _state_of(inventory)
+
+    # --- what the counts are read at ---------------------------------------------------------------------
+
+    def _regions(self) -> dict[str, _RegionInfo]:
+        st = self._state
+        with self.inv.session(write=False) as s:
+            token = tuple(s.execute(select(func.count(), func.max(Region.updated_at))).one())
+            if token == st.regions_token:
+                return st.regions
+            rows = s.execute(select(Region.code, Region.name, Region.parent_code, Region.level, Region.geometry)).all()
+        regions: dict[str, _RegionInfo] = {}
+        for code, name, parent, level, blob in rows:
+            geom = wkb.loads(blob) if blob else None
+            info = _RegionInfo(code, name, parent, level, geom)
+            if geom is not None and not geom.is_empty:
+                c = geom.centroid
+                info.centre = (c.x, c.y)
+                info.local = shapely.transform(geom, _projector(info.centre), interleaved=False)
+                info.area_km2 = info.local.area / 1e6
+            regions[code] = info
+        st.regions, st.regions_token = regions, token
+        st.areas.clear()  # a region's polygon may have changed
+        return regions
+
+    def _snapshot(self) -> _Snapshot:
+        st = self._state
+        head = _feed_head(self.inv)
+        if head is not None and st.snapshot is not None and st.snapshot.token == ("head", head):
+            return st.snapshot
+        c = cameras.c
+        stmt = (
+            select(c.region_code, c.status, c.use_type, c.owner, func.count(), func.max(c.updated_at), func.sum(c.id))
+            .where(c.removed_at.is_(None))
+            .group_by(c.region_code, c.status, c.use_type, c.owner)
+        )
+        with self.inv.session(write=False) as s:
+            rows = s.execute(stmt).all()
+        groups: list[tuple[str | None, str | None, str | None, str | None, int]] = []
+        parts: dict[str | None, list[tuple[Any, ...]]] = defaultdict(list)
+        for region, status, use, owner, n, latest, id_sum in rows:
+            groups.append((region, status, use, owner, int(n)))
+            parts[region].append((status or "", use or "", owner or "", int(n), str(latest), int(id_sum or 0)))
+        code_fp = {code: tuple(sorted(p)) for code, p in parts.items()}
+        token: Any = ("head", head) if head is not None else ("groups", tuple(sorted(code_fp.items(), key=_key)))
+        snap = _Snapshot(token, groups, code_fp)
+        st.snapshot = snap
+        return snap
+
+    @staticmethod
+    def _ancestors(code: str, known: Iterable[str]) -> list[str]:
+        return [r for r in known if code == r or code.startswith(r)]
+
+    def _codes_under(self, region: str, snap: _Snapshot) -> list[str]:
+        return sorted(c for c in snap.code_fp if c is not None and (c == region or c.startswith(region)))
+
+    # --- counts ------------------------------------------------------------------------------------------
+
+    def summary(self, *, region: str | None = None) -> dict[str, Any]:
+        """Counts by region (sub-regions included), status, use type, owner and source; cameras per km2."""
+        with self._state.lock:
+            regions = self._regions()
+            snap = self._snapshot()
+            key = (snap.token, self._state.regions_token, self._sources_token(), region)
+            if self._state.summary is not None and self._state.summary[0] == key:
+                return self._state.summary[1]
+            out = self._summary(regions, snap, region)
+            self._state.summary = (key, out)
+            return out
+
+    def _sources_token(self) -> Any:
+        o = ObservationRow
+        with self.inv.session(write=False) as s:
+            return tuple(s.execute(select(func.count(), func.max(o.updated_at), func.max(o.seen_at))).one())
+
+    def _summary(self, regions: Mapping[str, _RegionInfo], snap: _Snapshot, region: str | None) -> dict[str, Any]:
+        if region is not None and region not in regions and not self._codes_under(region, snap):
+            raise ValidationFailed(f"no region {region!r}: see `vms regions list`")
+        by_status: dict[str, int] = defaultdict(int)
+        by_use: dict[str, int] = defaultdict(int)
+        by_owner: dict[str, int] = defaultdict(int)
+        per_code: dict[str | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        total = 0
+        for code, status, use, owner, n in snap.groups:
+            if region is not None and not (code and code.startswith(region)):
+                continue
+            total += n
+            by_status[status or "unknown"] += n
+            by_use[use or "unknown"] += n
+            by_owner[owner or "unknown"] += n
+            per_code[code][status or "unknown"] += n
+        known = [r for r in regions if region is None or r.startswith(region)]
+        codes = set(known) | {c for c in per_code if c is not None}
+        rolled: dict[str, dict[str, int]] = {r: defaultdict(int) for r in codes}
+        for code, counts in per_code.items():
+            if code is None:
+                continue
+            for r in self._ancestors(code, codes):
+                for k, v in counts.items():
+                    rolled[r][k] += v
+        rows = []
+        for r in sorted(codes):
+            info = regions.get(r)
+            counts = rolled[r]
+            n = sum(counts.values())
+            area = info.area_km2 if info else None
+            rows.append(
+                {
+                    "region": r,
+                    "name": info.name if info else None,
+                    "parent": info.parent_code if info else None,
+                    "cameras": n,
+                    "by_status": dict(sorted(counts.items())),
+                    "area_km2": None if area is None else round(area, 4),
+                    "per_km2": None if not area else round(n / area, 4),
+                }
+            )
+        outside = sum(per_code.get(None, {}).values()) if region is None else 0
+        return {
+            "region": region,
+            "cameras": total,
+            "outside_regions": outside,
+            "by_status": dict(sorted(by_status.items())),
+            "by_use_type": dict(sorted(by_use.items())),
+            "by_owner": dict(sorted(by_owner.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "by_source": self._by_source(region),
+            "by_region": rows,
+        }
+
+    def _by_source(self, region: str | None) -> list[dict[str, Any]]:
+        o = ObservationRow
+        stmt = (
+            select(Source.name, Source.kind, func.count(func.distinct(o.camera_id)))
+            .join(o, o.source_id == Source.id)
+            .join(cameras, cameras.c.id == o.camera_id)
+            .where(o.removed_at.is_(None), cameras.c.removed_at.is_(None))
+            .group_by(Source.name, Source.kind)
+            .order_by(Source.name)
+        )
+        if region:
+            stmt = stmt.where(cameras.c.region_code.startswith(region, autoescape=True))
+        with self.inv.session(write=False) as s:
+            return [{"source": n, "kind": k, "cameras": int(c)} for n, k, c in s.execute(stmt)]
+
+    # --- covered area ------------------------------------------------------------------------------------
+
+    def area(self, *, region: str | None = None) -> dict[str, Any]:
+        """Per region: area, covered km2 and share (every registered camera, and the working ones, status ON)."""
+        started = time.perf_counter()
+        with self._state.lock:
+            regions = self._regions()
+            snap = self._snapshot()
+            built = self._build_areas(regions, snap, region)
+        rows: list[dict[str, Any]] = []
+        for code in sorted(built):
+            a, info = built[code], regions[code]
+            share = _rate(a.covered_km2, info.area_km2 or 0)
+            rows.append(
+                {
+                    "region": code,
+                    "name": info.name,
+                    "parent": info.parent_code,
+                    "area_km2": None if info.area_km2 is None else round(info.area_km2, 4),
+                    "cameras": a.cameras,
+                    "working": a.working,
+                    "covered_km2": round(a.covered_km2, 6),
+                    "covered_share": share,
+                    "working_km2": round(a.working_km2, 6),
+                    "working_share": _rate(a.working_km2, info.area_km2 or 0),
+                }
+            )
+        top = [r for r in rows if not r["parent"] or r["parent"] not in regions]
+        area_total = sum(r["area_km2"] or 0 for r in top)
+        covered = sum(r["covered_km2"] for r in top)
+        working = sum(r["working_km2"] for r in top)
+        return {
+            "region": region,
+            "defaults": {
+                "dome_radius_m": self.defaults.dome_radius_m,
+                "bullet_angle_deg": self.defaults.bullet_angle_deg,
+                "bullet_distance_m": self.defaults.bullet_distance_m,
+                "default_ptz_type": self.defaults.default_ptz,
+            },
+            "area_km2": round(area_total, 4),
+            "covered_km2": round(covered, 6),
+            "covered_share": _rate(covered, area_total),
+            "working_km2": round(working, 6),
+            "working_share": _rate(working, area_total),
+            "by_region": rows,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    def area_geojson(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
+        """A FeatureCollection (WGS-84): per region the union of its cameras' fields of view, clipped to it."""
+        with self._state.lock:
+            regions = self._regions()
+            snap = self._snapshot()
+            built = self._build_areas(regions, snap, region)
+            features = []
+            for code in sorted(built):
+                a, info = built[code], regions[code]
+                geo = a.working_geojson if working else a.geojson
+                if geo is None:
+                    geom = a.working_geom if working else a.covered
+                    geo = self._to_geojson(geom, info)
+                    if working:
+                        a.working_geojson = geo
+                    else:
+                        a.geojson = geo
+                features.append(
+                    {
+                        "type": "Feature",
+                        "geometry": geo,
+                        "properties": {
+                            "region": code,
+                            "name": info.name,
+                            "cameras": a.working if working else a.cameras,
+                            "covered_km2": round(a.working_km2 if working else a.covered_km2, 6),
+                            "share": _rate(a.working_km2 if working else a.covered_km2, info.area_km2 or 0),
+                            "status": "ON" if working else "all",
+                        },
+                    }
+                )
+        return {"type": "FeatureCollection", "features": features}
+
+    @staticmethod
+    def _to_geojson(geom: BaseGeometry | None, info: _RegionInfo) -> dict[str, Any]:
+        if geom is None or geom.is_empty or info.centre is None:
+            return {"type": "GeometryCollection", "geometries": []}
+        back = shapely.transform(geom, _projector(info.centre, inverse=True), interleaved=False)
+        out: dict[str, Any] = json.loads(json.dumps(mapping(_round_coords(back))))
+        return out
+
+    def _build_areas(self, regions: Mapping[str, _RegionInfo], snap: _Snapshot, region: str | None) -> dict[str, _Area]:
+        wanted = [
+            code
+            for code, info in regions.items()
+            if info.local is not None and (region is None or code == region or code.startswith(region))
+        ]
+        if region is not None and region not in regions:
+            raise ValidationFailed(f"no region {region!r} with a polygon: see `vms regions list`")
+        st = self._state
+        dirty: dict[str, tuple[Any, list[str]]] = {}
+        for code in wanted:
+            codes = self._codes_under(code, snap)
+            fp = (tuple((c, snap.code_fp[c]) for c in codes), self.defaults)
+            have = st.areas.get(code)
+            if have is None or have.fingerprint != fp:
+                dirty[code] = (fp, codes)
+        if dirty:
+            needed = sorted({c for _, codes in dirty.values() for c in codes})
+            by_code = self._positions(needed)
+            for code, (fp, codes) in dirty.items():
+                st.areas[code] = self._union(regions[code], fp, [row for c in codes for row in by_code.get(c, ())])
+        return {code: st.areas[code] for code in wanted}
+
+    def _positions(self, codes: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        c = cameras.c
+        cols = [
+            c.region_code,
+            c.longitude,
+            c.latitude,
+            c.status,
+            c.ptz_type,
+            c.direction_type,
+            c.horizontal_field_angle,
+            c.max_view_distance,
+            c.extra,
+        ]
+        names = [col.name for col in cols]
+        out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        base = select(*cols).where(c.removed_at.is_(None), c.longitude.is_not(None), c.latitude.is_not(None))
+        with self.inv.session(write=False) as s:
+            for i in range(0, len(codes), _CHUNK):
+                for row in s.execute(base.where(c.region_code.in_(codes[i : i + _CHUNK]))):
+                    out[row[0]].append(dict(zip(names, row, strict=True)))
+        return out
+
+    def _union(self, info: _RegionInfo, fp: Any, cams: list[dict[str, Any]]) -> _Area:
+        started = time.perf_counter()
+        assert info.centre is not None and info.local is not None
+        lon = np.array([float(r["longitude"]) for r in cams], dtype=np.float64)
+        lat = np.array([float(r["latitude"]) for r in cams], dtype=np.float64)
+        ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
+        cams = [r for r, good in zip(cams, ok, strict=True) if good]
+        lon, lat = lon[ok], lat[ok]
+        on = np.array([r["status"] == "ON" for r in cams], dtype=bool)
+        x, y = local_crs(*info.centre).transform(lon, lat)
+        az, angle, dist = views(cams, self.defaults)
+        polys = sector_polygons(np.asarray(x), np.asarray(y), az, angle, dist)
+        covered = _clipped_union(polys, info.local)
+        working = _clipped_union(polys[on], info.local) if on.any() else None
+        return _Area(
+            fingerprint=fp,
+            cameras=len(cams),
+            working=int(on.sum()),
+            covered_km2=(covered.area / 1e6) if covered is not None else 0.0,
+            working_km2=(working.area / 1e6) if working is not None else 0.0,
+            covered=covered,
+            working_geom=working,
+            seconds=time.perf_counter() - started,
+        )
+
+    # --- gaps --------------------------------------------------------------------------------------------
+
+    def region_gaps(self) -> list[dict[str, Any]]:
+        """Regions (sub-regions included) with no working camera (status ON), and how many cameras they have."""
+        summary = self.summary()
+        return [
+            {"region": r["region"], "name": r["name"], "cameras": r["cameras"]}
+            for r in summary["by_region"]
+            if not r["by_status"].get("ON")
+        ]
+
+    def _working_points(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """(lon, lat) rows of the working cameras sorted by latitude, and their ids."""
+        st = self._state
+        snap = self._snapshot()
+        if st.working_points is not None and st.working_points[0] == snap.token:
+            return st.working_points[1], st.working_points[2]
+        c = cameras.c
+        stmt = select(c.id, c.longitude, c.latitude).where(
+            c.removed_at.is_(None), c.status == "ON", c.longitude.is_not(None), c.latitude.is_not(None)
+        )
+        with self.inv.session(write=False) as s:
+            rows = s.execute(stmt).all()
+        pts = np.array([(float(r[1]), float(r[2])) for r in rows], dtype=np.float64).reshape(-1, 2)
+        ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+        order = np.argsort(pts[:, 1], kind="stable")
+        pts, ids = pts[order], ids[order]
+        st.working_points = (snap.token, pts, ids)
+        return pts, ids
+
+    def place_gaps(self, places: Sequence[Place], distance_m: float) -> dict[str, Any]:
+        """Each place's nearest working camera within ``distance_m`` (great-circle), and the places with none."""
+        if not 0 < distance_m <= 100_000:
+            raise ValidationFailed("distance_m must be above 0 and at most 100000")
+        if len(places) > MAX_PLACES:
+            raise ValidationFailed(f"at most {MAX_PLACES} places per request")
+        with self._state.lock:
+            pts, ids = self._working_points()
+        lats = pts[:, 1]
+        dlat = math.degrees(distance_m / EARTH_RADIUS_M)
+        out = []
+        for p in places:
+            if not (math.isfinite(p.lon) and math.isfinite(p.lat) and abs(p.lon) <= 180 and abs(p.lat) <= 90):
+                raise ValidationFailed(f"place {p.name!r}: longitude/latitude out of range")
+            lo, hi = np.searchsorted(lats, [p.lat - dlat, p.lat + dlat])
+            near = None
+            if hi > lo:
+                band = pts[lo:hi]
+                d = _haversine(p.lon, p.lat, band[:, 0], band[:, 1])
+                i = int(np.argmin(d))
+                if d[i] <= distance_m:
+                    near = (int(ids[lo + i]), float(d[i]))
+            out.append(
+                {
+                    "name": p.name,
+                    "lon": p.lon,
+                    "lat": p.lat,
+                    "covered": near is not None,
+                    "nearest_camera": near[0] if near else None,
+                    "distance_m": round(near[1], 1) if near else None,
+                }
+            )
+        return {
+            "distance_m": distance_m,
+            "places": out,
+            "gaps": [p for p in out if not p["covered"]],
+            "working_cameras": len(ids),
+        }
+
+    # --- indicators --------------------------------------------------------------------------------------
+
+    def indicators(
+        self,
+        *,
+        region: str | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """The four indicators of DOMAIN.md section 4, overall and by region, and a daily online-rate series."""
+        now = _utc(now or dt.datetime.now(dt.UTC))
+        end = _utc(end) if end else now
+        start = _utc(start) if start else end - dt.timedelta(days=self.inv.settings.coverage_online_days)
+        if end <= start:
+            raise ValidationFailed("the period is empty: 'from' must be before 'to'")
+        if (end - start).days > MAX_SERIES_DAYS:
+            raise ValidationFailed(f"the period is longer than {MAX_SERIES_DAYS} days")
+        ttl = self.inv.settings.coverage_indicator_ttl_s
+        st = self._state
+        with st.lock:
+            snap = self._snapshot()
+            regions = self._regions()
+            given = (region, start, end) if end != now else (region, "default", end - start)
+            key = (snap.token, given)
+            hit = st.indicators.get(key)
+            if hit is not None and time.monotonic() - hit[0] <= ttl:
+                return hit[1]
+            out = self._indicators(regions, snap, region, start, end, now)
+            st.indicators = {k: v for k, v in st.indicators.items() if time.monotonic() - v[0] <= ttl}
+            st.indicators[key] = (time.monotonic(), out)
+            return out
+
+    def _indicators(
+        self,
+        regions: Mapping[str, _RegionInfo],
+        snap: _Snapshot,
+        region: str | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        from vms.frames.store import intact_rate
+        from vms.health.service import Health
+
+        if region is not None and region not in regions and not self._codes_under(region, snap):
+            raise ValidationFailed(f"no region {region!r}: see `vms regions list`")
+        codes = {r for r in regions if region is None or r.startswith(region)}
+        codes |= {c for c in snap.code_fp if c and (region is None or c.startswith(region))}
+        cache: dict[str, list[str]] = {}
+
+        def ups(code: str | None) -> list[str]:
+            if code is None:
+                return []
+            if code not in cache:
+                cache[code] = self._ancestors(code, codes)
+            return cache[code]
+
+        fig: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        overall: dict[str, float] = defaultdict(float)
+
+        def add(code: str | None, name: str, value: float) -> None:
+            if region is None or (code and code.startswith(region)):
+                overall[name] += value
+            for r in ups(code):
+                fig[r][name] += value
+
+        # registered and online now (status ON), from the grouped counts
+        for code, status, _use, _owner, n in snap.groups:
+            add(code, "registered", n)
+            add(code, "on", n if status == "ON" else 0)
+        # time-weighted online rate (vms.health)
+        health = Health(self.inv)
+        per_camera = health.online_by_camera(start, end, now=now)
+        region_of = self._region_of_ids()
+        for cid, rate in per_camera.items():
+            code = region_of.get(cid)
+            add(code, "online_s", rate.online_s)
+            add(code, "known_s", rate.known_s)
+        # intact rate (vms.frames.store): its regions roll sub-regions up the same way (code prefixes)
+        intact = intact_rate(self.inv, region=region)
+        overall["intact"] = intact.intact
+        for code, counts in intact.by_region.items():
+            if code in codes:
+                fig[code]["intact"] = counts.intact
+        # aggregation rate
+        for code, total, aggregated in self._aggregation():
+            add(code, "known", total)
+            add(code, "aggregated", aggregated)
+        # data-quality pass rate (the inventory's stored problems)
+        report, _names = self.inv.quality(cameras=False)
+        for code, tally in report.by_region.items():
+            add(code or None, "checked", tally.total)
+            add(code or None, "passed", tally.passed)
+        rows = []
+        for r in sorted(codes):
+            info = regions.get(r)
+            rows.append({"region": r, "name": info.name if info else None, **_figures(fig.get(r, {}))})
+        return {
+            "region": region,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            **_figures(overall),
+            "by_region": rows,
+            "series": self.online_series(region=region, start=start, end=end, now=now),
+        }
+
+    def _region_of_ids(self) -> dict[int, str]:
+        with self.inv.session(write=False) as s:
+            return {
+                int(i): str(code)
+                for i, code in s.execute(
+                    select(cameras.c.id, cameras.c.region_code).where(cameras.c.region_code.is_not(None))
+                )
+            }
+
+    def _aggregation(self) -> list[tuple[str | None, int, int]]:
+        """(region code, live cameras, of those aggregated): a GB ID and listed by a catalog or ONVIF source."""
+        o = ObservationRow
+        connected = exists(
+            select(o.id)
+            .join(Source, Source.id == o.source_id)
+            .where(o.camera_id == cameras.c.id, o.removed_at.is_(None), Source.kind.in_(AGGREGATING_KINDS))
+        )
+        aggregated = case((and_(cameras.c.device_id.is_not(None), cameras.c.device_id != "", connected), 1), else_=0)
+        stmt = (
+            select(cameras.c.region_code, func.count(), func.sum(aggregated))
+            .where(cameras.c.removed_at.is_(None))
+            .group_by(cameras.c.region_code)
+        )
+        with self.inv.session(write=False) as s:
+            return [(code, int(n), int(a or 0)) for code, n, a in s.execute(stmt)]
+
+    def online_series(
+        self, *, region: str | None, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Time-weighted online rate per UTC day over [start, end): the daily figures of vms.health (closed status
+        intervals) plus each camera's interval still open; a day's figure equals Health.online_rate over it."""
+        now = _utc(now or dt.datetime.now(dt.UTC))
+        end = min(_utc(end), now)
+        first, last = _utc(start).date(), end.date()
+        if end <= _utc(start):
+            return []
+        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        if days and _midnight(days[-1]) >= end:
+            days.pop()
+        d = health_daily
+        c = cameras.c
+        in_region: Any = (
+            or_(c.region_code == region, c.region_code.startswith(region, autoescape=True)) if region else None
+        )
+        daily = select(d.c.day, func.sum(d.c.online_s), func.sum(d.c.known_s)).where(d.c.day >= first, d.c.day <= last)
+        if in_region is not None:
+            daily = daily.where(d.c.camera_id.in_(select(c.id).where(in_region)))
+        daily = daily.group_by(d.c.day)
+        h = health_latest
+        open_ = select(h.c.status, h.c.since).where(h.c.status.is_not(None), h.c.since.is_not(None))
+        if in_region is not None:
+            open_ = open_.where(h.c.camera_id.in_(select(c.id).where(in_region)))
+        with self.inv.session(write=False) as s:
+            sums = {
+                (day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))): (float(on or 0), float(k or 0))
+                for day, on, k in s.execute(daily.group_by(d.c.day))
+            }
+            opens = [(status, _utc(since)) for status, since in s.execute(open_)]
+        series = []
+        for day in days:
+            lo, hi = _midnight(day), min(_midnight(day) + dt.timedelta(days=1), now)
+            on, known = sums.get(day, (0.0, 0.0))
+            for status, since in opens:
+                a = max(since, lo)
+                if a < hi:
+                    seconds = (hi - a).total_seconds()
+                    known += seconds
+                    if status == "ON":
+                        on += seconds
+            series.append(
+                {
+                    "day": day.isoformat(),
+                    "online_rate": _rate(on, known),
+                    "online_h": round(on / 3600, 3),
+                    "known_h": round(known / 3600, 3),
+                }
+            )
+        return series
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _figures(f: Mapping[str, float]) -> dict[str, Any]:
+    registered = int(f.get("registered", 0))
+    return {
+        "registered": registered,
+        "online_now": int(f.get("on", 0)),
+        "online_rate_now": _rate(f.get("on", 0), registered),
+        "online_rate": _rate(f.get("online_s", 0), f.get("known_s", 0)),
+        "intact": int(f.get("intact", 0)),
+        "intact_rate": _rate(f.get("intact", 0), registered),
+        "aggregated": int(f.get("aggregated", 0)),
+        "aggregation_rate": _rate(f.get("aggregated", 0), f.get("known", 0)),
+        "quality_passed": int(f.get("passed", 0)),
+        "quality_pass_rate": _rate(f.get("passed", 0), f.get("checked", 0)),
+    }
+
+
+def _key(item: tuple[Any, Any]) -> str:
+    return item[0] or ""
+
+
+def _projector(centre: tuple[float, float], *, inverse: bool = False) -> Any:
+    tr = local_crs(*centre)
+
+    def forward(x: Any, y: Any) -> Any:
+        return tr.transform(x, y, direction="INVERSE" if inverse else "FORWARD")
+
+    return forward
+
+
+def _clipped_union(polys: npt.NDArray[np.object_], region: BaseGeometry) -> BaseGeometry | None:
+    if len(polys) == 0:
+        return None
+    union = shapely.union_all(polys)
+    return shapely.intersection(union, region)
+
+
+def _haversine(lon: float, lat: float, lons: npt.NDArray[np.float64], lats: npt.NDArray[np.float64]) -> Any:
+    p1, p2 = math.radians(lat), np.radians(lats)
+    dphi = p2 - p1
+    dl = np.radians(lons - lon)
+    a = np.sin(dphi / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
