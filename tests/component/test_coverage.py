@@ -233,3 +233,15 @@ def test_indicators_by_district_and_the_daily_online_series(hk, settings):
         want = health.online_rate(day, day + dt.timedelta(days=1), now=NOW).rate
         assert s["online_rate"] == pytest.approx(want, abs=1e-6), s
     assert ind["series"][0]["online_rate"] == 1.0 and ind["series"][2]["online_rate"] == 0.5
+
+
+def test_places_file_bad_rows_are_one_line_errors(tmp_path):
+    from vms.cli.coverage import read_places
+
+    good = tmp_path / "p.json"
+    good.write_text(json.dumps([{"name": "school", "lon": 114.15, "lat": 22.25}]), encoding="utf-8")
+    assert read_places(good) == [Place("school", 114.15, 22.25)]
+    bad = tmp_path / "p.csv"
+    bad.write_text("name,longitude,latitude\nschool,east,22.25\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="place 1 has no numeric lon/lat"):
+        read_places(bad)

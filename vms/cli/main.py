@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from vms.catalog.domain import SourceKind
+from vms.cli.coverage import register as register_coverage
 from vms.cli.samples import register as register_samples
 from vms.cli.trials import trial_app
 from vms.errors import VmsError
@@ -60,6 +61,7 @@ schedules_app = typer.Typer(no_args_is_help=True, help="Health sweep schedules (
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(trial_app, name="trial")  # vms/cli/trials.py
 register_samples(app)  # vms/cli/samples.py: `vms samples ...`, `vms vqd`, `vms intact`
+register_coverage(app)  # vms/cli/coverage.py: `vms coverage`
 
 
 def _console(*, stderr: bool = False) -> Console:
