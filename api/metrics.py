@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import require_reader
+from api.deps import Caller, read_access
 from vms.health.figures import health_figures
 from vms.inventory.service import Inventory
 
@@ -131,13 +131,13 @@ async def metrics_reader(
     request: Request,
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
-) -> str:
+) -> Caller:
     """The API's read rule; a key may also come as ``Authorization: Bearer KEY`` (Prometheus' own way to send one)."""
     if x_api_key is None and authorization is not None:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             x_api_key = token.strip()
-    return await require_reader(request, x_api_key)
+    return await read_access(request, x_api_key)
 
 
 def add_metrics(app: FastAPI, inventory: Inventory) -> None:

@@ -19,7 +19,7 @@ from api.common import (
     inventory_of,
     public_camera,
 )
-from api.deps import require_reader, require_writer
+from api.deps import Caller, operate_access, require_reader
 from api.schemas import CameraEdit, CameraPage
 from vms.errors import ValidationFailed
 from vms.inventory.quality import RULES
@@ -74,9 +74,11 @@ def show_camera(inv: Inv, ref: CameraRef) -> dict[str, Any]:
 
 @router.patch("/api/v1/cameras/{ref}")
 def edit_camera(
-    inv: Inv, ref: CameraRef, body: CameraEdit, actor: Annotated[str, Depends(require_writer)]
+    inv: Inv, ref: CameraRef, body: CameraEdit, caller: Annotated[Caller, Depends(operate_access)]
 ) -> dict[str, Any]:
-    data = inv.edit_camera(ref, body.fields, actor=actor)
+    """An operator's correction (operate scope), audited with the key's name and the client's address."""
+    with repo.audit_from(caller.address):
+        data = inv.edit_camera(ref, body.fields, actor=caller.actor())
     data["record"] = public_camera(data["record"])
     return data
 

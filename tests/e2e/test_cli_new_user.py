@@ -101,9 +101,9 @@ def test_apikey_list_shows_use_and_revocation_never_the_key(run, settings):
         inv.engine.dispose()
     listed = {k["name"]: k for k in json.loads(run("apikey", "list", "--json").stdout)}
     assert set(listed) == {"dashboard", "ledger-sync", "old-script"}
-    assert set(listed["dashboard"]) == {"name", "role", "created_at", "last_used_at", "revoked_at"}
+    assert set(listed["dashboard"]) == {"name", "scope", "created_at", "last_used_at", "revoked_at"}
     assert listed["dashboard"]["last_used_at"] and listed["dashboard"]["revoked_at"] is None
-    assert listed["ledger-sync"]["role"] == "write" and listed["ledger-sync"]["last_used_at"] is None
+    assert listed["ledger-sync"]["scope"] == "operate" and listed["ledger-sync"]["last_used_at"] is None
     assert listed["old-script"]["revoked_at"]
     table = run("apikey", "list").stdout
     lines = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}

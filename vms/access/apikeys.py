@@ -1,11 +1,18 @@
-"""API keys: shown once at creation, stored as SHA-256 hashes (keys are 256-bit random, so no salt needed)."""
+"""API keys: shown once at creation, stored as SHA-256 hashes (keys are 256-bit random, so no salt needed).
+
+Each key has a scope: ``read`` < ``operate`` < ``admin``; a higher scope includes the lower ones. ``operate`` edits
+cameras and starts operations (discovery, sweeps, sampling, trials); ``admin`` also reads the audit log. The role
+``write`` of earlier versions is ``operate`` (the migration 0015 renamed the stored keys; the name is still accepted).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
+import re
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -13,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from vms.errors import Conflict, Unauthorized, ValidationFailed
+from vms.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 from vms.store import repository as repo
 from vms.store.models import ApiKey, utcnow
 
@@ -22,7 +29,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROLES = ("read", "write")
+SCOPES = ("read", "operate", "admin")  # each includes the ones before it
+ALIASES = {"write": "operate"}  # the roles of earlier versions
+_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+ROLES = SCOPES  # the former name
+# A key's name: letters (any script), digits and . _ @ - (it appears in the audit log as "apikey:NAME").
+_NAME = re.compile(r"\w[\w.@-]{0,127}")
+# No key of ours is longer; a longer header is refused before it is hashed.
+MAX_KEY_LENGTH = 256
 # "Last used" is kept to this resolution: at most one write per key per minute, never one per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Recording a use never holds up the request: it waits this long for the database, then gives up until next time.
@@ -32,41 +46,95 @@ LAST_USED_WAIT_S = 0.2
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     name: str
-    role: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: a key's name and scope (or an anonymous reader, or the CLI) and from where (the client's IP)."""
+
+    name: str
+    scope: str
+    address: str | None
+    kind: str = "apikey"  # "apikey": a key's holder; "": anonymous or the command line, named as they are
+
+    def actor(self) -> str:
+        """As the audit log names it: "apikey:NAME", "anonymous" or "cli"."""
+        return f"{self.kind}:{self.name}" if self.kind else self.name
+
+    def allows(self, scope: str) -> bool:
+        return allows(self.scope, scope)
+
+
+def anonymous(address: str | None) -> Caller:
+    return Caller("anonymous", "read", address, kind="")
+
+
+def cli_address() -> str:
+    """From where a command-line change comes, for the audit log: "cli@<host name>"."""
+    return f"cli@{socket.gethostname()}"[:255]
+
+
+def cli_caller() -> Caller:
+    """The command line: whoever may run it owns the database, so it may do anything."""
+    return Caller("cli", "admin", cli_address(), kind="")
+
+
+def normalise_scope(scope: str) -> str:
+    """A scope by its name, or an earlier role's ("write" is operate); anything else is a ValidationFailed."""
+    name = ALIASES.get(scope.strip().lower(), scope.strip().lower())
+    if name not in _RANK:
+        raise ValidationFailed(f"scope must be one of {', '.join(SCOPES)} (not {scope[:32]!r})")
+    return name
+
+
+def allows(have: str, need: str) -> bool:
+    """Whether a key of scope ``have`` may do what needs ``need`` (an unknown stored scope allows nothing)."""
+    rank = _RANK.get(ALIASES.get(have, have))
+    return rank is not None and rank >= _RANK[need]
+
+
+def require(key: KeyInfo, need: str) -> None:
+    if not allows(key.scope, need):
+        raise Forbidden(f"key {key.name!r} has scope {key.scope}; this needs {need}")
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(inv: Inventory, name: str, role: str, *, actor: str) -> str:
-    if role not in ROLES:
-        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
+def create_key(inv: Inventory, name: str, scope: str, *, actor: str, address: str | None = None) -> str:
+    """A new key of ``scope`` (read, operate, admin; "write" means operate): returned once, stored as its hash."""
+    scope = normalise_scope(scope)
+    if not _NAME.fullmatch(name):
+        raise ValidationFailed(
+            f"key name {name[:40]!r}: 1-128 letters, digits and . _ @ - (starting with a letter or digit)"
+        )
     key = "vms_" + secrets.token_urlsafe(32)
     with inv.session() as s:
-        if s.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
+        if s.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
             raise Conflict(f"an API key named {name!r} exists")
-        s.add(ApiKey(name=name, key_hash=hash_key(key), role=role))
-        repo.audit(s, actor=actor, action="apikey.create", target=name, details={"role": role})
+        s.add(ApiKey(name=name, key_hash=hash_key(key), scope=scope))
+        repo.audit(s, actor=actor, action="apikey.create", target=name, details={"scope": scope}, address=address)
     return key
 
 
-def revoke_key(inv: Inventory, name: str, *, actor: str) -> None:
+def revoke_key(inv: Inventory, name: str, *, actor: str, address: str | None = None) -> None:
     with inv.session() as s:
         row = s.scalar(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)))
         if row is None:
             raise ValidationFailed(f"no active API key named {name!r}")
         row.revoked_at = utcnow()
-        repo.audit(s, actor=actor, action="apikey.revoke", target=name)
+        repo.audit(s, actor=actor, action="apikey.revoke", target=name, details={"scope": row.scope}, address=address)
 
 
 def list_keys(inv: Inventory) -> list[dict[str, Any]]:
-    """Every key, revoked ones too: name, role, created, last used, revoked. Never the key or its hash."""
+    """Every key, revoked ones too: name, scope, created, last used, revoked. Never the key or its hash."""
     with inv.session(write=False) as s:
         return [
             {
                 "name": k.name,
-                "role": k.role,
+                "scope": k.scope,
                 "created_at": _aware(k.created_at),
                 "last_used_at": _aware(k.last_used_at),
                 "revoked_at": _aware(k.revoked_at),
@@ -75,10 +143,18 @@ def list_keys(inv: Inventory) -> list[dict[str, Any]]:
         ]
 
 
+_LOOKUP = select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.key_hash, ApiKey.last_used_at)
+
+
 def authenticate(inv: Inventory, key: str) -> KeyInfo:
+    """The live key whose hash this is, by the unique index on the hash (one indexed read on a pooled connection)."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise Unauthorized("unknown or revoked API key")
     digest = hash_key(key)
-    with inv.session(write=False) as s:
-        row = s.scalar(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
+    with inv.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one statement: no BEGIN and ROLLBACK round trips around it
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = conn.execute(_LOOKUP.where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))).first()
     # The lookup is by hash, so timing reveals nothing about the key; compare again to be explicit.
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("unknown or revoked API key")
@@ -86,7 +162,7 @@ def authenticate(inv: Inventory, key: str) -> KeyInfo:
     last = _aware(row.last_used_at)
     if last is None or now - last >= LAST_USED_RESOLUTION:
         _record_use(inv, row.id, now)
-    return KeyInfo(row.name, row.role)
+    return KeyInfo(row.name, ALIASES.get(row.scope, row.scope))
 
 
 def _aware(at: datetime | None) -> datetime | None:

@@ -634,28 +634,40 @@ def credentials_list(as_json: JsonOpt = False) -> None:
 
 
 @apikey_app.command("create")
-def apikey_create(name: str, role: Annotated[str, typer.Option(help="read or write")] = "read") -> None:
-    """Create an API key; it is printed once and stored only as a hash."""
-    from vms.access.apikeys import create_key
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="who holds it (shown in the audit log as apikey:NAME)")],
+    scope: Annotated[
+        str | None,
+        typer.Option(help="read (lists, feeds), operate (also edits and operations) or admin (also the audit log)"),
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option(help="the former name of --scope (write means operate)", hidden=True)
+    ] = None,
+) -> None:
+    """Create an API key with a scope (read < operate < admin); it is printed once and stored only as a hash."""
+    from vms.access.apikeys import cli_address, create_key
+    from vms.errors import ValidationFailed
 
     with errors_to_exit():
-        key = create_key(inventory(), name, role, actor="cli")
+        if scope is not None and role is not None:
+            raise ValidationFailed("give --scope (or its former name --role), not both")
+        key = create_key(inventory(), name, scope or role or "read", actor="cli", address=cli_address())
     sys.stdout.write(key + "\n")
 
 
 @apikey_app.command("revoke")
 def apikey_revoke(name: Annotated[str, typer.Argument(help="the name given at `vms apikey create`")]) -> None:
     """Revoke an API key at once: requests with it get 401 from now on. The record stays, for the audit."""
-    from vms.access.apikeys import revoke_key
+    from vms.access.apikeys import cli_address, revoke_key
 
     with errors_to_exit():
-        revoke_key(inventory(), name, actor="cli")
+        revoke_key(inventory(), name, actor="cli", address=cli_address())
     console.print(f"revoked {name}")
 
 
 @apikey_app.command("list")
 def apikey_list(as_json: JsonOpt = False) -> None:
-    """API keys: name, role, created, last used (to the minute), revoked. Never the key or its hash."""
+    """API keys: name, scope, created, last used (to the minute), revoked. Never the key or its hash."""
     from vms.access.apikeys import list_keys
 
     rows = list_keys(inventory())
@@ -666,10 +678,10 @@ def apikey_list(as_json: JsonOpt = False) -> None:
     def when(at: datetime | None) -> str:
         return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else ""
 
-    t = Table("name", "role", "created", "last used", "revoked", title=f"{len(rows)} API keys")
+    t = Table("name", "scope", "created", "last used", "revoked", title=f"{len(rows)} API keys")
     for r in rows:
         t.add_row(
-            r["name"], r["role"], when(r["created_at"]), when(r["last_used_at"]) or "never", when(r["revoked_at"])
+            r["name"], r["scope"], when(r["created_at"]), when(r["last_used_at"]) or "never", when(r["revoked_at"])
         )
     console.print(t)
 
@@ -679,19 +691,26 @@ def apikey_list(as_json: JsonOpt = False) -> None:
 
 @app.command("audit")
 def audit(limit: int = 50, as_json: JsonOpt = False) -> None:
-    """The newest entries of the audit log (every write is recorded)."""
+    """The newest entries of the audit log: who, what, when and from where (the client's address) for every write."""
     inv = inventory()
     with inv.session(write=False) as s:
         rows = [
-            {"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "details": e.details}
+            {
+                "at": e.at,
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "details": e.details,
+                "address": e.address,
+            }
             for e in repo.audit_entries(s, limit)
         ]
     if as_json:
         emit_json(rows)
         return
-    t = Table("at", "actor", "action", "target")
+    t = Table("at", "actor", "action", "target", "from")
     for r in rows:
-        t.add_row(str(r["at"]), str(r["actor"]), str(r["action"]), str(r["target"] or ""))
+        t.add_row(str(r["at"]), str(r["actor"]), str(r["action"]), str(r["target"] or ""), str(r["address"] or ""))
     console.print(t)
 
 

@@ -203,6 +203,7 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict[str, Any] | None]
+    address: Mapped[str | None] = mapped_column(String(255))  # from where: the client's IP, or "cli@<host>"
 
 
 class DiscoveryRun(Base):
@@ -231,7 +232,7 @@ class ApiKey(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     key_hash: Mapped[str] = mapped_column(String(128), unique=True)  # sha256 of the key; the key is shown once
-    role: Mapped[str] = mapped_column(String(16), default="read")
+    scope: Mapped[str] = mapped_column(String(16), default="read")  # read < operate < admin (vms.access.apikeys)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]  # to the minute (see vms.access.apikeys.LAST_USED_RESOLUTION)

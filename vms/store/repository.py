@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -929,14 +931,42 @@ def record_import_run(
     return run.id
 
 
+# From where the current request or command came (the client's IP, "cli@<host>"): the API's access dependencies
+# (api.deps) set it once per request, so every audit row a request writes says from where without each service
+# passing it down. A context variable: each request (an asyncio task, copied into its worker thread) has its own.
+AUDIT_ADDRESS: ContextVar[str | None] = ContextVar("audit_address", default=None)
+
+
+@contextmanager
+def audit_from(address: str | None) -> Iterator[None]:
+    """Audit rows written inside the block record ``address`` (unless one is passed to :func:`audit`)."""
+    token = AUDIT_ADDRESS.set(address)
+    try:
+        yield
+    finally:
+        AUDIT_ADDRESS.reset(token)
+
+
 def audit(
-    session: Session, *, actor: str, action: str, target: str | None = None, details: dict[str, Any] | None = None
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    details: dict[str, Any] | None = None,
+    address: str | None = None,
 ) -> None:
-    session.add(AuditEntry(actor=actor, action=action, target=target, details=details))
+    """Who (actor), what (action, target, details), when (now) and from where (``address``, else the context's)."""
+    where = address if address is not None else AUDIT_ADDRESS.get()
+    session.add(AuditEntry(actor=actor, action=action, target=target, details=details, address=where))
 
 
-def audit_entries(session: Session, limit: int = 100) -> list[AuditEntry]:
-    return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+def audit_entries(session: Session, limit: int = 100, *, before: int | None = None) -> list[AuditEntry]:
+    """The newest entries first; ``before``: only those older than that entry's id (the next page)."""
+    stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(AuditEntry.id < before)
+    return list(session.scalars(stmt))
 
 
 def source_of_observation(session: Session, camera_id: int) -> list[Row[Any]]:
