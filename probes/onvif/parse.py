@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
-from probes.onvif.soap import NS, child, children, descendant, descendants, local, path, text_of
+from probes.onvif.soap import LOCAL_NAMES, NS, child, children, descendant, descendants, local, path, text_of
 
 __all__ = [
     "CAPABILITY_NAMESPACES",
@@ -142,33 +142,50 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _by_name(el: Any) -> dict[str, Any]:
+    """Local name -> the first direct child element of that name, in one pass over the children. Same matches as
+    :func:`~probes.onvif.soap.child` (any namespace or none); cheaper from two lookups in one element on, since
+    lxml builds a tag matcher for every filtered iterator (~0.8 us) but hands out children by index for ~0.1."""
+    found: dict[str, Any] = {}
+    if el is None:
+        return found
+    names = LOCAL_NAMES
+    for sub in el:
+        tag = sub.tag
+        if tag.__class__ is str:  # not a comment, processing instruction or entity
+            name = names.get(tag) or local(tag)
+            if name not in found:
+                found[name] = sub
+    return found
+
+
 def _fields(el: Any) -> dict[str, str | None]:
     """Local name -> own text of the direct children (the first of each name)."""
-    found: dict[str, str | None] = {}
-    for sub in el.iterchildren("{*}*"):
-        found.setdefault(local(sub.tag), text_of(sub))
-    return found
+    return {name: text_of(sub) for name, sub in _by_name(el).items()}
 
 
 def _date_time(el: Any) -> dt.datetime | None:
     if el is None:
         return None
-    date, time = child(el, "Date"), child(el, "Time")
+    parts_of = _by_name(el)
+    date, time = parts_of.get("Date"), parts_of.get("Time")
     if date is None or time is None:
         return None
-    day_fields, time_fields = _fields(date), _fields(time)
+    day_fields, time_fields = _by_name(date), _by_name(time)
     parts = [
-        day_fields.get("Year"),
-        day_fields.get("Month"),
-        day_fields.get("Day"),
-        time_fields.get("Hour"),
-        time_fields.get("Minute"),
-        time_fields.get("Second"),
+        text_of(day_fields.get("Year")),
+        text_of(day_fields.get("Month")),
+        text_of(day_fields.get("Day")),
+        text_of(time_fields.get("Hour")),
+        text_of(time_fields.get("Minute")),
+        text_of(time_fields.get("Second")),
     ]
-    if any(p is None for p in parts):
+    if None in parts:
         return None
     try:
-        year, month, day, hour, minute, second = (int(p or "") for p in parts)
+        year, month, day, hour, minute, second = map(int, parts)  # type: ignore[arg-type]  # no None left
+        if 0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= second <= 59:  # the usual case: one object
+            return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
         # Some firmwares send second 60 (leap) or hour 24 at midnight; roll them over instead of failing.
         base = dt.datetime(year, month, day, tzinfo=dt.UTC)
     except ValueError as exc:
@@ -186,12 +203,13 @@ def parse_system_date_and_time(payload: Any) -> DeviceTime:
     sdt = descendant(payload, "SystemDateAndTime")
     if sdt is None:
         raise ValueError("no SystemDateAndTime in reply")
-    ntp_text = (text_of(child(sdt, "DateTimeType")) or "").lower()
+    parts = _by_name(sdt)
+    ntp_text = (text_of(parts.get("DateTimeType")) or "").lower()
     ntp = None if not ntp_text else ntp_text == "ntp"
-    utc = _date_time(child(sdt, "UTCDateTime"))
+    utc = _date_time(parts.get("UTCDateTime"))
     if utc is not None:
         return DeviceTime(utc, False, ntp)
-    local_time = _date_time(child(sdt, "LocalDateTime"))
+    local_time = _date_time(parts.get("LocalDateTime"))
     if local_time is not None:
         return DeviceTime(local_time, True, ntp)
     raise ValueError("no UTCDateTime or LocalDateTime in reply")
@@ -341,8 +359,8 @@ def parse_media_profiles(payload: Any) -> list[ProfileInfo]:
         token = _clean(profile.get("token"))
         if token is None:
             continue
-        encoder = child(profile, "VideoEncoderConfiguration")
-        profiles.append(_profile_info(token, profile, encoder))
+        parts = _by_name(profile)
+        profiles.append(_profile_info(token, parts, parts.get("VideoEncoderConfiguration")))
     return profiles
 
 
@@ -353,25 +371,27 @@ def parse_media2_profiles(payload: Any) -> list[ProfileInfo]:
         token = _clean(profile.get("token"))
         if token is None:
             continue
-        encoder = child(child(profile, "Configurations"), "VideoEncoder")
-        profiles.append(_profile_info(token, profile, encoder))
+        parts = _by_name(profile)
+        profiles.append(_profile_info(token, parts, child(parts.get("Configurations"), "VideoEncoder")))
     return profiles
 
 
-def _profile_info(token: str, profile: Any, encoder: Any) -> ProfileInfo:
-    name = _clean(text_of(child(profile, "Name")))
+def _profile_info(token: str, profile: dict[str, Any], encoder: Any) -> ProfileInfo:
+    """``profile``: the profile's children by local name (:func:`_by_name`)."""
+    name = _clean(text_of(profile.get("Name")))
     if encoder is None:
         return ProfileInfo(token, name, None, None, None, None, None)
-    resolution = child(encoder, "Resolution")
-    rate = child(encoder, "RateControl")
+    settings = _by_name(encoder)
+    resolution = _by_name(settings.get("Resolution"))
+    rate = _by_name(settings.get("RateControl"))
     return ProfileInfo(
         token=token,
         name=name,
-        encoding=normalise_encoding(text_of(child(encoder, "Encoding"))),
-        width=_positive_int(text_of(child(resolution, "Width"))),
-        height=_positive_int(text_of(child(resolution, "Height"))),
-        fps=_positive_float(text_of(child(rate, "FrameRateLimit"))),
-        bitrate=_positive_int(text_of(child(rate, "BitrateLimit"))),
+        encoding=normalise_encoding(text_of(settings.get("Encoding"))),
+        width=_positive_int(text_of(resolution.get("Width"))),
+        height=_positive_int(text_of(resolution.get("Height"))),
+        fps=_positive_float(text_of(rate.get("FrameRateLimit"))),
+        bitrate=_positive_int(text_of(rate.get("BitrateLimit"))),
     )
 
 

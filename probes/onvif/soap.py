@@ -20,6 +20,7 @@ from lxml import etree
 from probes.errors import Cause
 
 __all__ = [
+    "LOCAL_NAMES",
     "NS",
     "Fault",
     "MalformedReply",
@@ -181,6 +182,7 @@ def request_header_lines(action: str, soap: SoapVersion = "1.2") -> bytes:
 
 
 _LOCAL_NAMES: dict[str, str] = {}  # tag -> local name; a few hundred distinct tags cover every vendor
+LOCAL_NAMES: Final = _LOCAL_NAMES  # for hot loops: ``LOCAL_NAMES.get(tag) or local(tag)`` saves a call per element
 _ANY_NS: dict[str, str] = {}  # local name -> "{*}name"
 
 
@@ -207,7 +209,7 @@ def _any_ns(name: str) -> str:
 def child(el: Any, name: str) -> Any:
     if el is None:
         return None
-    for sub in el.iterchildren(_any_ns(name)):
+    for sub in el.iterchildren(_ANY_NS.get(name) or _any_ns(name)):
         return sub
     return None
 
