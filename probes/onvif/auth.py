@@ -8,7 +8,7 @@ another authenticated attempt on a device is allowed.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import datetime as dt
 import hashlib
 import hmac
@@ -60,23 +60,34 @@ def format_created(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_CREATED: list[tuple[int, str]] = [(-1, "")]  # the last second formatted: a sweep signs thousands per second
+# A sweep signs thousands of requests per second, each with its device's clock offset (so with as many different
+# seconds): the date part is formatted once per day, the time of day from a table.
+_DAYS: dict[int, str] = {}  # days since the epoch -> "YYYY-MM-DDT"
+_TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(61))
 
 
 def _created_at(timestamp: float) -> str:
-    """:func:`format_created` of a POSIX timestamp, formatted once per second."""
-    second = math.floor(timestamp)
-    cached_second, text = _CREATED[0]
-    if cached_second != second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
-        _CREATED[0] = (second, text)
-    return text
+    """:func:`format_created` of a POSIX timestamp (``time.strftime`` of its whole second, UTC)."""
+    day, second = divmod(math.floor(timestamp), 86400)
+    prefix = _DAYS.get(day)
+    if prefix is None:
+        prefix = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        if len(_DAYS) >= 64:  # bounded: offsets of days on a few devices cannot grow it
+            _DAYS.clear()
+        _DAYS[day] = prefix
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    two = _TWO_DIGITS
+    return f"{prefix}{two[hour]}:{two[minute]}:{two[second]}Z"
 
 
 def wsse_password_digest(nonce: bytes, created: str, password: str) -> str:
     """Base64(SHA1(nonce + created + password)), WS-Security UsernameToken Profile 1.0 section 3.1."""
     raw = hashlib.sha1(nonce + created.encode() + password.encode(), usedforsecurity=False).digest()
-    return base64.b64encode(raw).decode()
+    return binascii.b2a_base64(raw, newline=False).decode()
+
+
+_TOKEN_HEAD: dict[str, str] = {}  # username -> the header up to the password digest (the same on every request)
 
 
 def wsse_header(
@@ -93,11 +104,20 @@ def wsse_header(
     else:
         created = format_created(now + dt.timedelta(seconds=clock_offset_s))
     digest = wsse_password_digest(nonce, created, credential.password)
+    username = credential.username
+    head = _TOKEN_HEAD.get(username)
+    if head is None:
+        head = (
+            f'<wsse:Security xmlns:wsse="{_WSSE_NS}" xmlns:wsu="{_WSU_NS}" s:mustUnderstand="1">'
+            f"<wsse:UsernameToken><wsse:Username>{escape(username)}</wsse:Username>"
+            f'<wsse:Password Type="{_DIGEST_TYPE_URI}">'
+        )
+        if len(_TOKEN_HEAD) >= 256:  # bounded, and holds no secret
+            _TOKEN_HEAD.clear()
+        _TOKEN_HEAD[username] = head
     return (
-        f'<wsse:Security xmlns:wsse="{_WSSE_NS}" xmlns:wsu="{_WSU_NS}" s:mustUnderstand="1">'
-        f"<wsse:UsernameToken><wsse:Username>{escape(credential.username)}</wsse:Username>"
-        f'<wsse:Password Type="{_DIGEST_TYPE_URI}">{digest}</wsse:Password>'
-        f'<wsse:Nonce EncodingType="{_BASE64_BINARY}">{base64.b64encode(nonce).decode()}</wsse:Nonce>'
+        f'{head}{digest}</wsse:Password><wsse:Nonce EncodingType="{_BASE64_BINARY}">'
+        f"{binascii.b2a_base64(nonce, newline=False).decode()}</wsse:Nonce>"
         f"<wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"
     )
 
