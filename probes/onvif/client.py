@@ -249,6 +249,8 @@ class _Device:
         device_ip: str,
     ) -> None:
         self.target = target
+        self.url = target.url  # formatted once: every call of a staged check names it
+        self.key = target.key
         self.policy = policy
         self.device_ip = device_ip  # the address that answers for this device: the policy's "own" address
         self.verdicts: dict[str, Admitted | Refusal] = {}
@@ -278,6 +280,7 @@ class _Device:
         # GetServices said HttpDigest="true": a login may need a challenge that the skipped anonymous try would
         # have brought (see _Interrogation.use_capabilities).
         self.digest_advertised = False
+        self.record_steps = True  # findings.steps; a DeviceChannel's caller times its own stages
 
     # -- transport + classification -------------------------------------------------------------------------
 
@@ -364,15 +367,17 @@ class _Device:
         SOAP 1.1 for devices that refuse 1.2 (DOMAIN 7.9) and one retry of a dropped keep-alive socket."""
         swapped = refreshed = retried = False
         proven = cred is not None and method == self.method and cred is self.credential  # logged in with it
-        try:
-            where = await self.endpoint(url)
-        except ValueError as exc:
-            failure = self._failure(Cause.PROTOCOL, step, f"bad service address: {exc}")
-            return _Outcome(None, None, failure, False, sent=False)
-        if isinstance(where, Refusal):  # nothing is sent there, least of all a login (probes.policy)
-            failure = self._failure(Cause.ADDRESS_REFUSED, step, str(where))
-            return _Outcome(None, None, failure, False, sent=False)
-        endpoint = where
+        endpoint = self.endpoints.get(url)  # known: no coroutine for it
+        if endpoint is None:
+            try:
+                where = await self.endpoint(url)
+            except ValueError as exc:
+                failure = self._failure(Cause.PROTOCOL, step, f"bad service address: {exc}")
+                return _Outcome(None, None, failure, False, sent=False)
+            if isinstance(where, Refusal):  # nothing is sent there, least of all a login (probes.policy)
+                failure = self._failure(Cause.ADDRESS_REFUSED, step, str(where))
+                return _Outcome(None, None, failure, False, sent=False)
+            endpoint = where
         session = self.session
         outcome: _Outcome | None = None
         for _ in range(5):  # bounded: each branch below can only fire once or twice
@@ -451,7 +456,7 @@ class _Device:
 
     def _methods(self, credentials: Sequence[Credential]) -> list[Literal["wsse", "digest"]]:
         order: list[Literal["wsse", "digest"]] = []
-        remembered = self.budget.preferred_method(self.target.key, credentials[0]) if credentials else None
+        remembered = self.budget.preferred_method(self.key, credentials[0]) if credentials else None
         if remembered is not None:
             order.append(remembered)
         if self.auth_hint in ("wsse", "digest"):
@@ -475,7 +480,7 @@ class _Device:
             raise
 
     async def _try_logins(self, step: str, url: str, op: Operation) -> _Outcome:
-        key = self.target.key
+        key = self.key
         if not self.credentials:
             raise _AuthImpossible(self._failure(Cause.AUTH, step, "device requires authentication; no credentials"))
         credentials = self.budget.order(key, self.credentials)
@@ -522,7 +527,7 @@ class _Device:
         the verdict is the budget's, as it would have been had the challenge come first."""
         if not self.digest_advertised:
             return False
-        key = self.target.key
+        key = self.key
         if all(self.budget.is_bad(key, cred, "digest") for cred in self.credentials):
             return False
         if self.budget.remaining(key) == 0:
@@ -556,7 +561,7 @@ class _Device:
 
     async def call(self, step: str, url: str, op: Operation, *, anonymous: bool = False) -> Reply:
         """Run one step; record it. Raises ProbeError (step failed), _AuthImpossible or _Stop."""
-        started = time.perf_counter()
+        started = time.perf_counter() if self.record_steps else 0.0
         try:
             if anonymous:
                 outcome = await self._attempt(step, url, op, "none", None)
@@ -565,12 +570,14 @@ class _Device:
             else:
                 outcome = await self._authenticated(step, url, op)
         except _AuthImpossible as exc:
-            self._record(step, started, exc.failure)
+            if self.record_steps:
+                self._record(step, started, exc.failure)
             raise
         failure = outcome.failure
         if failure is None and outcome.reply is None:
             failure = self._failure(Cause.MALFORMED, step, "no reply body")
-        self._record(step, started, failure, recovered=outcome.reply is not None and outcome.reply.recovered)
+        if self.record_steps:
+            self._record(step, started, failure, recovered=outcome.reply is not None and outcome.reply.recovered)
         if failure is not None:
             if failure.cause.is_transport:
                 self.streak += 1
@@ -1072,12 +1079,12 @@ class DeviceChannel:
     @property
     def url(self) -> str:
         """The device service URL."""
-        return self._dev.target.url
+        return self._dev.url
 
     @property
     def key(self) -> str:
         """host:port: the unit of the login budget."""
-        return self._dev.target.key
+        return self._dev.key
 
     @property
     def device_ip(self) -> str:
@@ -1189,6 +1196,7 @@ async def open_channel(
         device_ip=device_ip,
     )
     device.verdicts[target.url] = Admitted(device_ip, target.port, own=True)
+    device.record_steps = False  # nobody reads a channel's step list
     return DeviceChannel(device)
 
 

@@ -613,6 +613,19 @@ class HttpClient:
 
     # -- slots ----------------------------------------------------------------------------------------------------
 
+    def _free_slot(self, key: _Key) -> _Host | None:
+        """A slot for ``key`` taken at once when one is free (no waiting, no coroutine); None: :meth:`_acquire`."""
+        if self._active >= self.limit:
+            return None
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host()
+        elif host.active >= self.limit_per_host:
+            return None
+        host.active += 1
+        self._active += 1
+        return host
+
     async def _acquire(self, key: _Key, deadline: float) -> _Host:
         """A connection slot for ``key`` (per host, then overall); waits at most until ``deadline``."""
         host = self._hosts.get(key)
@@ -744,7 +757,7 @@ class HttpClient:
         key = (host, port, scheme)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        entry = await self._acquire(key, deadline)
+        entry = self._free_slot(key) or await self._acquire(key, deadline)
         try:
             conn = self._take_idle(key, entry, loop)
             if conn is None:
@@ -776,12 +789,7 @@ class HttpClient:
         key = (host, port, scheme)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        entry = self._hosts.get(key)
-        if entry is not None and entry.active < self.limit_per_host and self._active < self.limit:
-            entry.active += 1  # a free slot: no waiting, no coroutine
-            self._active += 1
-        else:
-            entry = await self._acquire(key, deadline)
+        entry = self._free_slot(key) or await self._acquire(key, deadline)
         conn: _Connection | None = None
         try:
             conn = None if fresh else self._take_idle(key, entry, loop)
