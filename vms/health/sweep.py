@@ -579,11 +579,17 @@ async def run_shard(
 
 
 def run_sweep(
-    inv: Inventory, req: SweepRequest, *, executor: str = "local", progress: Progress | None = None
+    inv: Inventory,
+    req: SweepRequest,
+    *,
+    executor: str = "local",
+    progress: Progress | None = None,
+    planned: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Plan, run and finish one sweep; returns its summary (also stored with the sweep): cameras planned, by
     outcome, not checkable, failures by stage and cause, status changes, duration. ``executor``: "local" (this
-    process) or "celery" (:func:`vms.jobs.celery_app.run_sweep_distributed`)."""
+    process) or "celery" (:func:`vms.jobs.celery_app.run_sweep_distributed`). ``planned(sweep_id)`` hears the
+    sweep's id once it is recorded (an operation that stops the sweep closes it with what was stored)."""
     if executor not in ("local", "celery"):
         raise ValueError(f"unknown executor {executor!r}: choose local or celery")
     if executor == "celery":
@@ -591,6 +597,8 @@ def run_sweep(
     started = time.monotonic()
     req = replace(req, deadline_at=time.time() + req.deadline_s if req.deadline_s is not None else None)
     sweep_id, shards, hosts = _plan(inv, req)
+    if planned is not None:
+        planned(sweep_id)
     report = progress or _quiet
     total = sum(len(s) for s in shards)
     report("sweep", 0, total)

@@ -527,6 +527,32 @@ trial_objects = Table(
     Index("ix_trial_objects_sample_id", "sample_id"),
 )
 
+# Long-running operations started through the API (vms.jobs.operations): discovery, health sweeps, frame sampling
+# and trials, each run in a background thread of one API process (``runner``: host:pid), with its progress, its
+# result summary or error, and who started it from where. Made by migration 0016_operations.
+operations = Table(
+    "operations",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # discovery | sweep | sample | trial
+    Column("params", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed | cancelled
+    Column("stage", String(32), nullable=True),  # the step the service last reported (scan, sweep, analyze, ...)
+    Column("done", Integer, nullable=False, default=0),
+    Column("total", Integer, nullable=False, default=0),
+    Column("result", JSON, nullable=True),  # the service's summary, at the end
+    Column("error", Text, nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("address", String(255), nullable=True),  # from where it was started (the client's IP)
+    Column("runner", String(128), nullable=True),  # host:pid of the API process that holds it
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=True),  # the runner's last sign of life
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Index("ix_operations_status", "status"),
+)
+
 
 # Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
 # the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
