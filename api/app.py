@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from api.metrics import add_metrics
-from api.routes import access, cameras, coverage, operations
+from api.routes import access, cameras, coverage, dashboard, operations
 from api.security import BodyLimit, HostGuard, default_allowed_hosts
 from vms.errors import (
     Busy,
@@ -45,7 +45,7 @@ STATUS_OF: dict[type[VmsError], int] = {
 }
 
 # Included in this order; each module's ``router`` holds its routes (add a resource: a module and a line here).
-ROUTES = (cameras, access, coverage, operations)
+ROUTES = (cameras, access, coverage, operations, dashboard)
 
 
 def _one_line(exc: RequestValidationError) -> str:
@@ -60,7 +60,14 @@ def _one_line(exc: RequestValidationError) -> str:
 def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI:
     """The API over ``inventory``. ``bind_host``: where it listens (for the default allowed Host names)."""
     settings = inventory.settings
-    app = FastAPI(title="vms", version="0.1.0", description="Unified inventory of public video cameras")
+    # /docs is served by api/routes/dashboard.py with Swagger UI's files from api/static/vendor (no CDN); no ReDoc
+    app = FastAPI(
+        title="vms",
+        version="0.1.0",
+        description="Unified inventory of public video cameras",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.inventory = inventory
     allowed = settings.allowed_hosts or default_allowed_hosts(bind_host or settings.api_host)
     if allowed == ["*"]:

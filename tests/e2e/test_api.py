@@ -34,7 +34,7 @@ def test_lists_stats_and_quality(client):
     assert client.get("/api/v1/stats", params={"by": "colour"}).status_code == 422
     assert client.get("/api/v1/cameras/99999").status_code == 404
     page = client.get("/")
-    assert page.status_code == 200 and "/api/v1/stats" in page.text
+    assert page.status_code == 200 and "/static/app.js" in page.text
 
 
 def test_no_credentials_in_responses(client):
