@@ -184,3 +184,17 @@ def test_a_sampling_run_makes_its_sample_set(hanging):
         assert SampleSets(hanging).get("morning") is not None
     finally:
         ops.shutdown()
+
+
+def test_a_discovery_of_hanging_devices_is_cancelled(hanging, fleet):
+    ops = Operations(hanging)
+    try:
+        # one device at a time, each answering nothing for 2 s: ~8 s unless cancelled
+        params = {"targets": fleet.device_urls, "call_timeout": 2.0, "concurrency": 1}
+        op_id = ops.start("discovery", params, actor="apikey:ops")
+        assert _until(ops, op_id, lambda o: o["status"] != "queued")["status"] == "running"
+        ops.cancel(op_id, actor="apikey:ops")
+        op = _until(ops, op_id, lambda o: o["status"] != "running")
+        assert op["status"] == "cancelled" and op["error"] is None, op
+    finally:
+        ops.shutdown()
