@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from api.metrics import add_metrics
-from api.routes import access, cameras, coverage, dashboard, operations
+from api.routes import access, cameras, coverage, dashboard, operations, samples
 from api.security import BodyLimit, HostGuard, default_allowed_hosts
 from vms.errors import (
     Busy,
@@ -45,7 +45,7 @@ STATUS_OF: dict[type[VmsError], int] = {
 }
 
 # Included in this order; each module's ``router`` holds its routes (add a resource: a module and a line here).
-ROUTES = (cameras, access, coverage, operations, dashboard)
+ROUTES = (cameras, access, coverage, operations, dashboard, samples)
 
 
 def _one_line(exc: RequestValidationError) -> str:

@@ -21,4 +21,5 @@ class CameraPage(BaseModel):
     )
     limit: int
     offset: int
+    next: str | None = Field(None, description="cursor of the next page (pass as `cursor`); null on the last page")
     items: list[dict[str, Any]]

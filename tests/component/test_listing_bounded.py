@@ -84,7 +84,7 @@ def test_the_api_says_when_the_total_is_a_lower_bound(inventory, tmp_path, monke
         assert (one["total"], one["total_exact"], [c["id"] for c in one["items"]]) == (1, True, [29])
         every = get(limit=1)
         assert (every["total"], every["total_exact"]) == (32, True)  # unfiltered: the counter, exact
-        assert set(every) == {"total", "total_exact", "limit", "offset", "items"}
+        assert set(every) == {"total", "total_exact", "limit", "offset", "next", "items"}
 
 
 PUNCTUATED = [

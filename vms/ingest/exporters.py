@@ -1,15 +1,17 @@
 """Writers for canonical camera records: CSV (for Excel), GeoJSON (for GIS) and GB/T 28181 Catalog XML.
 
-Each writer streams record by record, and what it writes reads back through :mod:`vms.ingest.importers` with the
-same fields (round trip without loss for the fields each format carries).
+Each writer streams record by record (the ``*_chunks`` generators give the same text a piece at a time, for an
+HTTP response that never holds the whole list), and what it writes reads back through
+:mod:`vms.ingest.importers` with the same fields (round trip without loss for the fields each format carries).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,19 @@ from vms.catalog.columns import ColumnMap
 from vms.catalog.fields import CATALOG_FIELDS, FIELD_NAMES, FIELDS, Kind
 from vms.ingest.catalog_ext import ext_element
 
-__all__ = ["INFO_FIELDS", "write_catalog_xml", "write_csv", "write_geojson"]
+__all__ = [
+    "INFO_FIELDS",
+    "catalog_xml_chunks",
+    "csv_chunks",
+    "csv_extra_keys",
+    "geojson_chunks",
+    "write_catalog_xml",
+    "write_csv",
+    "write_geojson",
+]
+
+# Records per piece a generator yields (a piece is one write to the file or the HTTP response).
+BATCH = 200
 
 # GB/T 28181-2022 nests PTZType .. Resolution and the fields the 2022 edition added in an <Info> block.
 _FIRST_INFO = FIELD_NAMES.index("ptz_type")
@@ -66,19 +80,35 @@ def _csv_cell(name: str | None, value: Any) -> str:
     return text
 
 
+def csv_extra_keys(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The extra columns a CSV of ``records`` carries (after the canonical ones), in order."""
+    return sorted({str(k) for r in records for k in _extra(r)})
+
+
+def csv_chunks(records: Iterable[Mapping[str, Any]], extra_keys: Sequence[str]) -> Iterator[str]:
+    """The CSV text (without the BOM) a piece at a time: the header, then :data:`BATCH` records a piece."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow([*FIELD_NAMES, *extra_keys])
+    for n, record in enumerate(records, start=1):
+        extra = _extra(record)
+        writer.writerow(
+            [_csv_cell(name, record.get(name)) for name in FIELD_NAMES]
+            + [_csv_cell(None, extra.get(key)) for key in extra_keys]
+        )
+        if n % BATCH == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
 def write_csv(records: Iterable[Mapping[str, Any]], path: Path) -> int:
     """UTF-8 with BOM (so Excel detects the encoding); canonical columns in registry order, then extras."""
     rows = _as_list(records)
-    extra_keys = sorted({str(k) for r in rows for k in _extra(r)})
     with Path(path).open("w", encoding="utf-8-sig", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\r\n")
-        writer.writerow([*FIELD_NAMES, *extra_keys])
-        for record in rows:
-            extra = _extra(record)
-            writer.writerow(
-                [_csv_cell(name, record.get(name)) for name in FIELD_NAMES]
-                + [_csv_cell(None, extra.get(key)) for key in extra_keys]
-            )
+        for piece in csv_chunks(rows, csv_extra_keys(rows)):
+            fh.write(piece)
     return len(rows)
 
 
@@ -105,17 +135,33 @@ def _feature(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "Feature", "geometry": geometry, "properties": props}
 
 
+def geojson_chunks(records: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """The GeoJSON text a piece at a time (:data:`BATCH` features a piece)."""
+    parts = ['{"type": "FeatureCollection", "features": [\n']
+    for n, record in enumerate(records):
+        if n:
+            parts.append(",\n")
+        parts.append(json.dumps(_feature(record), ensure_ascii=False))
+        if len(parts) >= 2 * BATCH:
+            yield "".join(parts)
+            parts = []
+    parts.append("\n]}\n")
+    yield "".join(parts)
+
+
 def write_geojson(records: Iterable[Mapping[str, Any]], path: Path) -> int:
     """FeatureCollection of Points ([lon, lat], WGS-84); null geometry for a record without coordinates."""
     count = 0
-    with Path(path).open("w", encoding="utf-8", newline="\n") as fh:
-        fh.write('{"type": "FeatureCollection", "features": [\n')
+
+    def counted() -> Iterator[Mapping[str, Any]]:
+        nonlocal count
         for record in records:
-            if count:
-                fh.write(",\n")
-            fh.write(json.dumps(_feature(record), ensure_ascii=False))
             count += 1
-        fh.write("\n]}\n")
+            yield record
+
+    with Path(path).open("w", encoding="utf-8", newline="\n") as fh:
+        for piece in geojson_chunks(counted()):
+            fh.write(piece)
     return count
 
 
@@ -153,29 +199,55 @@ def write_catalog_xml(
     the other fields and the extra columns in each Item's namespaced ``<vms:Ext>`` (see catalog_ext)."""
     rows = _as_list(records)  # SumNum comes before the items
     with Path(path).open("wb") as raw:
-        # Declaration written by hand: xmlfile refuses text outside the root, and the newline keeps each
-        # element on its own line for people reading the file.
-        raw.write(f'<?xml version="1.0" encoding="{encoding}"?>\n'.encode("ascii"))
-        with etree.xmlfile(raw, encoding=encoding) as xf:
-            _write_response(xf, rows, platform_id=platform_id, sn=sn)
-        raw.write(b"\n")
+        for piece in catalog_xml_chunks(rows, len(rows), platform_id=platform_id, sn=sn, encoding=encoding):
+            raw.write(piece)
     return len(rows)
 
 
-def _write_response(xf: Any, rows: Sequence[Mapping[str, Any]], *, platform_id: str, sn: int) -> None:
-    with xf.element("Response"):
+class _Pieces:
+    """What xmlfile writes, kept until taken (the file-like object a generator drains)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(bytes(data))
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def catalog_xml_chunks(
+    records: Iterable[Mapping[str, Any]],
+    count: int,
+    *,
+    platform_id: str = "00000000000000000000",
+    sn: int = 1,
+    encoding: str = "UTF-8",
+) -> Iterator[bytes]:
+    """The Catalog ``<Response>`` of :func:`write_catalog_xml` a piece at a time. ``count``: the SumNum and Num
+    announced before the items (the number of ``records``, counted beforehand)."""
+    # Declaration written by hand: xmlfile refuses text outside the root, and the newline keeps each
+    # element on its own line for people reading the file.
+    yield f'<?xml version="1.0" encoding="{encoding}"?>\n'.encode("ascii")
+    sink = _Pieces()
+    with etree.xmlfile(sink, encoding=encoding) as xf, xf.element("Response"):
         xf.write("\n")
         for tag, text in (("CmdType", "Catalog"), ("SN", str(sn)), ("DeviceID", platform_id)):
             el = etree.Element(tag)
             el.text = text
             xf.write(el, "\n")
         el = etree.Element("SumNum")
-        el.text = str(len(rows))
+        el.text = str(count)
         xf.write(el, "\n")
-        with xf.element("DeviceList", Num=str(len(rows))):
+        with xf.element("DeviceList", Num=str(count)):
             xf.write("\n")
-            for n, record in enumerate(rows, start=1):
+            for n, record in enumerate(records, start=1):
                 xf.write(_item(record), pretty_print=True)
-                if n % 1000 == 0:
+                if n % BATCH == 0:
                     xf.flush()
+                    yield sink.take()
         xf.write("\n")
+    yield sink.take() + b"\n"

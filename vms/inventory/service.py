@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_STORED_ISSUES = 1000
 MAX_TAGS = 32  # an operator's labels per camera
 MAX_TAG_CHARS = 64
+EXPORT_PAGE = 1000  # cameras an export reads at a time (Inventory.iter_cameras)
 # An import that changed this many cameras refreshes the search index's statistics (PostgreSQL) afterwards.
 LARGE_WRITE = 1000
 _PROBLEMS_REBUILD = threading.Lock()
@@ -621,6 +622,36 @@ class Inventory:
         """A page of cameras and their number, exact up to repo.COUNT_CAP matches (the API's pages)."""
         with self.session(write=False) as s:
             return repo.camera_page(s, flt, limit=limit, offset=offset)
+
+    def camera_cursor_page(
+        self, flt: repo.CameraFilter, *, after: int, limit: int, columns: Sequence[str] | None = None
+    ) -> tuple[repo.CameraPage, bool]:
+        """The page of cameras after id ``after`` (keyset, id order) and whether more follow; the total as
+        :meth:`camera_page` gives it (exact up to repo.COUNT_CAP matches)."""
+        with self.session(write=False) as s:
+            rows = repo.camera_keyset(s, flt, after=after, limit=limit + 1, columns=columns)
+            total, exact = repo.count_capped(s, flt)
+        return repo.CameraPage(total, exact, rows[:limit]), len(rows) > limit
+
+    def iter_cameras(
+        self, flt: repo.CameraFilter, *, columns: Sequence[str] | None = None, page: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every camera matching ``flt``, in id order, read a page at a time by keyset (each page its own short
+        read): at most ``page`` (EXPORT_PAGE) rows in memory whatever the list's length (streamed exports)."""
+        page = page or EXPORT_PAGE
+        after = 0
+        while True:
+            with self.session(write=False) as s:
+                rows = repo.camera_keyset(s, flt, after=after, limit=page, columns=columns)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1]["id"]
+
+    def count_matching(self, flt: repo.CameraFilter) -> int:
+        """The exact number of cameras matching ``flt``."""
+        with self.session(write=False) as s:
+            return repo.count_cameras(s, flt)
 
     def resolve_camera(self, session: Session, ref: str) -> int:
         """A camera by database id, GB device ID, department number (local_id) or MAC."""

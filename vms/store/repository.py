@@ -466,6 +466,10 @@ class CameraFilter:
     source: str | None = None
     search: str | None = None
     include_removed: bool = False
+    use_type: str | None = None
+    owner: str | None = None
+    tags: tuple[str, ...] = ()  # every one of these (a camera's operator labels)
+    bbox: tuple[float, float, float, float] | None = None  # min lon, min lat, max lon, max lat (WGS-84, as stored)
 
 
 def escape_like(text: str) -> str:
@@ -545,7 +549,28 @@ def _filtered(stmt: Any, flt: CameraFilter, dialect: str) -> Any:
             .where(Source.name == flt.source, ObservationRow.removed_at.is_(None))
         )
         stmt = stmt.where(cameras.c.id.in_(sub))
+    if flt.use_type:
+        stmt = stmt.where(cameras.c.use_type == flt.use_type)
+    if flt.owner:
+        stmt = stmt.where(cameras.c.owner == flt.owner)
+    if flt.bbox:
+        min_lon, min_lat, max_lon, max_lat = flt.bbox
+        stmt = stmt.where(
+            cameras.c.longitude.between(min_lon, max_lon), cameras.c.latitude.between(min_lat, max_lat)
+        )
+    for n, tag in enumerate(flt.tags):
+        stmt = stmt.where(_has_tag(tag, n, dialect))
     return stmt
+
+
+def _has_tag(tag: str, n: int, dialect: str) -> Any:
+    """The camera's ``tags`` (a JSON list of strings) holds ``tag``."""
+    name = f"tag_{n}"
+    if dialect == "postgresql":
+        return text(f"(cameras.tags::jsonb ? :{name})").bindparams(**{name: tag})
+    return text(f"EXISTS (SELECT 1 FROM json_each(cameras.tags) WHERE json_each.value = :{name})").bindparams(
+        **{name: tag}
+    )
 
 
 def _dialect(session: Session) -> str:
@@ -654,6 +679,55 @@ def camera_page(
     matches = _matching_ids(session, flt).limit(cap + 1).subquery()
     found = int(session.scalar(select(func.count()).select_from(matches)) or 0)
     return CameraPage(min(found, cap), found <= cap, [])
+
+
+def keyset_statement(flt: CameraFilter, *, after: int, limit: int, columns: Sequence[str], dialect: str) -> Any:
+    """The matching cameras with an id above ``after``, in id order, at most ``limit``: the primary key's index is
+    entered at ``after`` (no OFFSET: a page deep in the list reads what the first page reads)."""
+    stmt = _filtered(select(*(cameras.c[c] for c in columns)), flt, dialect)
+    return stmt.where(cameras.c.id > after).order_by(cameras.c.id).limit(limit)
+
+
+def keyset_sql(columns: Sequence[str], dialect: str) -> str:
+    """The unfiltered keyset page as the driver reads it (parameters: after, limit)."""
+    marks = ("%(after)s", "%(limit)s") if dialect == "postgresql" else ("?", "?")
+    return (
+        f"SELECT {', '.join(columns)} FROM cameras WHERE removed_at IS NULL AND id > {marks[0]} "
+        f"ORDER BY id LIMIT {marks[1]}"
+    )
+
+
+def camera_keyset(
+    session: Session, flt: CameraFilter, *, after: int, limit: int, columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """At most ``limit`` cameras matching ``flt`` with an id above ``after``, in id order (cursor pages and
+    exports). ``columns``: those only (camera column names; ``id`` is always read)."""
+    names = list(dict.fromkeys(["id", *(columns or _CAMERA_KEYS)]))
+    unknown = [c for c in names if c not in cameras.c]
+    if unknown:
+        raise ValueError(f"no camera column {unknown[0]!r}")
+    dialect = _dialect(session)
+    read_statements(session)
+    if flt == CameraFilter():  # the common page: straight from the driver (no statement to build)
+        sql = keyset_sql(names, dialect)
+        params: Any = {"after": after, "limit": limit} if dialect == "postgresql" else (after, limit)
+        return _driver_dicts(session, sql, params, names)
+    result = session.execute(keyset_statement(flt, after=after, limit=limit, columns=names, dialect=dialect))
+    keys = list(map(str, result.keys()))
+    return [dict(zip(keys, r, strict=True)) for r in result.all()]
+
+
+def count_capped(session: Session, flt: CameraFilter, cap: int | None = None) -> tuple[int, bool]:
+    """How many cameras match ``flt``: (n, True), or (cap, False) when more than ``cap`` do. Unfiltered: the
+    counter the writes keep (exact)."""
+    cap = COUNT_CAP if cap is None else cap
+    if flt == CameraFilter():
+        live = live_camera_count(session)
+        if live is not None:
+            return live, True
+    matches = _matching_ids(session, flt).limit(cap + 1).subquery()
+    found = int(session.scalar(select(func.count()).select_from(matches)) or 0)
+    return min(found, cap), found <= cap
 
 
 _CAMERA_KEYS = tuple(str(c.name) for c in cameras.c)
