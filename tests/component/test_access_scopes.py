@@ -97,6 +97,11 @@ def test_keys_are_stored_hashed_only(closed, inventory, settings):
         "k-admin": "admin",
         "old-writer": "operate",
     }
+    # A use is recorded to the minute: a second one within it writes nothing.
+    first = listed["k-read"]["last_used_at"]
+    assert first is not None and listed["k-admin"]["last_used_at"] is None
+    assert authenticate(inventory, keys["read"]).scope == "read"
+    assert {k["name"]: k for k in list_keys(inventory)}["k-read"]["last_used_at"] == first
     # The raw key is in no column of any table, nor (SQLite) anywhere in the database's files.
     meta = MetaData()
     meta.reflect(inventory.engine)

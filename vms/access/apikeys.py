@@ -143,26 +143,70 @@ def list_keys(inv: Inventory) -> list[dict[str, Any]]:
         ]
 
 
-_LOOKUP = select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.key_hash, ApiKey.last_used_at)
+# One statement by the unique index on key_hash, in the driver's own terms: per request, where SQLAlchemy's
+# statement building, result processing and transaction handling cost several times the read itself.
+_LOOKUP = "SELECT id, name, scope, key_hash, last_used_at FROM api_keys WHERE key_hash = {} AND revoked_at IS NULL"
+
+
+def _find(inv: Inventory, digest: str) -> tuple[Any, ...] | None:
+    """The live key's (id, name, scope, key_hash, last_used_at), or None."""
+    dialect = inv.engine.dialect
+    if dialect.name == "sqlite" or dialect.driver == "psycopg":
+        pooled = inv.engine.raw_connection()  # the pool's checks (a dead PostgreSQL connection) run as usual
+        try:
+            dbapi: Any = pooled.driver_connection
+            if dialect.name == "sqlite":
+                cur = dbapi.cursor()
+                try:
+                    cur.execute(_LOOKUP.format("?"), (digest,))
+                    row = cur.fetchone()
+                finally:
+                    cur.close()
+            else:
+                # One statement outside a transaction: no BEGIN and no ROLLBACK round trip. The connection's mode is
+                # put back before it returns to the pool.
+                dbapi.autocommit = True
+                try:
+                    row = dbapi.execute(_LOOKUP.format("%s"), (digest,)).fetchone()
+                finally:
+                    dbapi.autocommit = False
+        finally:
+            pooled.close()
+        return tuple(row) if row is not None else None
+    with inv.engine.connect() as conn:  # another driver: through SQLAlchemy
+        found = conn.execute(
+            select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.key_hash, ApiKey.last_used_at).where(
+                ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)
+            )
+        ).first()
+    return tuple(found) if found is not None else None
 
 
 def authenticate(inv: Inventory, key: str) -> KeyInfo:
-    """The live key whose hash this is, by the unique index on the hash (one indexed read on a pooled connection)."""
+    """The live key whose hash this is (one read by the unique index on the hash), else Unauthorized."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise Unauthorized("unknown or revoked API key")
     digest = hash_key(key)
-    with inv.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":  # one statement: no BEGIN and ROLLBACK round trips around it
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        row = conn.execute(_LOOKUP.where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))).first()
+    row = _find(inv, digest)
     # The lookup is by hash, so timing reveals nothing about the key; compare again to be explicit.
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
+    if row is None or not hmac.compare_digest(row[3], digest):
         raise Unauthorized("unknown or revoked API key")
+    key_id, name, scope, _digest, last_used = row
     now = utcnow()
-    last = _aware(row.last_used_at)
+    last = _aware(_as_datetime(last_used))
     if last is None or now - last >= LAST_USED_RESOLUTION:
-        _record_use(inv, row.id, now)
-    return KeyInfo(row.name, ALIASES.get(row.scope, row.scope))
+        _record_use(inv, key_id, now)
+    return KeyInfo(name, ALIASES.get(scope, scope))
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A datetime as the driver gives it: SQLite's is text ("2026-11-30 02:57:15.123456", as SQLAlchemy wrote it)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None  # unreadable: recorded afresh
 
 
 def _aware(at: datetime | None) -> datetime | None:
