@@ -243,9 +243,12 @@ class _HostRound:
         self.clock_offset_s: float | None = None
         self.profiles: _Profiles | None = None
 
-    async def shared(self, name: str, compute: Callable[[], Awaitable[_Step]]) -> _Step:
+    def shared(self, name: str, compute: Callable[[], Awaitable[_Step]]) -> Awaitable[_Step]:
         if self.cameras == 1:  # a camera on its own: its stages run one after the other, nothing to share
-            return await compute()
+            return compute()  # awaited by the stage itself: one coroutine less on each of its resumptions
+        return self._shared(name, compute)
+
+    async def _shared(self, name: str, compute: Callable[[], Awaitable[_Step]]) -> _Step:
         async with self.lock:
             known = self.memo.get(name)
             if known is not None:

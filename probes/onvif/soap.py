@@ -151,8 +151,13 @@ class Ops:
         return Operation("Media2.GetSnapshotUri", f"{NS['tr2']}/GetSnapshotUri", body)
 
 
+# _ENVELOPE up to the header, per SOAP version: a signed request is then one f-string (str.format parses its
+# template on every call, ~0.7 us more).
+_ENVELOPE_HEAD: Final = {soap: _ENVELOPE.partition("{header}")[0].format(ns=ns) for soap, ns in _ENVELOPE_NS.items()}
+
+
 def build_envelope(op: Operation, *, header: str = "", soap: SoapVersion = "1.2") -> bytes:
-    return _ENVELOPE.format(ns=_ENVELOPE_NS[soap], header=header, body=op.body).encode()
+    return f"{_ENVELOPE_HEAD[soap]}{header}</s:Header><s:Body>{op.body}</s:Body></s:Envelope>".encode()
 
 
 @functools.lru_cache(maxsize=4096)
