@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
-from probes.onvif.soap import LOCAL_NAMES, NS, child, children, descendant, descendants, local, path, text_of
+from probes.onvif.soap import NS, TAG_LOCAL_NAMES, child, children, descendant, descendants, local, path, text_of
 
 __all__ = [
     "CAPABILITY_NAMESPACES",
@@ -149,7 +149,7 @@ def _by_name(el: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if el is None:
         return found
-    names = LOCAL_NAMES
+    names = TAG_LOCAL_NAMES
     for sub in el:
         tag = sub.tag
         if tag.__class__ is str:  # not a comment, processing instruction or entity

@@ -20,8 +20,8 @@ from lxml import etree
 from probes.errors import Cause
 
 __all__ = [
-    "LOCAL_NAMES",
     "NS",
+    "TAG_LOCAL_NAMES",
     "Fault",
     "MalformedReply",
     "Operation",
@@ -187,7 +187,7 @@ def request_header_lines(action: str, soap: SoapVersion = "1.2") -> bytes:
 
 
 _LOCAL_NAMES: dict[str, str] = {}  # tag -> local name; a few hundred distinct tags cover every vendor
-LOCAL_NAMES: Final = _LOCAL_NAMES  # for hot loops: ``LOCAL_NAMES.get(tag) or local(tag)`` saves a call per element
+TAG_LOCAL_NAMES: Final = _LOCAL_NAMES  # hot loops: ``TAG_LOCAL_NAMES.get(tag) or local(tag)``, no call per element
 _ANY_NS: dict[str, str] = {}  # local name -> "{*}name"
 
 
