@@ -401,6 +401,10 @@ def test_map_data_endpoints(site: dict[str, Any]) -> None:
         assert sum(1 for s in pts["status"] if s == on) == 3
         shapes = c.get("/api/v1/dashboard/regions").json()
         assert len(shapes["features"]) == 18 and {"code", "name"} <= set(shapes["features"][0]["properties"])
+        southern = next(f["properties"]["code"] for f in shapes["features"] if f["properties"]["name"] == "SOUTHERN")
+        some = c.get("/api/v1/dashboard/points", params={"region": southern}).json()
+        assert some["count"] == 2 and sorted(some["id"]) == sorted([site["ids"]["H429F"], site["ids"]["H421F"]])
+        assert c.get("/api/v1/dashboard/points", params={"region": "N%"}).json()["count"] == 0  # literal, not LIKE
         assert c.get("/api/v1/dashboard/regions", params={"tolerance": 1}).status_code == 422
         events = c.get("/api/v1/events", params={"limit": 2}).json()["items"]
         assert len(events) == 2 and events[0]["at"] >= events[1]["at"]
