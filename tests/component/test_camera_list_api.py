@@ -273,10 +273,16 @@ def _pg_rows(inv: Inventory, sql: str) -> tuple[int, str]:
 
 
 LITERAL = {"literal_binds": True}
-DEEP_FILTERS = [repo.CameraFilter(), repo.CameraFilter(status="ON"), repo.CameraFilter(owner="公安局", use_type="1")]
+DEEP_FILTERS = [
+    repo.CameraFilter(),
+    repo.CameraFilter(status="ON"),
+    repo.CameraFilter(status="DEFECT"),
+    repo.CameraFilter(owner="公安局", use_type="1"),
+    repo.CameraFilter(search="通达路"),  # every camera's address: through the text index
+]
 
 
-@pytest.mark.parametrize("flt", DEEP_FILTERS, ids=["all", "status", "owner+use_type"])
+@pytest.mark.parametrize("flt", DEEP_FILTERS, ids=["all", "status", "defect", "owner+use_type", "search"])
 def test_a_deep_page_reads_what_the_first_reads(listed, every, flt):
     """A page at 90 % of the list (by cursor) does the work of the first page, where an OFFSET page there does
     many times more (the measure would see an OFFSET scan)."""

@@ -712,7 +712,14 @@ def camera_keyset(
         sql = keyset_sql(names, dialect)
         params: Any = {"after": after, "limit": limit} if dialect == "postgresql" else (after, limit)
         return _driver_dicts(session, sql, params, names)
-    result = session.execute(keyset_statement(flt, after=after, limit=limit, columns=names, dialect=dialect))
+    if _index_only(session, flt):  # SQLite, a search alone: the FTS index's ids after the cursor, in id order
+        assert flt.search is not None
+        rowid = literal_column("rowid")
+        ids = list(session.scalars(_fts_ids(flt.search).where(rowid > after).order_by(rowid).limit(limit)))
+        stmt = select(*(cameras.c[c] for c in names)).where(cameras.c.id.in_(ids)).order_by(cameras.c.id)
+    else:
+        stmt = keyset_statement(flt, after=after, limit=limit, columns=names, dialect=dialect)
+    result = session.execute(stmt)
     keys = list(map(str, result.keys()))
     return [dict(zip(keys, r, strict=True)) for r in result.all()]
 
