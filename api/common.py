@@ -3,6 +3,7 @@ may show of a camera."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import Path as PathParam
@@ -41,3 +42,24 @@ def public_camera(row: dict[str, Any]) -> dict[str, Any]:
             break
     row.pop("credential_id", None)
     return row
+
+
+def etag_for(request: Request, head: int, *extra: bytes) -> str:
+    """A weak ETag for a read of the cameras: ``W/"<head>-<hash>"``, ``head`` the change feed's latest sequence
+    (vms.inventory.changes.head: any write to a camera moves it) and the hash of the path and query (and of
+    ``extra``, for what the feed does not cover). Equal ETags: the same answer."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(request.url.path.encode())
+    h.update(b"?" + request.url.query.encode())
+    for part in extra:
+        h.update(b"\0" + part)
+    return f'W/"{head}-{h.hexdigest()}"'
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """True when the request's If-None-Match names ``etag`` (or is ``*``): answer 304 without a body."""
+    wanted = request.headers.get("if-none-match")
+    if not wanted:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    return "*" in tags or etag.removeprefix("W/") in tags

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic_core import to_json
 
@@ -23,7 +23,9 @@ from api.common import (
     RegionCode,
     Search,
     SourceName,
+    etag_for,
     inventory_of,
+    not_modified,
     public_camera,
 )
 from api.deps import Caller, operate_access, require_reader
@@ -34,6 +36,7 @@ from vms.errors import ValidationFailed
 from vms.frames.store import SampleStore
 from vms.health.service import Health
 from vms.ingest import exporters
+from vms.inventory import changes as change_feed
 from vms.inventory.quality import RULES
 from vms.inventory.service import MAX_TAG_CHARS, Inventory
 from vms.store import repository as repo
@@ -133,6 +136,7 @@ def decode_cursor(cursor: str) -> int:
 
 @router.get("/api/v1/cameras", dependencies=reader, response_model=CameraPage)
 def list_cameras(
+    request: Request,
     inv: Inv,
     flt: Filter,
     limit: Limit = 100,
@@ -149,6 +153,11 @@ def list_cameras(
     columns = _fields(fields)
     if cursor is not None and offset:
         raise ValidationFailed("cursor and offset: give one of them")
+    # ETag: the change feed's head moves with any write to a camera (a source's listing is not a camera column:
+    # no ETag for a list by source). Read before the page, so a tag never labels an older answer.
+    etag = None if flt.source else etag_for(request, change_feed.head(inv))
+    if etag is not None and not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
     if offset:
         found = inv.camera_page(flt, limit=limit, offset=offset)
         more = len(found.rows) == limit and (not found.exact or offset + limit < found.total)
@@ -167,7 +176,7 @@ def list_cameras(
         "next": encode_cursor(rows[-1]["id"]) if more and rows else None,
         "items": [public_camera(r) for r in rows],
     }
-    return Response(to_json(page), media_type="application/json")
+    return Response(to_json(page), media_type="application/json", headers={"ETag": etag} if etag else None)
 
 
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -260,7 +269,7 @@ def camera_samples(inv: Inventory, camera_id: int, limit: int = LATEST_SAMPLES) 
 
 
 @router.get("/api/v1/cameras/{ref}", dependencies=reader)
-def show_camera(inv: Inv, ref: CameraRef) -> dict[str, Any]:
+def show_camera(request: Request, inv: Inv, ref: CameraRef) -> Response:
     """The record (public: no credential), each field's provenance (the source it came from, when, and what other
     sources say), its quality problems, its health (latest check, recent status changes, 7-day online rate) and
     its latest frame samples."""
@@ -269,7 +278,12 @@ def show_camera(inv: Inv, ref: CameraRef) -> dict[str, Any]:
     data["problems"] = inv.camera_problems(data["id"])
     data["health"] = camera_health(inv, data["id"])
     data["samples"] = camera_samples(inv, data["id"])
-    return data
+    # ETag: the feed's head, and a hash of the answer too (health checks and samples are not camera columns)
+    body = to_json(data)
+    etag = etag_for(request, change_feed.head(inv), body)
+    if not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 @router.patch("/api/v1/cameras/{ref}")

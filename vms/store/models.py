@@ -554,14 +554,32 @@ operations = Table(
 )
 
 
+# The change feed (vms.inventory.changes): one row per create, update, removal ("remove") and status change of a
+# camera, in commit order. Written only by the triggers of migration 0017_camera_changes, so every write path is
+# in it; seq is never reused (rows are never deleted). gb_id: a removed camera's GB ID, for its tombstone.
+camera_changes = Table(
+    "camera_changes",
+    Base.metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("camera_id", Integer, nullable=False),
+    Column("op", String(8), nullable=False),  # create | update | remove | status
+    Column("gb_id", String(64), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
 # Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
 # the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
 SEARCH_TABLE = "camera_search"
 SEARCH_INDEX = "ix_cameras_search"
+# and by 0017_camera_changes on PostgreSQL: a transaction's changes until its commit numbers them
+CHANGE_FEED_STAGING = frozenset({"camera_changes_pending", "camera_changes_flush"})
 
 
 def described_by_models(name: str | None, type_: str, _parent_names: Any) -> bool:
     """Alembic's ``include_name``: False for what the migrations make beside the models (the search index)."""
     if name is None:
         return True
+    if type_ == "table" and name in CHANGE_FEED_STAGING:
+        return False
     return not ((type_ == "table" and name.startswith(SEARCH_TABLE)) or (type_ == "index" and name == SEARCH_INDEX))
