@@ -61,7 +61,7 @@ async def coverage_area(
     region: RegionCode = None,
     format: Literal["json", "geojson"] = "json",
     status: Annotated[
-        Literal["all", "ON"], Query(description="GeoJSON of all cameras' views, or working ones")
+        Literal["all", "ON"], Query(description="ON: also (JSON) or only (GeoJSON) the working cameras' views")
     ] = "all",
 ) -> Response:
     """Covered area per region from the cameras' fields of view: km2 and share; or the unions as GeoJSON."""
@@ -69,7 +69,7 @@ async def coverage_area(
     if format == "geojson":
         data = await run_in_threadpool(cov.area_geojson, region=region or None, working=status == "ON")
         return _json(data, "application/geo+json")
-    return _json(await run_in_threadpool(cov.area, region=region or None))
+    return _json(await run_in_threadpool(cov.area, region=region or None, working=status == "ON"))
 
 
 @router.get("/api/v1/coverage/gaps", dependencies=reader)

@@ -118,9 +118,9 @@ def test_field_of_view_from_direction_angle_distance_and_type():
         np.array([100.0, 100.0]),
     )
     east = polys[0]
-    assert east.bounds[0] == pytest.approx(0) and east.bounds[2] == pytest.approx(100)
-    assert east.area == pytest.approx(math.pi * 100**2 / 4, rel=0.01)
-    assert polys[1].area == pytest.approx(math.pi * 100**2, rel=0.01)
+    assert east.bounds[0] == pytest.approx(0) and east.bounds[2] == pytest.approx(100, rel=0.01)
+    assert east.area == pytest.approx(math.pi * 100**2 / 4, rel=1e-9)  # widened: the area is exact
+    assert polys[1].area == pytest.approx(math.pi * 100**2, rel=1e-9)
 
 
 def _set(inventory, cid: int, **values) -> None:
@@ -146,7 +146,7 @@ def test_gaps_the_cache_rebuilds_only_the_changed_district_and_the_api(hk):
     # one camera becomes a working dome with a 200 m view: its district's cover grows, the others stay as built
     cid, lon, lat, code = placed[0]
     hk.edit_camera(str(cid), {"ptz_type": "2", "max_view_distance": 200, "status": "ON"}, actor="test")
-    after = {r["region"]: r for r in Coverage(hk).area()["by_region"]}
+    after = {r["region"]: r for r in Coverage(hk).area(working=True)["by_region"]}
     assert after[code]["covered_km2"] > before[code]["covered_km2"]
     assert after[code]["working"] == 1 and after[code]["working_km2"] > 0
     assert all(cov._state.areas[c] is kept[c] for c in kept if c != code)
@@ -169,10 +169,10 @@ def test_gaps_the_cache_rebuilds_only_the_changed_district_and_the_api(hk):
         assert summary["cameras"] == 210
         area = c.get("/api/v1/coverage/area").json()
         assert len(area["by_region"]) == 18
-        code = area["by_region"][0]["region"]
-        one = c.get("/api/v1/coverage/area", params={"region": code, "format": "geojson"})
+        first = area["by_region"][0]["region"]
+        one = c.get("/api/v1/coverage/area", params={"region": first, "format": "geojson"})
         assert one.status_code == 200 and one.headers["content-type"].startswith("application/geo+json")
-        assert [f["properties"]["region"] for f in one.json()["features"]] == [code]
+        assert [f["properties"]["region"] for f in one.json()["features"]] == [first]
         assert c.get("/api/v1/coverage/area", params={"region": "nowhere"}).status_code == 422
         ind = c.get("/api/v1/coverage/indicators", params={"from": "2026-11-01", "to": "2026-11-03"}).json()
         assert len(ind["series"]) == 2 and ind["registered"] == 210
@@ -186,6 +186,16 @@ def test_gaps_the_cache_rebuilds_only_the_changed_district_and_the_api(hk):
         assert posted.status_code == 200 and posted.json()["gaps"][0]["name"] == "x"
         bad = c.post("/api/v1/coverage/gaps", json={"distance_m": 300, "places": [{"name": "x", "lon": 500, "lat": 0}]})
         assert bad.status_code == 422
+
+    # a status change alone (as a health sweep makes it: updated_at untouched) rebuilds only the working union
+    other = next(r for r in placed if r[3] != code)
+    covered_before = {r["region"]: r["covered_km2"] for r in cov.area()["by_region"]}
+    with hk.engine.begin() as conn:
+        conn.execute(cameras.update().where(cameras.c.id == other[0]).values(status="ON"))
+    now = {r["region"]: r for r in cov.area(working=True)["by_region"]}
+    assert now[other[3]]["working"] == 1 and now[other[3]]["working_km2"] > 0
+    assert {k: r["covered_km2"] for k, r in now.items()} == covered_before
+    assert len(cov.region_gaps()) == 16
 
 
 def _result(cid, at, ok: bool) -> CheckResult:

@@ -85,7 +85,7 @@ def coverage_cmd(
         cov = Coverage(inventory())
         summary = cov.summary(region=code)
         try:
-            area: dict[str, Any] | None = cov.area(region=code)
+            area: dict[str, Any] | None = cov.area(region=code, working=True)
         except ValidationFailed:  # a code the cameras carry but no region polygon covers
             area = None
         indicators = cov.indicators(region=code)

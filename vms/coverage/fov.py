@@ -47,7 +47,7 @@ AZIMUTH_OF_DIRECTION: dict[str, float] = {
 CIRCLE_TYPES = frozenset({"1", "2", "5", "6"})  # ball, dome, remote dome, multi-lens panorama
 # Keys of an azimuth a source may carry beside the catalog's fields (the record's ``extra``), case-insensitive.
 AZIMUTH_KEYS = ("azimuth", "heading", "bearing", "方位角")
-ARC_VERTICES = 32  # vertices of a disc; a sector has its apex and 31 on its arc
+ARC_VERTICES = 20  # vertices of a disc; a sector has its apex and 19 on its arc (areas kept exact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,10 @@ def sector_polygons(
     k = ARC_VERTICES
     full = (angles >= 360.0) | np.isnan(azimuths)
     radius = np.where(full & (angles < 360.0), distances * np.sqrt(np.clip(angles, 0, 360) / 360.0), distances)
+    # Vertices on a circle cut its arcs short; the polygon's radius is widened so that its area is the view's.
+    theta = np.radians(np.where(full, 360.0, angles))
+    steps = np.where(full, k, k - 2)
+    radius = radius * np.sqrt(theta / (steps * np.sin(theta / steps)))
     t = np.linspace(0.0, 1.0, k - 1)  # k-1 points along a sector's arc, both ends included
     circle_t = np.arange(k) / k * 2 * math.pi
     half = np.radians(np.where(full, 180.0, angles / 2.0))

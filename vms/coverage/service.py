@@ -68,7 +68,10 @@ class _RegionInfo:
 
 @dataclass
 class _Area:
-    fingerprint: Any
+    fingerprint: Any  # of its cameras, status included
+    geometry_fp: Any  # of its cameras, status left out: a status change rebuilds only the working cameras' union
+    ids: npt.NDArray[np.int64]  # the cameras with a position, and their views (local metres), for that rebuild
+    views: tuple[npt.NDArray[np.float64], ...]  # x, y, azimuth, angle, distance
     cameras: int  # with a position
     working: int  # of those, status ON
     covered_km2: float
@@ -78,6 +81,7 @@ class _Area:
     seconds: float  # time it took to build
     geojson: dict[str, Any] | None = None
     working_geojson: dict[str, Any] | None = None
+    working_fp: Any = None  # the fingerprint the working figures were built at (built when asked)
 
 
 @dataclass
@@ -287,13 +291,14 @@ class Coverage:
 
     # --- covered area ------------------------------------------------------------------------------------
 
-    def area(self, *, region: str | None = None) -> dict[str, Any]:
-        """Per region: area, covered km2 and share (every registered camera, and the working ones, status ON)."""
+    def area(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
+        """Per region: area, covered km2 and share of every registered camera's view; with ``working``, also of
+        the working cameras' (status ON) views (built when first asked, then kept like the other)."""
         started = time.perf_counter()
         with self._state.lock:
             regions = self._regions()
             snap = self._snapshot()
-            built = self._build_areas(regions, snap, region)
+            built = self._build_areas(regions, snap, region, working=working)
         rows: list[dict[str, Any]] = []
         for code in sorted(built):
             a, info = built[code], regions[code]
@@ -305,17 +310,22 @@ class Coverage:
                     "parent": info.parent_code,
                     "area_km2": None if info.area_km2 is None else round(info.area_km2, 4),
                     "cameras": a.cameras,
-                    "working": a.working,
                     "covered_km2": round(a.covered_km2, 6),
                     "covered_share": share,
-                    "working_km2": round(a.working_km2, 6),
-                    "working_share": _rate(a.working_km2, info.area_km2 or 0),
                 }
             )
+            if working:
+                rows[-1].update(
+                    {
+                        "working": a.working,
+                        "working_km2": round(a.working_km2, 6),
+                        "working_share": _rate(a.working_km2, info.area_km2 or 0),
+                    }
+                )
         top = [r for r in rows if not r["parent"] or r["parent"] not in regions]
         area_total = sum(r["area_km2"] or 0 for r in top)
         covered = sum(r["covered_km2"] for r in top)
-        working = sum(r["working_km2"] for r in top)
+        working_km2 = sum(r.get("working_km2", 0.0) for r in top)
         return {
             "region": region,
             "defaults": {
@@ -327,8 +337,11 @@ class Coverage:
             "area_km2": round(area_total, 4),
             "covered_km2": round(covered, 6),
             "covered_share": _rate(covered, area_total),
-            "working_km2": round(working, 6),
-            "working_share": _rate(working, area_total),
+            **(
+                {"working_km2": round(working_km2, 6), "working_share": _rate(working_km2, area_total)}
+                if working
+                else {}
+            ),
             "by_region": rows,
             "seconds": round(time.perf_counter() - started, 4),
         }
@@ -338,7 +351,7 @@ class Coverage:
         with self._state.lock:
             regions = self._regions()
             snap = self._snapshot()
-            built = self._build_areas(regions, snap, region)
+            built = self._build_areas(regions, snap, region, working=working)
             features = []
             for code in sorted(built):
                 a, info = built[code], regions[code]
@@ -374,7 +387,9 @@ class Coverage:
         out: dict[str, Any] = json.loads(json.dumps(mapping(_round_coords(back))))
         return out
 
-    def _build_areas(self, regions: Mapping[str, _RegionInfo], snap: _Snapshot, region: str | None) -> dict[str, _Area]:
+    def _build_areas(
+        self, regions: Mapping[str, _RegionInfo], snap: _Snapshot, region: str | None, *, working: bool = False
+    ) -> dict[str, _Area]:
         wanted = [
             code
             for code, info in regions.items()
@@ -383,24 +398,62 @@ class Coverage:
         if region is not None and region not in regions:
             raise ValidationFailed(f"no region {region!r} with a polygon: see `vms regions list`")
         st = self._state
-        dirty: dict[str, tuple[Any, list[str]]] = {}
+        dirty: dict[str, tuple[Any, Any, list[str]]] = {}
+        status_only: dict[str, tuple[Any, list[str]]] = {}
         for code in wanted:
             codes = self._codes_under(code, snap)
             fp = (tuple((c, snap.code_fp[c]) for c in codes), self.defaults)
+            geometry_fp = (tuple((c, _without_status(snap.code_fp[c])) for c in codes), self.defaults)
             have = st.areas.get(code)
-            if have is None or have.fingerprint != fp:
-                dirty[code] = (fp, codes)
+            if have is not None and have.geometry_fp == geometry_fp:
+                have.fingerprint = fp  # the same views: the union stands; the working one is redone when asked
+                if working and have.working_fp != fp:
+                    status_only[code] = (fp, codes)
+            else:
+                dirty[code] = (fp, geometry_fp, codes)
         if dirty:
-            needed = sorted({c for _, codes in dirty.values() for c in codes})
+            needed = sorted({c for _, _, codes in dirty.values() for c in codes})
             by_code = self._positions(needed)
-            for code, (fp, codes) in dirty.items():
-                st.areas[code] = self._union(regions[code], fp, [row for c in codes for row in by_code.get(c, ())])
+            for code, (fp, geometry_fp, codes) in dirty.items():
+                rows = [row for c in codes for row in by_code.get(c, ())]
+                st.areas[code] = self._union(regions[code], fp, geometry_fp, rows)
+                if working:
+                    status_only[code] = (fp, codes)
+        if status_only:
+            working_ids = self._working_ids(sorted({c for _, codes in status_only.values() for c in codes}))
+            for code, (fp, _codes) in status_only.items():
+                st.areas[code] = self._rework(regions[code], st.areas[code], fp, working_ids)
         return {code: st.areas[code] for code in wanted}
+
+    def _working_ids(self, codes: Sequence[str]) -> npt.NDArray[np.int64]:
+        c = cameras.c
+        found: list[int] = []
+        base = select(c.id).where(c.removed_at.is_(None), c.status == "ON")
+        with self.inv.session(write=False) as s:
+            for i in range(0, len(codes), _CHUNK):
+                found.extend(s.scalars(base.where(c.region_code.in_(codes[i : i + _CHUNK]))))
+        return np.array(sorted(found), dtype=np.int64)
+
+    def _rework(self, info: _RegionInfo, area: _Area, fp: Any, working_ids: npt.NDArray[np.int64]) -> _Area:
+        """The same cameras, other statuses: only the working cameras' union again."""
+        started = time.perf_counter()
+        assert info.local is not None
+        on = np.isin(area.ids, working_ids)
+        polys = sector_polygons(*(v[on] for v in area.views))
+        working = _clipped_union(polys, info.local) if on.any() else None
+        area.working_fp = fp
+        area.working = int(on.sum())
+        area.working_geom = working
+        area.working_km2 = (working.area / 1e6) if working is not None else 0.0
+        area.working_geojson = None
+        area.seconds = time.perf_counter() - started
+        return area
 
     def _positions(self, codes: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         c = cameras.c
         cols = [
             c.region_code,
+            c.id,
             c.longitude,
             c.latitude,
             c.status,
@@ -419,7 +472,7 @@ class Coverage:
                     out[row[0]].append(dict(zip(names, row, strict=True)))
         return out
 
-    def _union(self, info: _RegionInfo, fp: Any, cams: list[dict[str, Any]]) -> _Area:
+    def _union(self, info: _RegionInfo, fp: Any, geometry_fp: Any, cams: list[dict[str, Any]]) -> _Area:
         started = time.perf_counter()
         assert info.centre is not None and info.local is not None
         lon = np.array([float(r["longitude"]) for r in cams], dtype=np.float64)
@@ -427,20 +480,23 @@ class Coverage:
         ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
         cams = [r for r, good in zip(cams, ok, strict=True) if good]
         lon, lat = lon[ok], lat[ok]
-        on = np.array([r["status"] == "ON" for r in cams], dtype=bool)
+        ids = np.array([int(r["id"]) for r in cams], dtype=np.int64)
         x, y = local_crs(*info.centre).transform(lon, lat)
         az, angle, dist = views(cams, self.defaults)
-        polys = sector_polygons(np.asarray(x), np.asarray(y), az, angle, dist)
+        arrays = (np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), az, angle, dist)
+        polys = sector_polygons(*arrays)
         covered = _clipped_union(polys, info.local)
-        working = _clipped_union(polys[on], info.local) if on.any() else None
         return _Area(
             fingerprint=fp,
+            geometry_fp=geometry_fp,
+            ids=ids,
+            views=arrays,
             cameras=len(cams),
-            working=int(on.sum()),
+            working=0,
             covered_km2=(covered.area / 1e6) if covered is not None else 0.0,
-            working_km2=(working.area / 1e6) if working is not None else 0.0,
+            working_km2=0.0,
             covered=covered,
-            working_geom=working,
+            working_geom=None,
             seconds=time.perf_counter() - started,
         )
 
@@ -720,6 +776,17 @@ def _figures(f: Mapping[str, float]) -> dict[str, Any]:
     }
 
 
+def _without_status(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A code's fingerprint (status, use, owner, count, latest update, id sum per group) with statuses merged."""
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for _status, use, owner, n, latest, id_sum in parts:
+        m = merged.setdefault((use, owner), [0, "", 0])
+        m[0] += n
+        m[1] = max(m[1], latest)
+        m[2] += id_sum
+    return tuple(sorted((k, tuple(v)) for k, v in merged.items()))
+
+
 def _key(item: tuple[Any, Any]) -> str:
     return item[0] or ""
 
@@ -734,10 +801,44 @@ def _projector(centre: tuple[float, float], *, inverse: bool = False) -> Any:
 
 
 def _clipped_union(polys: npt.NDArray[np.object_], region: BaseGeometry) -> BaseGeometry | None:
+    """The union of the polygons within the region. Views overlap in clusters (a junction, a street) far apart from
+    each other: each cluster (views connected by overlapping bounding boxes, found with an STR tree) is unioned alone
+    and the clusters, disjoint, are only collected; a union of all at once spends its time merging parts that never
+    touch. Only the parts crossing the region's boundary are intersected with it."""
     if len(polys) == 0:
         return None
-    union = shapely.union_all(polys)
-    return shapely.intersection(union, region)
+    tree = shapely.STRtree(polys)
+    a, b = tree.query(polys)  # envelopes that overlap: a cluster may hold views that only nearly touch
+    labels = _components(len(polys), a[a < b], b[a < b])
+    order = np.argsort(labels, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1)
+    parts = np.array(
+        [polys[g[0]] if len(g) == 1 else shapely.union_all(polys[g]) for g in groups],
+        dtype=object,
+    )
+    shapely.prepare(region)
+    inside = shapely.contains(region, parts)
+    if not inside.all():
+        parts[~inside] = shapely.intersection(parts[~inside], region)
+    pieces = shapely.get_parts(parts[~shapely.is_empty(parts)])
+    pieces = pieces[shapely.get_type_id(pieces) == 3]  # polygons (a clip may leave lines or points on the edge)
+    return shapely.multipolygons(pieces)
+
+
+def _components(n: int, a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Connected components of n nodes with edges a-b: each node's smallest node of its component (label
+    propagation, vectorised: a few passes for the chains of overlapping views real districts have)."""
+    labels = np.arange(n, dtype=np.int64)
+    if len(a) == 0:
+        return labels
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        labels = labels[labels]  # pointer jumping
+        if np.array_equal(labels, before):
+            return labels
 
 
 def _haversine(lon: float, lat: float, lons: npt.NDArray[np.float64], lats: npt.NDArray[np.float64]) -> Any:
