@@ -109,6 +109,8 @@ cameras = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("removed_at", DateTime(timezone=True), nullable=True, index=True),
+    # Lists filtered by status walk it in id order (migration 0018_camera_status_index).
+    Index("ix_cameras_status", "status"),
 )
 
 
