@@ -72,3 +72,6 @@ def test_cli_keys_with_scopes_edit_over_http_and_the_audit_says_from_where(serve
     assert "apikey:ledger-sync" in rows["camera.edit"] and "127.0.0.1" in rows["camera.edit"]
     assert "cli@" in rows["apikey.create"] and "cli@" in rows["apikey.revoke"]
     assert key not in table
+    vms("cameras", "edit", CAMERA, "owner=Luozhuang police")  # a change made on the command line says so too
+    edits = [e for e in json.loads(vms("audit", "--json").stdout) if e["action"] == "camera.edit"]
+    assert {(e["address"] or "")[:4] for e in edits} == {"127.", "cli@"}, edits

@@ -101,8 +101,11 @@ def load_settings() -> SettingsT:
 
 
 def inventory() -> Any:
+    from vms.access.apikeys import cli_address
     from vms.inventory.service import Inventory
+    from vms.store.repository import AUDIT_ADDRESS
 
+    AUDIT_ADDRESS.set(cli_address())  # every change this command audits says it came from here
     inv = Inventory(load_settings())
     inv.upgrade()  # cheap when current; a fresh data dir just works
     return inv
