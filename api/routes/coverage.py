@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from api.common import RegionCode, inventory_of
+from api.common import RegionCode, etag_for, inventory_of, not_modified
 from api.deps import require_reader
 from vms.coverage.service import MAX_PLACES, Coverage, Place
 from vms.inventory.service import Inventory
@@ -33,14 +33,25 @@ class GapsIn(BaseModel):
     places: list[PlaceIn] = Field(max_length=MAX_PLACES)
 
 
-def _json(data: Any, media_type: str = "application/json") -> Response:
-    return Response(to_json(data), media_type=media_type)
+def _json(data: Any, media_type: str = "application/json", etag: str | None = None) -> Response:
+    return Response(to_json(data), media_type=media_type, headers={"ETag": etag} if etag else None)
+
+
+async def _etag(request: Request, cov: Coverage) -> str:
+    """The counts' and areas' ETag: the change feed's head and a digest of what else they depend on."""
+    head, digest = await run_in_threadpool(cov.version)
+    return etag_for(request, head, digest)
 
 
 @router.get("/api/v1/coverage/summary", dependencies=reader)
-async def coverage_summary(inv: Inv, region: RegionCode = None) -> Response:
-    """Camera counts by region (sub-regions included), status, use type, owner and source; cameras per km2."""
-    return _json(await run_in_threadpool(Coverage(inv).summary, region=region or None))
+async def coverage_summary(request: Request, inv: Inv, region: RegionCode = None) -> Response:
+    """Camera counts by region (sub-regions included), status, use type, owner and source; cameras per km2.
+    ETag / If-None-Match: 304 while nothing it counts has changed."""
+    cov = Coverage(inv)
+    etag = await _etag(request, cov)
+    if not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return _json(await run_in_threadpool(cov.summary, region=region or None), etag=etag)
 
 
 @router.get("/api/v1/coverage/indicators", dependencies=reader)
@@ -57,6 +68,7 @@ async def coverage_indicators(
 
 @router.get("/api/v1/coverage/area", dependencies=reader)
 async def coverage_area(
+    request: Request,
     inv: Inv,
     region: RegionCode = None,
     format: Literal["json", "geojson"] = "json",
@@ -64,12 +76,16 @@ async def coverage_area(
         Literal["all", "ON"], Query(description="ON: also (JSON) or only (GeoJSON) the working cameras' views")
     ] = "all",
 ) -> Response:
-    """Covered area per region from the cameras' fields of view: km2 and share; or the unions as GeoJSON."""
+    """Covered area per region from the cameras' fields of view: km2 and share; or the unions as GeoJSON.
+    ETag / If-None-Match: 304 while no camera, region or listing it depends on has changed."""
     cov = Coverage(inv)
+    etag = await _etag(request, cov)
+    if not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
     if format == "geojson":
         data = await run_in_threadpool(cov.area_geojson, region=region or None, working=status == "ON")
-        return _json(data, "application/geo+json")
-    return _json(await run_in_threadpool(cov.area, region=region or None, working=status == "ON"))
+        return _json(data, "application/geo+json", etag)
+    return _json(await run_in_threadpool(cov.area, region=region or None, working=status == "ON"), etag=etag)
 
 
 @router.get("/api/v1/coverage/gaps", dependencies=reader)

@@ -165,8 +165,10 @@ def test_gaps_the_cache_rebuilds_only_the_changed_district_and_the_api(hk):
 
     # the same through the API (read scope)
     with TestClient(create_app(hk), base_url="http://127.0.0.1:8000") as c:
-        summary = c.get("/api/v1/coverage/summary").json()
-        assert summary["cameras"] == 210
+        got = c.get("/api/v1/coverage/summary")
+        assert got.json()["cameras"] == 210
+        summary_etag = got.headers["etag"]
+        assert c.get("/api/v1/coverage/summary", headers={"If-None-Match": summary_etag}).status_code == 304
         area = c.get("/api/v1/coverage/area").json()
         assert len(area["by_region"]) == 18
         first = area["by_region"][0]["region"]
@@ -174,6 +176,14 @@ def test_gaps_the_cache_rebuilds_only_the_changed_district_and_the_api(hk):
         assert one.status_code == 200 and one.headers["content-type"].startswith("application/geo+json")
         assert [f["properties"]["region"] for f in one.json()["features"]] == [first]
         assert c.get("/api/v1/coverage/area", params={"region": "nowhere"}).status_code == 422
+        etag = one.headers["etag"]
+        again = c.get(
+            "/api/v1/coverage/area", params={"region": first, "format": "geojson"}, headers={"If-None-Match": etag}
+        )
+        assert again.status_code == 304
+        assert c.get("/api/v1/coverage/area", headers={"If-None-Match": etag}).status_code == 200  # another query
+        assert c.get("/api/v1/coverage/indicators", params={"from": "0001-01-01"}).status_code == 422
+        assert c.get("/api/v1/coverage/indicators", params={"to": "0001-01-03"}).status_code == 422
         ind = c.get("/api/v1/coverage/indicators", params={"from": "2026-11-01", "to": "2026-11-03"}).json()
         assert len(ind["series"]) == 2 and ind["registered"] == 210
         backwards = {"from": "2026-11-03", "to": "2026-11-01"}
@@ -196,6 +206,8 @@ def test_gaps_the_cache_rebuilds_only_the_changed_district_and_the_api(hk):
     assert now[other[3]]["working"] == 1 and now[other[3]]["working_km2"] > 0
     assert {k: r["covered_km2"] for k, r in now.items()} == covered_before
     assert len(cov.region_gaps()) == 16
+    with TestClient(create_app(hk), base_url="http://127.0.0.1:8000") as c:  # the status change moved the ETag
+        assert c.get("/api/v1/coverage/summary", headers={"If-None-Match": summary_etag}).status_code == 200
 
 
 def _result(cid, at, ok: bool) -> CheckResult:

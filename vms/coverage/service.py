@@ -12,6 +12,7 @@ Fast at 100,000 cameras because the expensive parts are kept between requests, p
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib
 import json
 import math
@@ -41,6 +42,8 @@ __all__ = ["MAX_PLACES", "Coverage", "Place"]
 
 MAX_PLACES = 10_000
 MAX_SERIES_DAYS = 366
+_EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 EARTH_RADIUS_M = 6_371_008.8
 _CHUNK = 500
 # Sources that mean a camera is connected to the platform: a GB/T 28181 catalog or ONVIF discovery.
@@ -193,6 +196,16 @@ class Coverage:
         snap = _Snapshot(token, groups, code_fp)
         st.snapshot = snap
         return snap
+
+    def version(self) -> tuple[int, bytes]:
+        """What the counts and areas are read at: (the change feed's head or 0, a digest of the cameras' grouped
+        figures, the regions, the sources' listings and the view defaults). Equal versions: equal answers."""
+        with self._state.lock:
+            self._regions()
+            snap = self._snapshot()
+            token = (snap.token, self._state.regions_token, self._sources_token(), self.defaults)
+        head = snap.token[1] if snap.token[0] == "head" else 0
+        return int(head), hashlib.blake2b(repr(token).encode(), digest_size=12).digest()
 
     @staticmethod
     def _ancestors(code: str, known: Iterable[str]) -> list[str]:
@@ -581,8 +594,13 @@ class Coverage:
     ) -> dict[str, Any]:
         """The four indicators of DOMAIN.md section 4, overall and by region, and a daily online-rate series."""
         now = _utc(now or dt.datetime.now(dt.UTC))
-        end = _utc(end) if end else now
-        start = _utc(start) if start else end - dt.timedelta(days=self.inv.settings.coverage_online_days)
+        try:
+            end = _utc(end) if end else now
+            start = _utc(start) if start else end - dt.timedelta(days=self.inv.settings.coverage_online_days)
+        except OverflowError:
+            raise ValidationFailed("'from' and 'to' must lie between the years 1900 and 9000") from None
+        if not (start >= _EARLIEST and end <= _LATEST):
+            raise ValidationFailed("'from' and 'to' must lie between the years 1900 and 9000")
         if end <= start:
             raise ValidationFailed("the period is empty: 'from' must be before 'to'")
         if (end - start).days > MAX_SERIES_DAYS:
