@@ -714,7 +714,7 @@ def camera_keyset(
         return _driver_dicts(session, sql, params, names)
     if _index_only(session, flt):  # SQLite, a search alone: the FTS index's ids after the cursor, in id order
         assert flt.search is not None
-        rowid = literal_column("rowid")
+        rowid: Any = literal_column("rowid")
         ids = list(session.scalars(_fts_ids(flt.search).where(rowid > after).order_by(rowid).limit(limit)))
         stmt = select(*(cameras.c[c] for c in names)).where(cameras.c.id.in_(ids)).order_by(cameras.c.id)
     else:
