@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -35,6 +37,29 @@ class GapsIn(BaseModel):
 
 def _json(data: Any, media_type: str = "application/json", etag: str | None = None) -> Response:
     return Response(to_json(data), media_type=media_type, headers={"ETag": etag} if etag else None)
+
+
+# Answers of the ETag'd reads by ETag (it names everything they depend on, the query included): a repeated read
+# of a large GeoJSON is sent as it was serialised, not built again. A few, per process.
+_BODIES: OrderedDict[str, bytes] = OrderedDict()
+_BODIES_MAX = 32
+_BODIES_LOCK = threading.Lock()
+
+
+def _remembered(etag: str, media_type: str) -> Response | None:
+    with _BODIES_LOCK:
+        body = _BODIES.get(etag)
+        if body is not None:
+            _BODIES.move_to_end(etag)
+    return None if body is None else Response(body, media_type=media_type, headers={"ETag": etag})
+
+
+def _remember(etag: str, response: Response) -> Response:
+    with _BODIES_LOCK:
+        _BODIES[etag] = bytes(response.body)
+        while len(_BODIES) > _BODIES_MAX:
+            _BODIES.popitem(last=False)
+    return response
 
 
 async def _etag(request: Request, cov: Coverage) -> str:
@@ -82,10 +107,15 @@ async def coverage_area(
     etag = await _etag(request, cov)
     if not_modified(request, etag):
         return Response(status_code=304, headers={"ETag": etag})
+    media_type = "application/geo+json" if format == "geojson" else "application/json"
+    if (hit := _remembered(etag, media_type)) is not None:
+        return hit
     if format == "geojson":
         data = await run_in_threadpool(cov.area_geojson, region=region or None, working=status == "ON")
-        return _json(data, "application/geo+json", etag)
-    return _json(await run_in_threadpool(cov.area, region=region or None, working=status == "ON"), etag=etag)
+    else:
+        data = await run_in_threadpool(cov.area, region=region or None, working=status == "ON")
+        data.pop("seconds", None)  # the same answer for the same ETag
+    return _remember(etag, _json(data, media_type, etag))
 
 
 @router.get("/api/v1/coverage/gaps", dependencies=reader)
