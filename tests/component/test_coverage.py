@@ -255,6 +255,15 @@ def test_indicators_by_district_and_the_daily_online_series(hk, settings):
         want = health.online_rate(day, day + dt.timedelta(days=1), now=NOW).rate
         assert s["online_rate"] == pytest.approx(want, abs=1e-6), s
     assert ind["series"][0]["online_rate"] == 1.0 and ind["series"][2]["online_rate"] == 0.5
+    # the other three indicators over time: each computation keeps the day's counts (coverage_daily)
+    assert all(s["quality_pass_rate"] is None for s in ind["series"])  # nothing was read on those days
+    later = cov.indicators(start=T0, end=NOW + dt.timedelta(hours=1), now=NOW)
+    today = later["series"][-1]
+    assert today["day"] == "2026-11-23" and today["registered"] == 210
+    assert today["quality_pass_rate"] == pytest.approx(report.overall.rate, abs=1e-6)
+    assert today["aggregation_rate"] == 0 and today["intact_rate"] == 0
+    one = cov.indicators(region=a[3], start=T0, end=NOW + dt.timedelta(hours=1), now=NOW)
+    assert one["series"][-1]["registered"] == by[a[3]]["registered"]
 
 
 def test_places_file_bad_rows_are_one_line_errors(tmp_path):

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import logging
 import math
 import threading
 import time
@@ -30,13 +31,17 @@ from shapely import wkb
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from vms.catalog.domain import SourceKind
 from vms.coverage.fov import FovDefaults, local_crs, sector_polygons, views
-from vms.errors import ValidationFailed
+from vms.errors import ValidationFailed, VmsError
 from vms.inventory.service import Inventory
 from vms.store.models import Observation as ObservationRow
-from vms.store.models import Region, Source, cameras, health_daily, health_latest
+from vms.store.models import Region, Source, cameras, coverage_daily, health_daily, health_latest
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MAX_PLACES", "Coverage", "Place"]
 
@@ -685,6 +690,8 @@ class Coverage:
         for r in sorted(codes):
             info = regions.get(r)
             rows.append({"region": r, "name": info.name if info else None, **_figures(fig.get(r, {}))})
+        if region is None:
+            self._record_day(now, overall, {r: fig.get(r, {}) for r in codes})
         return {
             "region": region,
             "from": start.isoformat(),
@@ -693,6 +700,47 @@ class Coverage:
             "by_region": rows,
             "series": self.online_series(region=region, start=start, end=end, now=now),
         }
+
+    def _record_day(
+        self, now: dt.datetime, overall: Mapping[str, float], fig: Mapping[str, Mapping[str, float]]
+    ) -> None:
+        """Keep today's counts (every camera under "", each region) for the series: the day's last reading wins.
+        Best effort: a read that cannot write now (another writer holds the database) leaves it to the next."""
+        day = now.date()
+        rows = [
+            {
+                "day": day,
+                "region": code,
+                "registered": int(f.get("registered", 0)),
+                "online_now": int(f.get("on", 0)),
+                "intact": int(f.get("intact", 0)),
+                "aggregated": int(f.get("aggregated", 0)),
+                "known": int(f.get("known", 0)),
+                "quality_passed": int(f.get("passed", 0)),
+                "quality_checked": int(f.get("checked", 0)),
+                "at": now,
+            }
+            for code, f in [("", overall), *sorted(fig.items())]
+        ]
+        try:
+            with self.inv.session() as s:
+                conn = s.connection()
+                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(coverage_daily)
+                keep = {k: ins.excluded[k] for k in rows[0] if k not in ("day", "region")}
+                for i in range(0, len(rows), 1000):
+                    conn.execute(
+                        ins.on_conflict_do_update(index_elements=["day", "region"], set_=keep), rows[i : i + 1000]
+                    )
+        except (VmsError, SQLAlchemyError) as exc:
+            log.info("coverage: today's indicators not recorded now (%s)", str(exc).splitlines()[0][:200])
+
+    def _day_readings(self, region: str | None, first: dt.date, last: dt.date) -> dict[dt.date, Any]:
+        k = coverage_daily.c
+        stmt = select(coverage_daily).where(k.region == (region or ""), k.day >= first, k.day <= last)
+        with self.inv.session(write=False) as s:
+            return {
+                (r.day if isinstance(r.day, dt.date) else dt.date.fromisoformat(str(r.day))): r for r in s.execute(stmt)
+            }
 
     def _region_of_ids(self) -> dict[int, str]:
         with self.inv.session(write=False) as s:
@@ -723,8 +771,9 @@ class Coverage:
     def online_series(
         self, *, region: str | None, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
     ) -> list[dict[str, Any]]:
-        """Time-weighted online rate per UTC day over [start, end): the daily figures of vms.health (closed status
-        intervals) plus each camera's interval still open; a day's figure equals Health.online_rate over it."""
+        """Per UTC day over [start, end): the time-weighted online rate (the daily figures of vms.health, closed
+        status intervals, plus each camera's interval still open: a day's figure equals Health.online_rate over
+        it), and the intact, aggregation and data-quality pass rates as last read that day (None: not read)."""
         now = _utc(now or dt.datetime.now(dt.UTC))
         end = min(_utc(end), now)
         first, last = _utc(start).date(), end.date()
@@ -749,9 +798,10 @@ class Coverage:
         with self.inv.session(write=False) as s:
             sums = {
                 (day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))): (float(on or 0), float(k or 0))
-                for day, on, k in s.execute(daily.group_by(d.c.day))
+                for day, on, k in s.execute(daily)
             }
             opens = [(status, _utc(since)) for status, since in s.execute(open_)]
+        readings = self._day_readings(region, first, last)
         series = []
         for day in days:
             lo, hi = _midnight(day), min(_midnight(day) + dt.timedelta(days=1), now)
@@ -769,9 +819,22 @@ class Coverage:
                     "online_rate": _rate(on, known),
                     "online_h": round(on / 3600, 3),
                     "known_h": round(known / 3600, 3),
+                    **_reading(readings.get(day)),
                 }
             )
         return series
+
+
+def _reading(row: Any) -> dict[str, Any]:
+    """A day's recorded counts as rates (None: no reading that day)."""
+    if row is None:
+        return {"registered": None, "intact_rate": None, "aggregation_rate": None, "quality_pass_rate": None}
+    return {
+        "registered": row.registered,
+        "intact_rate": _rate(row.intact, row.registered),
+        "aggregation_rate": _rate(row.aggregated, row.known),
+        "quality_pass_rate": _rate(row.quality_passed, row.quality_checked),
+    }
 
 
 def _midnight(day: dt.date) -> dt.datetime:

@@ -570,6 +570,25 @@ camera_changes = Table(
 )
 
 
+# Coverage indicators per UTC day (vms.coverage): the counts behind the intact, aggregation and data-quality pass
+# rates as last read that day (the online rate has its own history in health_daily), per region code with its
+# sub-regions and "" for every camera. Made by migration 0019_coverage_daily.
+coverage_daily = Table(
+    "coverage_daily",
+    Base.metadata,
+    Column("day", Date, primary_key=True),
+    Column("region", String(64), primary_key=True),
+    Column("registered", Integer, nullable=False),
+    Column("online_now", Integer, nullable=False),
+    Column("intact", Integer, nullable=False),
+    Column("aggregated", Integer, nullable=False),
+    Column("known", Integer, nullable=False),  # every camera a source reports: the aggregation rate's base
+    Column("quality_passed", Integer, nullable=False),
+    Column("quality_checked", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),  # when it was read (a later reading that day replaces it)
+)
+
+
 # Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
 # the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
 SEARCH_TABLE = "camera_search"
