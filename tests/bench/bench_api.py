@@ -10,7 +10,8 @@ with p50, p99 and errors:
 - 200 concurrent clients (asyncio, one connection each), each asking for a mix of the above: p50, p99, errors and
   requests per second. On this machine the clients share the CPUs with the server: the figure is a floor.
 
-Data: cameras imported from a generated ledger (the import's own path: search index, tallies, change feed); every
+Data: Linyi's district polygons and China's civil codes (tests/data), then cameras imported from a generated ledger
+(the import's own path: regions by position, search index, tallies, change feed); every
 camera has a status (93 % ON, 5 % OFF, 2 % DEFECT) and 30 days of daily health figures; a quarter of the cameras
 have status events over the 30 days (going off and coming back 1-4 times), written straight into the health tables.
 
@@ -44,6 +45,7 @@ from sqlalchemy import Date, Float, Integer, case, cast, create_engine, insert, 
 
 from tests.bench.bench_listing import generate
 from tests.bench.report import record, size
+from tests.conftest import TEST_DATA
 from tests.services import free_port
 from vms.access.apikeys import create_key
 from vms.inventory.service import Inventory
@@ -342,6 +344,9 @@ def test_bench_api(bench_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=bench_url, data_dir=data, secret_key=secret, _env_file=None)
     inv = Inventory(settings)
     inv.upgrade()
+    # Linyi's districts (polygons) and the civil codes: the generated cameras fall in three of them
+    inv.import_regions(TEST_DATA / "geo" / "linyi_districts_gcj02.geojson")
+    inv.import_regions(TEST_DATA / "admin" / "areas.csv")
     ledger = tmp_path / "ledger.csv"
     generate(ledger, ROWS)
     t0 = time.perf_counter()
