@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     health_raw_days: float = Field(
         7.0, ge=0, description="days raw check results are kept (latest result, events and daily figures stay)"
     )
+    health_fast_path: bool = Field(
+        True, description="a camera whose device the health check already knows (media service, WS-UsernameToken "
+        "or no login) has its ONVIF stages checked by the fast path (same results, less CPU); false: always the "
+        "general path"
+    )
     health_default_schedule_s: int = Field(
         300, ge=0, description="when no sweep schedule is configured (vms schedules add), the schedulers of "
         "`vms run` and `vms scheduler` check every camera's ONVIF stages this often (seconds); 0 = off"

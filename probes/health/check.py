@@ -594,14 +594,17 @@ def _main_rank(info: ProfileInfo) -> tuple[int, bool]:
     return (info.width or 0) * (info.height or 0), info.encoding == "H265"
 
 
-async def _run_stage(check: _Check, stage: str) -> _Step:
+async def _run_stage(check: _Check, stage: str, *, started: float | None = None,
+                     deadline: float | None = None) -> _Step:
+    """One stage; ``started`` (perf_counter) and ``deadline`` (loop time) of an ONVIF stage the fast path began."""
     timeout = check.ctx.timeouts.of(stage)
-    started = time.perf_counter()
+    if started is None:
+        started = time.perf_counter()
     run: Callable[[float], Awaitable[_Step]] = getattr(check, stage)
     if stage in ONVIF_STAGES:
         # Every ONVIF call of the stage is cut to what is left of its budget (probes.onvif.client _Device.deadline):
         # the same bound as a timer around the stage, without one more timer per stage and device.
-        check.deadline = asyncio.get_running_loop().time() + timeout
+        check.deadline = deadline if deadline is not None else asyncio.get_running_loop().time() + timeout
         step = await run(timeout)
         return _Step(step.ok, step.cause, step.detail, round((time.perf_counter() - started) * 1000, 2))
     try:
@@ -671,16 +674,25 @@ async def check_camera(
     policy: AddressPolicy | None = None,
     memory: DeviceMemory | None = None,
     frame_stage: FrameStage | None = None,
+    fast_path: bool = True,
 ) -> CheckResult:
     """Check one camera through the selected ``stages`` (ValueError for an unknown or unavailable one).
     ``budget`` and ``memory`` should outlive the call (keep them across sweeps). Never raises for device
     behaviour; each stage is bounded by its timeout in ``timeouts``. ``frame_stage``: the hook of the ``frame``
-    stage (:class:`FrameStage`)."""
+    stage (:class:`FrameStage`). ``fast_path``: the ONVIF stages of a device the memory knows run by
+    :mod:`probes.health.fastpath` (the same result; False: always the normal path)."""
     selected = _available(list(stages), frame_stage)
     ctx = _Context(session, budget, timeouts or StageTimeouts(), policy or AddressPolicy(), memory or DeviceMemory(),
                    frame_stage)
     host = _HostRound(target, 1)
     try:
+        if fast_path and selected == ONVIF_STAGES:
+            from probes.health.fastpath import fast_check
+
+            progress = _Progress(selected[0])
+            result = await fast_check(target, host, ctx, progress)
+            if result is not None:
+                return result
         return await _check(target, selected, host, ctx, _Progress(selected[0]))
     finally:
         host.close()
@@ -699,6 +711,7 @@ async def check_many(
     policy: AddressPolicy | None = None,
     memory: DeviceMemory | None = None,
     frame_stage: FrameStage | None = None,
+    fast_path: bool = True,
 ) -> AsyncIterator[CheckResult]:
     """Check many cameras; yield each result as it is ready (every target gets exactly one).
 
@@ -706,7 +719,8 @@ async def check_many(
     with the same credentials share one round (connection, clock, login, profiles). After ``deadline_s`` seconds
     the cameras not finished are reported with outcome ``deadline`` at the stage they were in (or the first
     selected one when they had not started). ValueError for an unknown or unavailable stage (``frame`` needs
-    ``frame_stage``)."""
+    ``frame_stage``). ``fast_path``: a camera on its own whose device the memory knows runs the ONVIF stages by
+    :mod:`probes.health.fastpath` (the same result, less CPU; False: always the normal path)."""
     selected = _available(list(stages), frame_stage)
     if concurrency < 1 or per_host < 1:
         raise ValueError("concurrency and per_host must be >= 1")
@@ -717,6 +731,9 @@ async def check_many(
                    frame_stage)
     loop = asyncio.get_running_loop()
     deadline_at = loop.time() + deadline_s if deadline_s is not None else None
+    fast: Callable[[CheckTarget, _HostRound, _Context, _Progress], Awaitable[CheckResult | None]] | None = None
+    if fast_path and selected == ONVIF_STAGES:
+        from probes.health.fastpath import fast_check as fast
 
     def round_key(t: CheckTarget) -> tuple[str, str | None, tuple[Credential, ...], str | None]:
         return t.key, t.xaddr, t.credentials, t.auth_hint
@@ -741,11 +758,19 @@ async def check_many(
         try:
             if deadline_at is None:
                 async with slot:
+                    if fast is not None and host.cameras == 1:
+                        result = await fast(target, host, ctx, progress)
+                        if result is not None:
+                            return result
                     return await _check(target, selected, host, ctx, progress)
             at = dt.datetime.now(dt.UTC)
             if loop.time() >= deadline_at:  # not started: the first selected stage was never reached
                 return _result(target, at, progress, DEADLINE, DEADLINE)
             async with asyncio.timeout_at(deadline_at), slot:
+                if fast is not None and host.cameras == 1:
+                    result = await fast(target, host, ctx, progress)
+                    if result is not None:
+                        return result
                 return await _check(target, selected, host, ctx, progress)
         except TimeoutError:  # the sweep's deadline (each stage catches its own timeout)
             return _result(target, at or dt.datetime.now(dt.UTC), progress, DEADLINE, DEADLINE)

@@ -76,6 +76,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_REPLY_BYTES",
     "DeviceChannel",
+    "Endpoint",
     "SnapshotMode",
     "clock_offset",
     "interrogate",
@@ -140,6 +141,9 @@ class _Endpoint(NamedTuple):
     target: bytes  # request target (path + query)
     host_header: bytes
     uri: str  # the digest ``uri`` parameter
+
+
+Endpoint = _Endpoint
 
 
 @functools.lru_cache(maxsize=8192)
@@ -1158,6 +1162,44 @@ class DeviceChannel:
     def rewrite(self, uri: str) -> str:
         """``uri`` without credentials, a host meaning the device itself replaced by the device's (DOMAIN 7.4)."""
         return self._dev.rewrite(uri)
+
+    # -- for a caller that sends a steady device's requests itself (probes.health's fast path) -----------------
+
+    @property
+    def session(self) -> HttpClient:
+        return self._dev.session
+
+    @session.setter
+    def session(self, value: HttpClient) -> None:
+        """Where the channel's requests go (a replay of replies received outside the channel, then the client)."""
+        self._dev.session = value
+
+    @property
+    def soap(self) -> SoapVersion:
+        return self._dev.soap
+
+    @property
+    def scheme(self) -> str:
+        return self._dev.target.scheme
+
+    @property
+    def port(self) -> int:
+        return self._dev.target.port
+
+    async def endpoint(self, url: str) -> Endpoint | Refusal:
+        """Where a call to ``url`` goes, after the address policy (as :meth:`call` finds it; ValueError for a URL
+        that is not http(s))."""
+        return await self._dev.endpoint(url)
+
+    def answered(self) -> None:
+        """A 2xx SOAP reply without a fault came to a request of this channel sent outside it."""
+        dev = self._dev
+        dev.heard = dev.replied = True
+        dev.streak = 0
+
+    def logged_in(self, method: AuthMethod, credential: Credential | None) -> None:
+        """The login ``method`` (with ``credential``) worked on a request sent outside the channel."""
+        self._dev.method, self._dev.credential = method, credential
 
     def close(self) -> None:
         session = self._dev.session

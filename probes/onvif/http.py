@@ -23,10 +23,11 @@ import struct
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "MAX_HEADER_BYTES",
+    "CallbackConnection",
     "Disconnected",
     "HttpClient",
     "HttpError",
@@ -442,6 +443,55 @@ class _Connection(asyncio.Protocol):
         self._buf = buf[pos:]
 
 
+class CallbackConnection(_Connection):
+    """A :class:`_Connection` whose replies go to callbacks instead of a future: one device's requests driven by a
+    per-device state machine (probes.health's fast path), with the same HTTP parsing and failure exceptions.
+    With ``on_reply`` set to None it is an ordinary connection again (see :meth:`HttpClient.adopt`)."""
+
+    __slots__ = ("on_error", "on_reply")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_reply: Callable[[Response], None] | None = None
+        self.on_error: Callable[[Exception], None] | None = None
+
+    def detach(self) -> None:
+        """No more callbacks: a request in flight is forgotten (abort or close the connection next)."""
+        self.on_reply = self.on_error = None
+        if self._waiter is _CALLBACK:
+            self._waiter = None
+            self._state = _DONE
+            self._keep_alive = False
+
+    def send_to_callback(self, data: bytes, *, max_bytes: int) -> None:
+        """Send ``data``; the reply (or the failure) comes to ``on_reply`` (``on_error``)."""
+        self.send(data, _CALLBACK, max_bytes=max_bytes, head=False)
+
+    def _complete(self, body: bytes) -> None:
+        on_reply = self.on_reply
+        if on_reply is None:
+            super()._complete(body)
+            return
+        self._state = _DONE
+        self._waiter = None
+        on_reply(Response(self._status, self._version, self._headers, body))
+
+    def _fail(self, exc: Exception) -> None:
+        on_error = self.on_error
+        if self.on_reply is None:
+            super()._fail(exc)
+            return
+        self._state = _DONE
+        self._keep_alive = False
+        self._waiter = None
+        self.abort()
+        if on_error is not None:
+            on_error(exc)
+
+
+_CALLBACK: Final[Any] = object()  # the "waiter" of a callback request: never awaited
+
+
 class _Host:
     """Connection slots and idle connections of one host:port:scheme."""
 
@@ -747,6 +797,18 @@ class HttpClient:
                 b"Content-Length: %d\r\n\r\n" % len(body), body,
             )
         )
+
+    def adopt(self, conn: _Connection, host: str, port: int, scheme: str = "http") -> None:
+        """Take a connection opened outside the client (a :class:`CallbackConnection` done with its callbacks) as an
+        idle one for ``host:port``, as :meth:`request` keeps a reusable connection after its reply; a connection that
+        cannot be reused, or no free slot, closes it."""
+        key = (host, port, scheme)
+        entry = None if self._closed or not conn.reusable() else self._free_slot(key)
+        if entry is None:
+            conn.close()
+            return
+        self._put_idle(key, entry, conn, asyncio.get_running_loop().time())
+        self._release(key, entry)
 
     async def preconnect(self, host: str, port: int, scheme: str = "http", *, timeout: float) -> None:
         """Open a connection to ``host:port`` now (TLS included for https) and keep it idle for the next request

@@ -540,6 +540,7 @@ async def run_shard(
             policy=policy,
             memory=_MEMORY,
             frame_stage=frames,
+            fast_path=bool(getattr(inv.settings, "health_fast_path", True)),
         ):
             counts["checked"] += 1
             if result.details.get("stream_uri_changed") and result.stream_uri:
