@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from api.metrics import add_metrics
 from api.openapi import document_errors
 from api.routes import access, cameras, changes, coverage, dashboard, operations, samples
-from api.security import BodyLimit, HostGuard, NoNul, default_allowed_hosts
+from api.security import BodyLimit, HostGuard, NoNul, PrivateCache, default_allowed_hosts
 from vms.errors import (
     Busy,
     ConfigurationError,
@@ -73,6 +73,7 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
     allowed = settings.allowed_hosts or default_allowed_hosts(bind_host or settings.api_host)
     if allowed == ["*"]:
         log.warning("the API answers any Host name; set VMS_ALLOWED_HOSTS to the names clients use")
+    app.add_middleware(PrivateCache)
     app.add_middleware(NoNul)  # inside BodyLimit: reads a bounded body
     app.add_middleware(BodyLimit)
     app.add_middleware(HostGuard, allowed=allowed)  # added last: runs first

@@ -209,3 +209,30 @@ async def _reply(send: Send, status: int, detail: str) -> None:
     ]
     await send({"type": "http.response.start", "status": status, "headers": list(headers)})
     await send({"type": "http.response.body", "body": body})
+
+
+class PrivateCache:
+    """Answers of the API vary with the caller's key: ``Vary: X-API-Key`` and ``Cache-Control: private, no-cache``
+    on every /api/ and /metrics response, so that no shared cache (a proxy between the command system and us) hands
+    one client's answer to another, or to a client without a key; ``no-cache`` keeps ETag revalidation working."""
+
+    _HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"vary", b"X-API-Key"), (b"cache-control", b"private, no-cache"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path.startswith("/api/") or path == "/metrics"):
+            await self.app(scope, receive, send)
+            return
+
+        async def private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in self._HEADERS if h[0] not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, private)

@@ -75,3 +75,11 @@ def test_writes_need_a_write_key(client, inventory):
 
         hashes = list(s.scalars(select(ApiKey.key_hash)))
         assert writer not in hashes and len(hashes) == 2
+
+
+def test_answers_are_private_to_the_key(client):
+    # A shared cache between the command system and us must never hand one key's answer to another client.
+    for path in ("/api/v1/cameras", "/api/v1/stats", "/metrics"):
+        r = client.get(path)
+        assert r.headers["vary"] == "X-API-Key" and r.headers["cache-control"] == "private, no-cache", path
+    assert "private" not in client.get("/static/app.js").headers.get("cache-control", "")
