@@ -8,6 +8,7 @@ and every parameter has a type, a range or a length; a bad one is a 422 with a o
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -58,8 +59,9 @@ def _one_line(exc: RequestValidationError) -> str:
     return "; ".join(parts)[:500]
 
 
-def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI:
-    """The API over ``inventory``. ``bind_host``: where it listens (for the default allowed Host names)."""
+def create_app(inventory: Inventory, *, bind_host: str | None = None, warm: bool = False) -> FastAPI:
+    """The API over ``inventory``. ``bind_host``: where it listens (for the default allowed Host names). ``warm``:
+    build the coverage figures in the background now (the serving processes do; tests need not)."""
     settings = inventory.settings
     # /docs is served by api/routes/dashboard.py with Swagger UI's files from api/static/vendor (no CDN); no ReDoc
     app = FastAPI(
@@ -100,11 +102,27 @@ def create_app(inventory: Inventory, *, bind_host: str | None = None) -> FastAPI
         app.include_router(module.router)
     add_metrics(app, inventory)  # GET /metrics (Prometheus), same read rule
     document_errors(app)  # the schema's 422 is the one-line error sent
+    if warm:
+        threading.Thread(target=_warm, args=(inventory,), name="coverage-warm", daemon=True).start()
     return app
+
+
+def _warm(inventory: Inventory) -> None:
+    """Build the coverage figures once in the background (at 100,000 cameras the covered area's first build is
+    seconds of CPU): the first operator to ask gets them from the cache. Failures only cost that head start."""
+    from vms.coverage.service import Coverage
+
+    try:
+        cov = Coverage(inventory)
+        cov.summary()
+        cov.area()
+        cov.indicators()
+    except Exception as exc:
+        log.info("coverage not warmed at start: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
 
 
 def app_from_environment() -> FastAPI:
     """The app of one `vms serve` worker process (a uvicorn factory): settings from the environment and .env."""
     from vms.settings import Settings
 
-    return create_app(Inventory(Settings()))
+    return create_app(Inventory(Settings()), warm=True)

@@ -15,8 +15,9 @@ from probes.health.results import CheckResult, StageResult
 from vms.catalog.domain import Observation, SourceKind
 from vms.frames.store import SampleRow, SampleStore
 from vms.health.service import Health
-from vms.jobs.scheduler import RETENTION_S, apply_retention, build_scheduler
+from vms.jobs.scheduler import RETENTION_S, apply_retention, build_scheduler, record_indicators
 from vms.store import repository as repo
+from vms.store.models import coverage_daily
 
 
 def _camera(inv) -> int:
@@ -72,6 +73,17 @@ def test_the_hourly_retention_job_removes_old_results_and_samples_once_per_perio
 
 def test_a_health_scheduler_has_the_retention_job(inventory) -> None:
     scheduler = build_scheduler(inventory, discovery=None, discovery_minutes=0, health=True)
-    job = scheduler.get_job("retention")
-    assert job is not None and job.trigger.interval.total_seconds() == RETENTION_S
+    for name in ("retention", "indicators"):
+        job = scheduler.get_job(name)
+        assert job is not None and job.trigger.interval.total_seconds() == RETENTION_S, name
     assert build_scheduler(inventory, discovery=None, discovery_minutes=0).get_job("retention") is None
+
+
+def test_the_hourly_indicators_job_keeps_the_days_figures_once_per_period(inventory) -> None:
+    _camera(inventory)
+    at = time.time()
+    assert record_indicators(inventory, "scheduler-a", now=at)
+    assert not record_indicators(inventory, "scheduler-b", now=at + 1)  # that hour is taken
+    with inventory.session(write=False) as s:
+        rows = s.execute(coverage_daily.select().where(coverage_daily.c.region == "")).all()
+    assert [r.registered for r in rows] == [1], rows  # one row for today, every camera counted

@@ -1397,7 +1397,7 @@ def run(
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
     try:
         uvicorn.run(
-            create_app(inv, bind_host=host or settings.api_host),
+            create_app(inv, bind_host=host or settings.api_host, warm=True),
             host=host or settings.api_host,
             port=port or settings.api_port,
             log_level=settings.log_level.lower(),

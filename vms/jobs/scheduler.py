@@ -47,6 +47,7 @@ MISFIRE_MIN_S: Final = 60  # a run this late still runs (once, coalesced); longe
 RUN_REF: Final = "vms.jobs.scheduler:run_scheduled"
 RETENTION_S: Final = 3600  # raw health results and frame samples past their limits go once an hour
 RETENTION_LEASE: Final = ":retention"  # not a valid schedule name: no schedule shares its lease
+INDICATORS_LEASE: Final = ":indicators"
 
 # What a scheduled sweep does: (inventory, schedule, run time) -> the sweep's id. Tests inject their own.
 SweepFn = Callable[["Inventory", sch.Schedule, datetime], "int | None"]
@@ -108,6 +109,16 @@ def build_scheduler(
             next_run_time=datetime.now(UTC),
         )
         scheduler.add_job(
+            record_indicators,
+            "interval",
+            seconds=RETENTION_S,
+            args=[inventory, runner.holder],
+            id="indicators",
+            name="indicators",
+            jobstore="default",
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.add_job(
             sync_schedules,
             "interval",
             seconds=sync_s,
@@ -157,6 +168,26 @@ def apply_retention(inventory: Inventory, holder: str, *, now: float | None = No
     done = {"health_results": results, "samples": samples.rows, "sample_files": samples.files}
     log.info("retention: %s", done)
     return done
+
+
+def record_indicators(inventory: Inventory, holder: str, *, now: float | None = None) -> bool:
+    """The four indicators of the day, overall and per region, read and kept (vms.coverage: the day's last reading
+    wins) once per ``RETENTION_S`` period by whichever scheduler process takes its lease, so that their daily
+    series has every day even when nobody looked. True when this process did it."""
+    from vms.coverage.service import Coverage
+
+    at = time.time() if now is None else now
+    try:
+        if not sch.claim(inventory, INDICATORS_LEASE, holder, at - at % RETENTION_S):
+            return False
+        Coverage(inventory).indicators()
+    except Exception:
+        log.exception("indicators not recorded")
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            sch.release(inventory, INDICATORS_LEASE, holder)
+    return True
 
 
 def start_health(scheduler: BackgroundScheduler, inventory: Inventory) -> list[sch.Schedule]:
