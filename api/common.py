@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Path as PathParam
 from fastapi import Query, Request
 
+from vms.catalog.columns import login_free
 from vms.catalog.domain import URI_FIELDS, without_url_credentials
 from vms.inventory.service import Inventory
 
@@ -34,13 +35,17 @@ async def inventory_of(request: Request) -> Inventory:
 
 
 def public_camera(row: dict[str, Any]) -> dict[str, Any]:
-    """What the API may show of a camera: never the credential reference or URL credentials. ``row`` is the
-    caller's own (changed in place); a row without URLs (most of a ledger) is not copied."""
+    """What the API may show of a camera: never the credential reference, URL credentials or extra columns named
+    like a login (vms.catalog.columns.login_role). ``row`` is the caller's own (changed in place); a row without
+    URLs (most of a ledger) is not copied."""
     for name in URI_FIELDS:
         if row.get(name):
             row = without_url_credentials(row)
             break
     row.pop("credential_id", None)
+    extra = row.get("extra")
+    if extra and isinstance(extra, dict) and (clean := login_free(extra)) is not extra:
+        row["extra"] = clean  # a login column an import before their recognition left in extra
     return row
 
 

@@ -15,9 +15,10 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "CRS",
     "EASTING",
     "IGNORE",
+    "LOGIN_PASSWORD",
+    "LOGIN_USERNAME",
     "LONLAT",
     "NORTHING",
     "PSEUDO_FIELDS",
@@ -38,6 +41,8 @@ __all__ = [
     "cell_text",
     "default_aliases",
     "load_column_map",
+    "login_free",
+    "login_role",
     "normalize_header",
     "parse_value",
     "parser_for",
@@ -240,6 +245,41 @@ def default_aliases() -> dict[str, tuple[str, int]]:
 
 _DEFAULTS = default_aliases()
 
+# Login columns of department ledgers (account and password of the camera's web/ONVIF login). Their values are
+# never stored with the record: the importer moves them to the encrypted credential store (per host, like logins
+# found in URLs), and what an older import left in ``extra`` under such a header is never shown (login_free).
+# Exact header names after normalize_header: "pass rate", "通过率" or "passage" are not logins.
+LOGIN_USERNAME = "username"
+LOGIN_PASSWORD = "password"  # noqa: S105 (a column role, not a password)
+_LOGIN_SPELLINGS: dict[str, tuple[str, ...]] = {
+    LOGIN_USERNAME: (
+        "用户名", "登录名", "登陆名", "账号", "帐号", "登录账号", "登录帐号", "登陆账号", "登录用户名", "用户账号",
+        "user", "username", "login", "loginname", "loginuser", "user_name", "login_name",
+    ),
+    LOGIN_PASSWORD: (
+        "密码", "口令", "登录密码", "登陆密码", "设备密码", "用户密码", "登录口令",
+        "password", "passwd", "pwd", "pass", "passcode", "loginpassword", "login_password", "user_password",
+    ),
+}  # fmt: skip
+_LOGIN_HEADERS: dict[str, str] = {
+    normalize_header(spelling): role for role, spellings in _LOGIN_SPELLINGS.items() for spelling in spellings
+}
+
+
+@lru_cache(maxsize=4096)
+def login_role(header: str) -> str | None:
+    """:data:`LOGIN_USERNAME` or :data:`LOGIN_PASSWORD` when ``header`` names a login column, else None. Also
+    for extra keys an import made unique ("密码 (2)": the bracketed part is dropped like a unit)."""
+    return _LOGIN_HEADERS.get(normalize_header(header))
+
+
+def login_free(extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``extra`` without keys that name a login column (``extra`` itself when it has none: no copy)."""
+    for key in extra:
+        if login_role(str(key)) is not None:
+            return {k: v for k, v in extra.items() if login_role(str(k)) is None}
+    return extra
+
 
 @dataclass(frozen=True, slots=True)
 class HeaderPlan:
@@ -250,6 +290,9 @@ class HeaderPlan:
     ignored: tuple[int, ...]  # columns a user override told us to drop
     shadowed: dict[int, str]  # columns that also named a field another column already holds (-> extra)
     id_as_local: str | None = None  # header of a bare `id` column taken as the department number (local_id)
+    # Login columns (column index -> LOGIN_USERNAME / LOGIN_PASSWORD): neither fields nor extra; the importer
+    # hands their values on as ParsedRow.login only.
+    logins: dict[int, str] = field(default_factory=dict)
 
 
 # A bare `id` column is the record's number in its source: the department number when nothing else identifies
@@ -291,8 +334,17 @@ class ColumnMap:
         best: dict[str, tuple[int, int]] = {}  # field -> (rank, index)
         candidates: dict[int, str] = {}
         ignored: list[int] = []
+        logins: dict[int, str] = {}
         for idx, header in enumerate(headers):
             hit = self._table.get(normalize_header(header)) if header.strip() else None
+            if hit is None or hit[1] >= 0:  # an operator's own mapping (rank -1) of the header wins
+                role = login_role(header)
+                if role is not None:
+                    if role not in logins.values():  # the first column of each kind; later ones are dropped
+                        logins[idx] = role
+                    else:
+                        ignored.append(idx)
+                    continue
             if hit is None:
                 continue
             target, rank = hit
@@ -315,7 +367,7 @@ class ColumnMap:
         extra: dict[int, str] = {}
         used: set[str] = set()
         for idx, header in enumerate(headers):
-            if idx in fields or idx in ignored:
+            if idx in fields or idx in ignored or idx in logins:
                 continue
             name = header.strip() or f"column {idx + 1}"
             # Two unmapped columns with one header ("备注", "备注") must not overwrite each other.
@@ -325,7 +377,12 @@ class ColumnMap:
             used.add(unique)
             extra[idx] = unique
         plan = HeaderPlan(
-            fields=fields, extra=extra, ignored=tuple(ignored), shadowed=shadowed, id_as_local=id_as_local
+            fields=fields,
+            extra=extra,
+            ignored=tuple(ignored),
+            shadowed=shadowed,
+            id_as_local=id_as_local,
+            logins=logins,
         )
         if len(self._plans) < 1024:  # JSON records may each carry their own key set
             self._plans[key] = plan

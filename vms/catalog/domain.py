@@ -50,6 +50,9 @@ class ParsedRow:
     raw_digest: int | None = None
     raw_spot: int | None = None
     raw_issues: str | None = None
+    # (username, password) from the row's login columns (vms.catalog.columns.login_role): never a field or an
+    # extra column; the import moves it to the encrypted credential store and drops it.
+    login: tuple[str, str] | None = None
 
     @property
     def rejected(self) -> bool:

@@ -301,6 +301,8 @@ def _print_import(rep: Any) -> None:
         f"{r.observations_unchanged} unchanged, {r.observations_removed} gone"
         + (f"; {rep.nodes} catalog nodes" if rep.nodes else "")
     )
+    if rep.logins_stored:
+        console.print(f"logins: {rep.logins_stored:,} moved to the encrypted credential store (per IP address)")
     if rep.issues:
         counts = rep.issue_counts or {(i.code, i.fatal): 1 for i in rep.issues}
         console.print(

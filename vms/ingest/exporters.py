@@ -17,7 +17,7 @@ from typing import Any
 
 from lxml import etree
 
-from vms.catalog.columns import ColumnMap
+from vms.catalog.columns import ColumnMap, login_free
 from vms.catalog.fields import CATALOG_FIELDS, FIELD_NAMES, FIELDS, Kind
 from vms.ingest.catalog_ext import ext_element
 
@@ -55,8 +55,9 @@ def _as_list(records: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]
 
 
 def _extra(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record's extra columns, never one named like a login (an import before logins were recognised)."""
     extra = record.get("extra")
-    return extra if isinstance(extra, Mapping) else {}
+    return login_free(extra) if isinstance(extra, Mapping) else {}
 
 
 def _text(value: Any) -> str:

@@ -38,6 +38,7 @@ from vms.catalog.columns import (
     CRS,
     EASTING,
     ID_MALFORMED,
+    LOGIN_USERNAME,
     LONLAT,
     NORTHING,
     PSEUDO_FIELDS,
@@ -45,6 +46,7 @@ from vms.catalog.columns import (
     ColumnMap,
     HeaderPlan,
     cell_text,
+    login_free,
     parser_for,
 )
 from vms.catalog.domain import ParsedRow, RowIssue
@@ -105,6 +107,7 @@ GEOMETRY_IGNORED = "GEOMETRY-IGNORED"
 ID_AS_LOCAL = "ID-AS-LOCAL-ID"  # file note: a bare `id` column taken as the department number
 VALUE_TOO_LONG = "VALUE-TOO-LONG"
 CONTROL_CHARACTERS = "CONTROL-CHARACTERS"
+LOGIN_COLUMNS = "LOGIN-COLUMNS"  # file note: login columns read into the credential store, not the records
 
 # Notes whose value was not kept: the row lands without it and the text as written goes to the record's extra
 # (under its own header), so nothing the file said is lost and an export carries it again.
@@ -334,6 +337,7 @@ class _Assembler:
         self.unmapped: dict[str, None] = {}
         self._plans_seen: dict[int, HeaderPlan] = {}  # holding the plan keeps its id unique
         self._id_notes: set[str] = set()
+        self._login_notes: set[str] = set()
         self._header_of: dict[str, str] = {}  # canonical field -> the header it was first read from
         # Device IDs and name + position seen so far (for the duplicate checks): 16 bytes a row.
         self._ids = HashIndex()
@@ -374,6 +378,19 @@ class _Assembler:
             self._header_of.setdefault(name, headers[idx])
         for key in plan.extra.values():
             self.unmapped.setdefault(key)
+        if plan.logins:
+            names = [headers[idx] for idx in plan.logins if headers[idx] not in self._login_notes]
+            if names:
+                self._login_notes.update(names)
+                self.issues.append(
+                    RowIssue(
+                        0,
+                        LOGIN_COLUMNS,
+                        f"login column(s) {', '.join(repr(n) for n in names)}: each row's login goes to the encrypted "
+                        "credential store for its IP address, never into the camera records",
+                        fatal=False,
+                    )
+                )
 
     def reject(self, line: int, code: str, reason: str) -> None:
         """A record that is not a record at all (e.g. a JSON string where an object belongs)."""
@@ -389,8 +406,12 @@ class _Assembler:
         values: Sequence[tuple[str, object]],
         extra: dict[str, str],
         pre: Sequence[RowIssue] = (),
+        login: tuple[str, str] | None = None,
     ) -> ParsedRow:
-        return self.enqueue(self.build(line, values, extra, pre))
+        row = self.build(line, values, extra, pre)
+        if login is not None:
+            row.login = login  # before the row can be handed on (enqueue may flush)
+        return self.enqueue(row)
 
     def enqueue(self, row: ParsedRow) -> ParsedRow:
         self._pending.append(row)  # checked for duplicates a chunk at a time (flush)
@@ -934,6 +955,19 @@ def _header_plan(asm: _Assembler, headers: list[str], header_line: int, cmap: Co
     return plan
 
 
+def _login_of(cells: Sequence[object], login_cols: Sequence[tuple[int, str]]) -> tuple[str, str] | None:
+    """(username, password) from a row's login columns (HeaderPlan.logins); None when both are empty."""
+    user = password = ""
+    n = len(cells)
+    for idx, role in login_cols:
+        if idx < n and (text := cell_text(cells[idx])):
+            if role == LOGIN_USERNAME:
+                user = text
+            else:
+                password = text
+    return (user, password) if user or password else None
+
+
 def _row_values(cells: Sequence[object], field_cols: list[tuple[int, str]]) -> list[tuple[str, object]]:
     n = len(cells)
     values: list[tuple[str, object]] = []
@@ -1138,6 +1172,7 @@ def _read_csv(path: Path, cmap: ColumnMap, encoding: str | None, *, tab_first: b
     headers: list[str] = []
     field_cols: list[tuple[int, str]] = []
     extra_cols: list[tuple[int, str]] = []
+    login_cols: list[tuple[int, str]] = []
     known = asm.known
     # Rows waiting for their raw digests' look-up: line, cells, digest; line-level issues by index.
     held_lines: list[int] = []
@@ -1162,7 +1197,10 @@ def _read_csv(path: Path, cmap: ColumnMap, encoding: str | None, *, tab_first: b
                         fatal=False,
                     )
                 )
-        return asm.build(start, [(name, cells[idx]) for idx, name in field_cols if idx < n and cells[idx]], extra, pre)
+        row = asm.build(start, [(name, cells[idx]) for idx, name in field_cols if idx < n and cells[idx]], extra, pre)
+        if login_cols:
+            row.login = _login_of(cells, login_cols)
+        return row
 
     def line_issues(start: int, prev: int, cells: list[str], joined: str) -> tuple[list[str], list[RowIssue]]:
         """NUL characters, stray carriage returns and lines in another encoding: cleaned and reported."""
@@ -1240,8 +1278,11 @@ def _read_csv(path: Path, cmap: ColumnMap, encoding: str | None, *, tab_first: b
             plan = _header_plan(asm, headers, start, cmap)
             field_cols = list(plan.fields.items())
             extra_cols = list(plan.extra.items())
+            login_cols = list(plan.logins.items())
             break
-        if plan is not None and known is None:
+        # A file with login columns is read in full every time (no raw digest: none is derived from a password,
+        # and a changed password is read again).
+        if plan is not None and (known is None or login_cols):
             for cells in reader:
                 start, prev = prev + 1, reader.line_num
                 joined = "".join(cells)
@@ -1370,6 +1411,7 @@ def _xlsx_rows(
     plan = _header_plan(asm, headers, header_idx + 1, cmap)
     field_cols = list(plan.fields.items())
     extra_cols = list(plan.extra.items())
+    login_cols = list(plan.logins.items())
     all_rows = (*head[header_idx + 1 :],)
     number = header_idx + 1
     for cells in _chain(all_rows, rest):
@@ -1380,7 +1422,8 @@ def _xlsx_rows(
             continue
         n = len(cells)
         extra = {key: text for idx, key in extra_cols if idx < n and (text := cell_text(cells[idx]))}
-        asm.add(number, _row_values(cells, field_cols), extra)
+        login = _login_of(cells, login_cols) if login_cols else None
+        asm.add(number, _row_values(cells, field_cols), extra, login=login)
     log.debug("read sheet %s: %d rows", title, asm.count + len(asm._pending))
     return asm.result("xlsx", None)
 
@@ -1450,7 +1493,7 @@ def _flatten(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
             for k, v in value.items():
                 flat.setdefault(str(k), v)
         elif lowered == "extra" and isinstance(value, dict):
-            extra.update({str(k): text for k, v in value.items() if (text := cell_text(v))})
+            extra.update(login_free({str(k): text for k, v in value.items() if (text := cell_text(v))}))
         else:
             flat[str(key)] = value
     return flat, extra
@@ -1479,7 +1522,8 @@ def _add_mapping_record(
         text = cell_text(flat[keys[idx]])
         if text:
             extra.setdefault(key, text)
-    asm.add(line, values, extra, pre)
+    login = _login_of([flat[k] for k in keys], list(plan.logins.items())) if plan.logins else None
+    asm.add(line, values, extra, pre, login=login)
 
 
 def _read_json(path: Path, cmap: ColumnMap, encoding: str | None, *, geojson: bool) -> ReadResult:
@@ -1944,5 +1988,6 @@ def _add_item(asm: _Assembler, item: Any, cmap: ColumnMap) -> None:
     if ext is not None:
         given = {name for name, _ in values}
         values.extend(pair for pair in ext[0] if pair[0] not in given)
-        extra.update(ext[1])
-    asm.add(line, values, extra)
+        extra.update(login_free(ext[1]))
+    login = _login_of(texts, list(plan.logins.items())) if plan.logins else None
+    asm.add(line, values, extra, login=login)

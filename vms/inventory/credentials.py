@@ -154,8 +154,6 @@ class CredentialResolver:
         return [ProbeCredential(lg.username, lg.password) for lg in self.logins(parse_target(target).host)]
 
 
-
-
 def logins_for(session: Session, cipher: Cipher, host: str) -> list[Login]:
     """Logins to try on ``host``: the most specific matching range first, then the default set."""
     return CredentialResolver.load(session, cipher).logins(host)
@@ -193,8 +191,27 @@ def url_logins(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str
     return found
 
 
-def store_url_logins(cipher: Cipher, session: Session, logins: Mapping[str, tuple[str, str]], actor: str) -> int:
-    """Keep credentials found in imported URLs as per-host credential sets (the URLs are stored without them)."""
+# Import report codes: a row's login columns held a password but the row no IP address, or the login lacks its
+# user name or its password (half a login is never tried on a device: it would only spend its lockout budget).
+LOGIN_NO_HOST = "LOGIN-NO-HOST"
+LOGIN_INCOMPLETE = "LOGIN-INCOMPLETE"
+
+
+def login_host(value: object) -> str | None:
+    """The host a ledger row's login is kept for: its IP address (as text), None when it has none."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def store_url_logins(
+    cipher: Cipher, session: Session, logins: Mapping[str, tuple[str, str]], actor: str, *, prefix: str = "url"
+) -> int:
+    """Keep credentials found in imported URLs (``prefix`` "url") or a ledger's login columns ("ledger") as
+    per-host credential sets named ``<prefix>:<host>`` (the records are stored without them)."""
     stored = 0
     for host, (username, password) in logins.items():
         try:
@@ -204,7 +221,7 @@ def store_url_logins(cipher: Cipher, session: Session, logins: Mapping[str, tupl
         cid = add_credential(
             session,
             cipher,
-            name=f"url:{host}",
+            name=f"{prefix}:{host}",
             username=username,
             password=password,
             scope=scope,

@@ -16,11 +16,19 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from vms.catalog.columns import login_free
 from vms.catalog.domain import Observation, RowIssue, SourceKind, normalize_mac
 from vms.catalog.fields import FIELD_NAMES
 from vms.errors import Conflict, NotFound, ValidationFailed
 from vms.geo.placement import RegionContext
-from vms.inventory.credentials import Cipher, store_url_logins, url_logins
+from vms.inventory.credentials import (
+    LOGIN_INCOMPLETE,
+    LOGIN_NO_HOST,
+    Cipher,
+    login_host,
+    store_url_logins,
+    url_logins,
+)
 from vms.inventory.ingest import (
     IngestResult,
     IngestRun,
@@ -74,6 +82,8 @@ class ImportReport:
     # report is that import's (Inventory.import_file's whole-file shortcut).
     file_unchanged: bool = False
     rows_read: int = 0  # rows the reader went through this time (0 when file_unchanged)
+    # Logins the file carried (URL user info, login columns) moved to the encrypted credential store, by host.
+    logins_stored: int = 0
 
     @property
     def issues_total(self) -> int:
@@ -100,6 +110,7 @@ class ImportReport:
             "timings": self.result.timings,
             "run_id": self.run_id,
             "file_unchanged": self.file_unchanged,
+            "logins_stored": self.logins_stored,
         }
 
 
@@ -257,6 +268,7 @@ class Inventory:
             )
             cipher = Cipher(self.settings.fernet_key())
             tally = {"observations": 0, "nodes": 0, "rows": 0, "logins": 0}
+            dropped: dict[str, list[int]] = {}  # LOGIN_NO_HOST / LOGIN_INCOMPLETE -> [rows, first line]
             node_ids: set[str] = set()
             merging = time.perf_counter()
             # The rows the source's last import stored, by raw digest: unchanged CSV rows are not parsed again.
@@ -268,9 +280,18 @@ class Inventory:
                 t = time.perf_counter()
                 observations: list[Observation] = []
                 nodes: list[dict[str, Any]] = []
+                column_logins: dict[str, tuple[str, str]] = {}
                 for row in rows:
                     if row.rejected:
                         continue
+                    if row.login is not None:  # a ledger's login columns: to the credential store, by host
+                        host = login_host(row.fields.get("ip_address"))
+                        if host is not None and all(row.login):
+                            column_logins.setdefault(host, row.login)
+                        elif host is not None or row.login[1]:
+                            why = LOGIN_INCOMPLETE if host is not None else LOGIN_NO_HOST
+                            dropped.setdefault(why, [0, row.line])[0] += 1
+                        row.login = None
                     device_id = str(row.fields.get("device_id") or "")
                     if kind is SourceKind.CATALOG and device_id and device_id[10:13] not in CAMERA_TYPES:
                         # Platforms, NVRs, business groups and virtual organisations are tree nodes, not cameras.
@@ -283,8 +304,9 @@ class Inventory:
                 run.add(observations, unchanged)
                 logins = url_logins(o.fields for o in observations)
                 if logins:
-                    store_url_logins(cipher, s, logins, actor)
-                    tally["logins"] += len(logins)
+                    tally["logins"] += store_url_logins(cipher, s, logins, actor)
+                if column_logins:
+                    tally["logins"] += store_url_logins(cipher, s, column_logins, actor, prefix="ledger")
                 if nodes:
                     repo.upsert_nodes(s, nodes, run.src.id)
                     node_ids.update(str(n["device_id"]) for n in nodes)
@@ -316,7 +338,18 @@ class Inventory:
                 result=result,
                 issue_counts=dict(read.issue_counts),
                 rows_read=read.total_rows,
+                logins_stored=tally["logins"],
             )
+            for code, (n, line) in dropped.items():  # once per import, never with the value
+                unit = {"csv": "line", "xlsx": "row"}.get(read.format, "record")
+                what = (
+                    "a password without an IP address to keep it for"
+                    if code == LOGIN_NO_HOST
+                    else "a login without both a user name and a password"
+                )
+                more = f" (and {n - 1:,} more rows)" if n > 1 else ""
+                report.issues.append(RowIssue(line, code, f"{unit} {line}: {what}: dropped, not stored{more}", False))
+                report.issue_counts[(code, False)] = 1
             if dry_run:
                 s.rollback()
                 return report
@@ -700,7 +733,7 @@ class Inventory:
         return {
             "id": cid,
             "record": {k: row[k] for k in FIELD_NAMES},
-            "extra": row["extra"],
+            "extra": login_free(row["extra"]) if row["extra"] else row["extra"],  # never a login column's value
             "region_code": row["region_code"],
             "region_name": names.get(row["region_code"] or ""),
             "region_by_position": row["region_by_position"],
