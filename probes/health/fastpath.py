@@ -3,7 +3,8 @@
 A device whose :class:`~probes.health.check.DeviceMemory` knows its media service and a login that needs no
 challenge round trip (WS-UsernameToken, or none) gets its 4 calls (GetSystemDateAndTime, GetDeviceInformation,
 GetProfiles, GetStreamUri) on one connection driven by callbacks (:class:`~probes.onvif.http.CallbackConnection`):
-no task, future or coroutine per request, one timer per stage. Requests are built and signed exactly as the
+no task, future or coroutine per request, one timer per device (re-armed for a later stage's deadline only when it
+fires before the device is done). Requests are built and signed exactly as the
 normal path builds them (WS-UsernameToken with the device's clock offset), replies parsed by the same parsers,
 and the result is the one the normal path gives.
 
@@ -141,10 +142,13 @@ class _Run:
         self.records = []
         self.stage_t0 = time.perf_counter()
         timeout = check.ctx.timeouts.of(name)
-        self.stage_deadline = self.loop.time() + timeout
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_at(self.stage_deadline, self.expired)
+        self.stage_deadline = deadline = self.loop.time() + timeout
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first, sees the later deadline and re-arms for it (a quick device: never)
+            timer.cancel()
+        self.timer = self.loop.call_at(deadline, self.expired)
 
     def passed(self) -> None:
         ms = round((time.perf_counter() - self.stage_t0) * 1000, 2)

@@ -43,6 +43,7 @@ _MAX_INTERIM: Final = 8  # 1xx replies tolerated before the real one
 _USER_AGENT: Final = b"vms-probe/0.1"
 _SWEEP_S: Final = 0.05  # granularity of reply timeouts
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+_READ_SIZE: Final = 64 * 1024  # bytes asked of the socket per read (asyncio's default: 256 KiB)
 _PARK_SWEEP_S: Final = 0.5  # how often parked connections are checked for expiry
 
 
@@ -153,6 +154,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if hasattr(transport, "max_size"):
+            # A plain socket's transport reads up to 256 KiB at a time: a buffer that large is mapped, shrunk
+            # (mremap) and unmapped on every read. Replies are a few KiB; a 64 KiB buffer comes from the heap.
+            transport.max_size = _READ_SIZE
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._state == _DONE:
