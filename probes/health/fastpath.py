@@ -109,7 +109,8 @@ class _Run:
     """One device's calls after the TCP stage: a state machine fed by its connection's callbacks."""
 
     def __init__(self, check: _Check, channel: DeviceChannel, conn: CallbackConnection, method: str,
-                 cred: Credential | None, media: tuple[str, bool], head: tuple[bytes, bytes]) -> None:
+                 cred: Credential | None, media: tuple[str, bool], head: tuple[bytes, bytes],
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.check = check
         self.channel = channel
         self.conn = conn
@@ -118,7 +119,7 @@ class _Run:
         self.media_url, self.media2 = media
         self.host_header, self.device_target = head
         self.media_target = b""
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self.done: asyncio.Future[int] = self.loop.create_future()  # the stage index to hand over, or -1: finished
         self.stage = 1  # index in ONVIF_STAGES
         self.call = 0  # 0 GetSystemDateAndTime, 1 GetDeviceInformation, 2 GetProfiles, 3 GetStreamUri
@@ -375,7 +376,8 @@ async def fast_check(target: CheckTarget, host: _HostRound, ctx: _Context, progr
     ctx.session.connections_opened += 1
     progress.done.append(StageResult("tcp", True, round((time.perf_counter() - t0) * 1000, 2), None, ""))
     method, cred = how
-    run = _Run(check, channel, conn, method, cred, (url, media2 is not None), (device.host_header, device.target))
+    run = _Run(check, channel, conn, method, cred, (url, media2 is not None), (device.host_header, device.target),
+               loop)
     run.media_target = where.target
     run.start()
     try:
@@ -386,6 +388,9 @@ async def fast_check(target: CheckTarget, host: _HostRound, ctx: _Context, progr
     if stage < 0:
         STATS["ok"] += 1
         conn.reset()  # as the normal path closes the device's idle connection at the end: a RST
+        # Every endpoint of the device's channel is this host:port: one forget does what closing the channel would.
+        host.channel = None
+        ctx.session.forget(device.host, device.port, device.scheme)
         return _result(target, started_at, progress, "ok", None)
     STATS["handed_over"] += 1
     return await _continue(check, run, stage, started_at)

@@ -756,12 +756,13 @@ class HttpClient:
     def forget(self, host: str, port: int, scheme: str = "http") -> None:
         """Close the idle connections to one device (its interrogation is over), parked ones included."""
         key = (host, port, scheme)
-        try:
-            lot = _LOTS.get(asyncio.get_running_loop())
-        except RuntimeError:
-            lot = None
-        if lot is not None:
-            lot.drop(key)
+        if _LOTS:  # asking for the running loop costs a getpid() system call: only when something is parked
+            try:
+                lot = _LOTS.get(asyncio.get_running_loop())
+            except RuntimeError:
+                lot = None
+            if lot is not None:
+                lot.drop(key)
         entry = self._hosts.get(key)
         if entry is None:
             return
