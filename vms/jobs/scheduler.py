@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from vms.inventory.service import Inventory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHARED: Final = "shared"  # the job store on the database, seen by every scheduler process
 SYNC_S: Final = 30.0  # how often a running scheduler re-reads the schedules (changes apply within this)
@@ -98,26 +99,9 @@ def build_scheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_MIN_S},
     )
     if health:
-        scheduler.add_job(
-            apply_retention,
-            "interval",
-            seconds=RETENTION_S,
-            args=[inventory, runner.holder],
-            id="retention",
-            name="retention",
-            jobstore="default",
-            next_run_time=datetime.now(UTC),
-        )
-        scheduler.add_job(
-            record_indicators,
-            "interval",
-            seconds=RETENTION_S,
-            args=[inventory, runner.holder],
-            id="indicators",
-            name="indicators",
-            jobstore="default",
-            next_run_time=datetime.now(UTC),
-        )
+        for job, name in ((apply_retention, "retention"), (record_indicators, "indicators")):
+            scheduler.add_job(job, "interval", seconds=RETENTION_S, args=[inventory, runner.holder], id=name,
+                              name=name, jobstore="default", next_run_time=datetime.now(UTC))
         scheduler.add_job(
             sync_schedules,
             "interval",
@@ -144,50 +128,48 @@ def build_scheduler(
     return scheduler
 
 
-def apply_retention(inventory: Inventory, holder: str, *, now: float | None = None) -> dict[str, int] | None:
-    """Raw health results past VMS_HEALTH_RAW_DAYS, and frame samples beyond VMS_SAMPLES_KEEP_PER_CAMERA or older
-    than VMS_SAMPLES_MAX_AGE_DAYS (their files too), removed once per ``RETENTION_S`` period by whichever
-    scheduler process takes that period's lease. Returns what was removed, None when another process has the
-    period; failures are logged, never raised into the scheduler."""
-    from vms.frames.store import SampleStore
-    from vms.health.service import Health
-
+def _once_per_hour(inventory: Inventory, lease: str, holder: str, now: float | None, work: Callable[[], T]) -> T | None:
+    """``work()`` in this process if it takes ``lease`` for the current ``RETENTION_S`` period (every scheduler
+    process runs the job; one does the work); None when another process has the period or the work failed (logged,
+    never raised into the scheduler)."""
     at = time.time() if now is None else now
-    slot = at - at % RETENTION_S
     try:
-        if not sch.claim(inventory, RETENTION_LEASE, holder, slot):
+        if not sch.claim(inventory, lease, holder, at - at % RETENTION_S):
             return None
-        results = Health(inventory).prune()
-        samples = SampleStore(inventory).prune(actor="scheduler")
+        return work()
     except Exception:
-        log.exception("retention failed")
+        log.exception("%s failed", lease.lstrip(":"))
         return None
     finally:
         with contextlib.suppress(Exception):
-            sch.release(inventory, RETENTION_LEASE, holder)
-    done = {"health_results": results, "samples": samples.rows, "sample_files": samples.files}
-    log.info("retention: %s", done)
-    return done
+            sch.release(inventory, lease, holder)
+
+
+def apply_retention(inventory: Inventory, holder: str, *, now: float | None = None) -> dict[str, int] | None:
+    """Raw health results past VMS_HEALTH_RAW_DAYS, and frame samples beyond VMS_SAMPLES_KEEP_PER_CAMERA or older
+    than VMS_SAMPLES_MAX_AGE_DAYS (their files too), removed once per period. Returns what was removed, None when
+    another process has the period."""
+    from vms.frames.store import SampleStore
+    from vms.health.service import Health
+
+    def work() -> dict[str, int]:
+        results = Health(inventory).prune()
+        samples = SampleStore(inventory).prune(actor="scheduler")
+        done = {"health_results": results, "samples": samples.rows, "sample_files": samples.files}
+        log.info("retention: %s", done)
+        return done
+
+    return _once_per_hour(inventory, RETENTION_LEASE, holder, now, work)
 
 
 def record_indicators(inventory: Inventory, holder: str, *, now: float | None = None) -> bool:
     """The four indicators of the day, overall and per region, read and kept (vms.coverage: the day's last reading
-    wins) once per ``RETENTION_S`` period by whichever scheduler process takes its lease, so that their daily
-    series has every day even when nobody looked. True when this process did it."""
+    wins) once per period, so that their daily series has every day even when nobody looked. True when this
+    process did it."""
     from vms.coverage.service import Coverage
 
-    at = time.time() if now is None else now
-    try:
-        if not sch.claim(inventory, INDICATORS_LEASE, holder, at - at % RETENTION_S):
-            return False
-        Coverage(inventory).indicators()
-    except Exception:
-        log.exception("indicators not recorded")
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            sch.release(inventory, INDICATORS_LEASE, holder)
-    return True
+    done = _once_per_hour(inventory, INDICATORS_LEASE, holder, now, lambda: bool(Coverage(inventory).indicators()))
+    return done is not None
 
 
 def start_health(scheduler: BackgroundScheduler, inventory: Inventory) -> list[sch.Schedule]:
