@@ -720,25 +720,15 @@ class IntactCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class IntactRate:
-    registered: int
-    online: int
-    sampled: int
-    intact: int
+class IntactRate(IntactCounts):
+    """The counts (and rate) of IntactCounts, with the fault tally and each region's counts."""
+
     faults: dict[str, int]  # cameras whose latest sample shows each fault
     by_region: dict[str, IntactCounts]  # each region (with its sub-regions) that has cameras
 
-    @property
-    def rate(self) -> float | None:
-        return self.intact / self.registered if self.registered else None
-
     def to_dict(self) -> dict[str, Any]:
         return {
-            "registered": self.registered,
-            "online": self.online,
-            "sampled": self.sampled,
-            "intact": self.intact,
-            "rate": self.rate,
+            **IntactCounts.to_dict(self),
             "faults": dict(self.faults),
             "by_region": {code: c.to_dict() for code, c in self.by_region.items()},
         }
