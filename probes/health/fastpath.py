@@ -101,10 +101,6 @@ class _Replay(HttpClient):
         self.real.forget(host, port, scheme)
 
 
-class _Handover(Exception):
-    """The stage ``index`` of ONVIF_STAGES goes to the normal path with the replies it received."""
-
-
 class _Run:
     """One device's calls after the TCP stage: a state machine fed by its connection's callbacks."""
 
@@ -155,14 +151,15 @@ class _Run:
         ms = round((time.perf_counter() - self.stage_t0) * 1000, 2)
         self.check.p.done.append(StageResult(ONVIF_STAGES[self.stage], True, ms, None, ""))
 
-    def send(self, op: Operation, target: bytes) -> None:
+    def send(self, op: Operation, target: bytes, *, signed: bool = True) -> None:
+        """One request; ``signed``: with the login (GetSystemDateAndTime goes anonymous, as in the normal path)."""
         conn = self.conn
         if conn.closed or (not conn.reusable() and conn.uses):
             self.hand_over()  # the normal path would open another connection: let it
             return
         channel = self.channel
         headers = request_header_lines(op.action, channel.soap)
-        if self.method == "wsse" and self.cred is not None:
+        if signed and self.method == "wsse" and self.cred is not None:
             security = wsse_header(self.cred, clock_offset_s=channel.clock_offset_s or 0.0)
             body = build_envelope(op, header=security, soap=channel.soap)
         else:
@@ -175,7 +172,7 @@ class _Run:
     def start(self) -> None:
         self.begin(1)
         self.sent = time.time()
-        self.send(_GSDT, self.device_target)
+        self.send(_GSDT, self.device_target, signed=False)
 
     # -- callbacks ------------------------------------------------------------------------------------------
 

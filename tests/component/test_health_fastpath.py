@@ -224,3 +224,82 @@ def test_check_camera_takes_the_fast_path_and_the_switch_turns_it_off(fleets: tu
     assert asyncio.run(learn()).ok and fastpath.STATS["ok"] == before + 1
     assert memory.services(f"{fleet.device(0).host}:{fleet.device(0).port}") is not None
     assert asyncio.run(learn()).ok and fastpath.STATS["ok"] == before + 2
+
+
+class _RecordingRelay:
+    """A TCP relay in front of one device that keeps every byte the client sent, per connection."""
+
+    def __init__(self, host: str, upstream: tuple[str, int]) -> None:
+        self.host = host
+        self.upstream = upstream
+        self.sent: list[bytearray] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, self.host, 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        seen = bytearray()
+        self.sent.append(seen)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bytearray | None) -> None:
+            try:
+                while data := await src.read(65536):
+                    if keep is not None:
+                        keep += data
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, seen), pump(up_reader, writer, None))
+
+
+def _requests(raw: bytes) -> list[tuple[str, bool, bool]]:
+    """(SOAP action, WS-UsernameToken signed, Host header present) of each request in a connection's bytes."""
+    out = []
+    for part in raw.split(b"POST ")[1:]:
+        head = part.split(b"\r\n\r\n", 1)[0]
+        action = head.split(b'action="', 1)[1].split(b'"', 1)[0].decode()
+        out.append((action.rsplit("/", 1)[1], b"UsernameToken" in part, b"\r\nHost: " in head))
+    return out
+
+
+def test_the_fast_path_sends_what_the_normal_path_sends(fleets: tuple[SimFleet, SimFleet]) -> None:
+    """The same requests on the wire, one connection: GetSystemDateAndTime anonymous, the other three signed."""
+    fleet = fleets[0]
+    d = fleet.device(0)
+
+    async def through_relay(fast: bool) -> list[list[tuple[str, bool, bool]]]:
+        relay = _RecordingRelay(d.host.rsplit(".", 1)[0] + ".240", (d.host, d.port))
+        port = await relay.start()
+        try:
+            target = CheckTarget(0, relay.host, port, credentials=GOOD, stream_uri=f"rtsp://{relay.host}:554/cam0")
+            memory = DeviceMemory()
+            memory.remember(target.key, f"http://{target.key}{MEDIA_SERVICE_PATH}", None)
+            memory.remember_auth(target.key, "wsse")
+            async with make_session() as http:
+                result = await check_camera(target, session=http, budget=LoginBudget(), memory=memory,
+                                            timeouts=TIMEOUTS, fast_path=fast)
+            assert result.ok, result
+            await asyncio.sleep(0.05)  # the relay's last bytes
+        finally:
+            await relay.stop()
+        return [_requests(bytes(raw)) for raw in relay.sent if raw]
+
+    before = fastpath.STATS["ok"]
+    fast = asyncio.run(through_relay(True))
+    assert fastpath.STATS["ok"] == before + 1
+    normal = asyncio.run(through_relay(False))
+    expected = [[("GetSystemDateAndTime", False, True), ("GetDeviceInformation", True, True),
+                 ("GetProfiles", True, True), ("GetStreamUri", True, True)]]
+    assert fast == normal == expected
