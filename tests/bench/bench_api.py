@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +40,10 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import Date, Float, Integer, case, cast, create_engine, insert, literal, select, update
+from sqlalchemy import Date, Float, Integer, case, cast, insert, literal, select, update
 
 from tests.bench.bench_listing import generate
+from tests.bench.databases import scratch_database
 from tests.bench.report import record, size
 from tests.conftest import TEST_DATA
 from tests.services import free_port
@@ -70,18 +70,9 @@ def _database(request: pytest.FixtureRequest, kind: str, tmp: Path) -> Iterator[
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'api.sqlite3'}"
         return
-    postgres = request.getfixturevalue("postgres")
-    base = postgres.url.rsplit("/", 1)[0]
-    name = "bench_api_" + uuid.uuid4().hex[:8]
-    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE template0 LC_CTYPE 'C.UTF-8' LC_COLLATE 'C'")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    options = "TEMPLATE template0 LC_CTYPE 'C.UTF-8' LC_COLLATE 'C'"
+    with scratch_database(request.getfixturevalue("postgres").url, "bench_api_", options) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

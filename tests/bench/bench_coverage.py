@@ -21,16 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
-from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from shapely.geometry import shape
 from sqlalchemy import insert, select
 
 from api.app import create_app
+from tests.bench.databases import bench_inventory
 from tests.bench.report import record, size
-from tests.services import ServiceUnavailable, start_postgres
 from vms.inventory.service import Inventory
-from vms.settings import Settings
 from vms.store.models import Region, cameras
 
 CAMERAS = size("VMS_BENCH_COVERAGE_CAMERAS", 100_000, 3_000)
@@ -40,25 +38,8 @@ STATUSES = ["ON"] * 90 + ["OFF"] * 6 + ["DEFECT"] * 3 + [None]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def inventory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inventory]:
-    url = f"sqlite:///{tmp_path / 'vms.sqlite3'}"
-    pg = None
-    if request.param == "postgresql":
-        try:
-            pg = start_postgres()
-        except ServiceUnavailable as exc:
-            pytest.skip(str(exc))
-        url = pg.url
-    settings = Settings(
-        database_url=url, data_dir=tmp_path / "data", secret_key=Fernet.generate_key().decode(), _env_file=None
-    )
-    inv = Inventory(settings)
-    inv.upgrade()
-    try:
+    with bench_inventory(request.param, tmp_path) as inv:
         yield inv
-    finally:
-        inv.engine.dispose()
-        if pg is not None:
-            pg.stop()
 
 
 def _fill(inv: Inventory, test_data: Path) -> list[tuple[float, float]]:

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from api.app import create_app
+from tests.bench.databases import bench_inventory
 from tests.bench.report import record, size
-from tests.services import ServiceUnavailable, start_postgres
+from tests.services import ServiceUnavailable
 from vms.inventory.service import Inventory
-from vms.settings import Settings
 from vms.store.models import cameras
 
 CAMERAS = size("VMS_BENCH_DASHBOARD_CAMERAS", 100_000, 3_000)
@@ -37,25 +36,8 @@ STATUSES = ["ON"] * 90 + ["OFF"] * 6 + ["DEFECT"] * 3 + [None]
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def inventory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inventory]:
-    url = f"sqlite:///{tmp_path / 'vms.sqlite3'}"
-    pg = None
-    if request.param == "postgresql":
-        try:
-            pg = start_postgres()
-        except ServiceUnavailable as exc:
-            pytest.skip(str(exc))
-        url = pg.url
-    settings = Settings(
-        database_url=url, data_dir=tmp_path / "data", secret_key=Fernet.generate_key().decode(), _env_file=None
-    )
-    inv = Inventory(settings)
-    inv.upgrade()
-    try:
+    with bench_inventory(request.param, tmp_path) as inv:
         yield inv
-    finally:
-        inv.engine.dispose()
-        if pg is not None:
-            pg.stop()
 
 
 def _fill(inv: Inventory) -> None:

@@ -14,17 +14,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from prometheus_client import generate_latest
 from sqlalchemy import insert
 
 from api.metrics import metrics_registry
 from probes.health.results import CheckResult, StageResult
+from tests.bench.databases import bench_inventory
 from tests.bench.report import record, size
-from tests.services import ServiceUnavailable, start_postgres
 from vms.health.service import Health
 from vms.inventory.service import Inventory
-from vms.settings import Settings
 from vms.store.models import cameras
 
 CAMERAS = size("VMS_BENCH_METRICS_CAMERAS", 100_000, 3_000)
@@ -35,23 +33,8 @@ OFF = (StageResult("tcp", False, 1000.0, "timeout"),)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def inventory(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Inventory]:
-    url = f"sqlite:///{tmp_path / 'vms.sqlite3'}"
-    pg = None
-    if request.param == "postgresql":
-        try:
-            pg = start_postgres()
-        except ServiceUnavailable as exc:
-            pytest.skip(str(exc))
-        url = pg.url
-    inv = Inventory(Settings(database_url=url, data_dir=tmp_path / "data", secret_key=Fernet.generate_key().decode(),
-                             _env_file=None))
-    inv.upgrade()
-    try:
+    with bench_inventory(request.param, tmp_path) as inv:
         yield inv
-    finally:
-        inv.engine.dispose()
-        if pg is not None:
-            pg.stop()
 
 
 def _results(ids: list[int], at: dt.datetime, k: int) -> list[CheckResult]:

@@ -19,16 +19,15 @@ import statistics
 import threading
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
 
 from api.app import create_app
+from tests.bench.databases import scratch_database
 from tests.bench.report import record, size
 from vms.inventory.service import Inventory
 from vms.settings import Settings
@@ -98,17 +97,8 @@ def quality_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'vms.sqlite3'}"
         return
-    base = request.getfixturevalue("postgres").url.rsplit("/", 1)[0]
-    name = "bench_quality_" + uuid.uuid4().hex[:10]
-    admin = create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    with scratch_database(request.getfixturevalue("postgres").url, "bench_quality_") as url:
+        yield url
 
 
 def test_bench_quality_summary(quality_url: str, tmp_path: Path, test_data: Path) -> None:
