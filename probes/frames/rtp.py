@@ -11,11 +11,11 @@ shows up there instead of decoding as noise.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
+
+from probes.media.sdp import sprop_bytes
 
 __all__ = [
     "AccessUnit",
@@ -168,6 +168,28 @@ class Depacketizer:
         self._nals.append(nal)
         self._size += len(nal)
 
+    def _add_aggregated(self, payload: bytes, pos: int, *, min_size: int, dond: bool) -> None:
+        """The NAL units of an aggregation packet (H.264 STAP-A, H.265 AP) from pos on: (16-bit size, NAL unit)*,
+        a one-byte DOND before each unit after the first when dond; malformed unless the sizes fill it exactly."""
+        end = len(payload)
+        nals: list[bytes] = []
+        while pos < end:
+            if nals and dond:
+                pos += 1
+            if pos + 2 > end:
+                break
+            size = int.from_bytes(payload[pos : pos + 2], "big")
+            pos += 2
+            if size < min_size or pos + size > end:
+                break
+            nals.append(payload[pos : pos + size])
+            pos += size
+        if pos != end or not nals:
+            self.malformed += 1
+            return
+        for nal in nals:
+            self._add(nal)
+
     def remember(self, kind: int, nal: bytes) -> None:
         seen = self.params.setdefault(kind, {})
         seen.pop(nal, None)
@@ -242,22 +264,7 @@ class H264Depacketizer(Depacketizer):
         elif kind < 24:
             self._add(payload)
         elif kind == 24:  # STAP-A: (16-bit size, NAL unit)*
-            pos, end = 1, len(payload)
-            nals: list[bytes] = []
-            while pos < end:
-                if pos + 2 > end:
-                    break
-                size = int.from_bytes(payload[pos : pos + 2], "big")
-                pos += 2
-                if size == 0 or pos + size > end:
-                    break
-                nals.append(payload[pos : pos + size])
-                pos += size
-            if pos != end or not nals:
-                self.malformed += 1
-                return
-            for nal in nals:
-                self._add(nal)
+            self._add_aggregated(payload, 1, min_size=1, dond=False)
         else:  # 28, FU-A: indicator, header (S E R type), fragment
             if len(payload) < 3:
                 self.malformed += 1
@@ -301,24 +308,7 @@ class H265Depacketizer(Depacketizer):
         elif kind < 41:
             self._add(payload)
         elif kind == 48:  # AP: [DONL] (16-bit size, NAL unit) ([DOND] size, NAL unit)*
-            pos, end = 2 + (2 if self.donl else 0), len(payload)
-            nals: list[bytes] = []
-            while pos < end:
-                if nals and self.donl:
-                    pos += 1
-                if pos + 2 > end:
-                    break
-                size = int.from_bytes(payload[pos : pos + 2], "big")
-                pos += 2
-                if size < 2 or pos + size > end:
-                    break
-                nals.append(payload[pos : pos + size])
-                pos += size
-            if pos != end or not nals:
-                self.malformed += 1
-                return
-            for nal in nals:
-                self._add(nal)
+            self._add_aggregated(payload, 2 + (2 if self.donl else 0), min_size=2, dond=self.donl)
         elif kind == 49:  # FU: payload header, FU header (S E type), [DONL in the first], fragment
             fu = payload[2]
             start, end_bit, fu_type = bool(fu & 0x80), bool(fu & 0x40), fu & 0x3F
@@ -329,16 +319,6 @@ class H265Depacketizer(Depacketizer):
             header = bytes(((b0 & 0x81) | (fu_type << 1), b1))
             self._fragment(start, end_bit, header, data)
         # 50 (PACI) carries no picture we need: skipped
-
-
-def _b64(text: str) -> bytes | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def depacketizer_for(codec: str, fmtp: Mapping[str, str], *, max_au_bytes: int) -> Depacketizer | None:
@@ -358,5 +338,5 @@ def depacketizer_for(codec: str, fmtp: Mapping[str, str], *, max_au_bytes: int) 
         sets = [item for value in sets for item in value.split(",")]
     else:
         return None
-    dep.add_parameter_sets(nal for nal in map(_b64, sets) if nal)
+    dep.add_parameter_sets(nal for nal in map(sprop_bytes, sets) if nal)
     return dep

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["SdpMedia", "SdpSession", "h264_sps_size", "h265_sps_size", "parse_sdp"]
+__all__ = ["SdpMedia", "SdpSession", "h264_sps_size", "h265_sps_size", "parse_sdp", "sprop_bytes"]
 
 _MAX_LINES: Final = 2048
 _MAX_DIMENSION: Final = 16_384  # larger is a misread, not a camera
@@ -167,7 +167,8 @@ def _finish(draft: _Draft) -> SdpMedia:
     )
 
 
-def _b64(text: str) -> bytes | None:
+def sprop_bytes(text: str) -> bytes | None:
+    """A base64 sprop-* value (padding optional), or None when empty or not base64."""
     text = text.strip()
     if not text:
         return None
@@ -181,11 +182,11 @@ def _size_from_sps(codec: str | None, fmtp: Mapping[str, str]) -> tuple[int, int
     try:
         if codec == "H264":
             for item in fmtp.get("sprop-parameter-sets", "").split(","):
-                nal = _b64(item)
+                nal = sprop_bytes(item)
                 if nal and nal[0] & 0x1F == 7:
                     return h264_sps_size(nal)
         elif codec in ("H265", "HEVC"):
-            nal = _b64(fmtp.get("sprop-sps", "").split(",")[0])
+            nal = sprop_bytes(fmtp.get("sprop-sps", "").split(",")[0])
             if nal and (nal[0] >> 1) & 0x3F == 33:
                 return h265_sps_size(nal)
     except ValueError:
