@@ -435,10 +435,24 @@ def update_cameras(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def camera_rows(session: Session, ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """Whole camera rows by id, straight from the driver (:func:`_driver_dicts`: the same values select(cameras)
+    gives, at a third of the cost: a change feed page or a merge chunk reads hundreds)."""
     out: dict[int, dict[str, Any]] = {}
+    dialect = _dialect(session)
+    names = list(_CAMERA_KEYS)
+    columns = ", ".join(names)
     for part in chunks(sorted(ids)):
-        for r in session.execute(select(cameras).where(cameras.c.id.in_(part))):
-            out[r.id] = dict(r._mapping)
+        params: Any
+        if dialect == "postgresql":
+            sql, params = f"SELECT {columns} FROM cameras WHERE id = ANY(%(ids)s)", {"ids": list(part)}
+        elif dialect == "sqlite":
+            sql, params = f"SELECT {columns} FROM cameras WHERE id IN ({', '.join('?' * len(part))})", tuple(part)
+        else:
+            for r in session.execute(select(cameras).where(cameras.c.id.in_(part))):
+                out[r.id] = dict(r._mapping)
+            continue
+        for row in _driver_dicts(session, sql, params, names):
+            out[row["id"]] = row
     return out
 
 
@@ -836,7 +850,11 @@ def count_by(
     return [(r[0], int(r[1])) for r in session.execute(stmt)]
 
 
-def count_by_source(session: Session, *, limit: int | None = None, offset: int = 0) -> list[tuple[str, str, int]]:
+def count_by_source(
+    session: Session, *, region: str | None = None, limit: int | None = None, offset: int = 0
+) -> list[tuple[str, str, int]]:
+    """(source name, kind, cameras not removed it currently lists) by source name; of a region (with its
+    sub-regions: region code prefix) or all."""
     o = ObservationRow
     stmt = (
         select(Source.name, Source.kind, func.count(func.distinct(o.camera_id)))
@@ -848,6 +866,8 @@ def count_by_source(session: Session, *, limit: int | None = None, offset: int =
         .limit(limit)
         .offset(offset)
     )
+    if region:
+        stmt = stmt.where(cameras.c.region_code.startswith(region, autoescape=True))
     return [(r[0], r[1], int(r[2])) for r in session.execute(stmt)]
 
 
