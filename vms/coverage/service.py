@@ -38,6 +38,7 @@ from vms.catalog.domain import SourceKind
 from vms.coverage.fov import FovDefaults, local_crs, sector_polygons, views
 from vms.errors import ValidationFailed, VmsError
 from vms.inventory.service import Inventory
+from vms.store import repository as repo
 from vms.store.models import Observation as ObservationRow
 from vms.store.models import Region, Source, cameras, coverage_daily, health_daily, health_latest
 
@@ -293,19 +294,8 @@ class Coverage:
         }
 
     def _by_source(self, region: str | None) -> list[dict[str, Any]]:
-        o = ObservationRow
-        stmt = (
-            select(Source.name, Source.kind, func.count(func.distinct(o.camera_id)))
-            .join(o, o.source_id == Source.id)
-            .join(cameras, cameras.c.id == o.camera_id)
-            .where(o.removed_at.is_(None), cameras.c.removed_at.is_(None))
-            .group_by(Source.name, Source.kind)
-            .order_by(Source.name)
-        )
-        if region:
-            stmt = stmt.where(cameras.c.region_code.startswith(region, autoescape=True))
         with self.inv.session(write=False) as s:
-            return [{"source": n, "kind": k, "cameras": int(c)} for n, k, c in s.execute(stmt)]
+            return [{"source": n, "kind": k, "cameras": c} for n, k, c in repo.count_by_source(s, region=region)]
 
     # --- covered area ------------------------------------------------------------------------------------
 
