@@ -6,10 +6,12 @@ function of its arguments (same seed, same devices), so tests and demos are repr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import json
 import random
+import socket
 import tomllib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -524,3 +526,27 @@ def fleet_credentials(
         default_password=password,
         devices=tuple(Credential(d.host, d.port, username, password) for d in devices),
     )
+
+
+def listen_on_all(hosts: Sequence[str], wanted: int, *, attempts: int, backlog: int, what: str) -> list[socket.socket]:
+    """A listening (non-blocking) socket per address on one common port; port 0 picks one free for all, retrying
+    clashes up to ``attempts`` times (EADDRINUSE naming ``what`` when none is found)."""
+    for _attempt in range(attempts if wanted == 0 else 1):
+        socks: list[socket.socket] = []
+        port = wanted
+        try:
+            for host in hosts:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.listen(backlog)
+                sock.setblocking(False)
+                port = sock.getsockname()[1]
+            return socks
+        except OSError as exc:
+            for sock in socks:
+                sock.close()
+            if wanted != 0 or exc.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, f"no common free port for {what}")

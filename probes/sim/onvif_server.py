@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import resource
 import socket
@@ -35,6 +34,7 @@ from probes.sim.devices import (
     MEDIA_SERVICE_PATH,
     SNAPSHOT_PATH,
     DeviceSpec,
+    listen_on_all,
     offline_note,
 )
 from probes.sim.snapshot import snapshot_jpeg
@@ -191,26 +191,10 @@ class OnvifServer:
         """Bind every device address on one common port; port 0 picks one free port for all, retrying clashes."""
         if not devices:
             return []
-        wanted = devices[0].port
-        for _attempt in range(self._port_attempts if wanted == 0 else 1):
-            socks: list[socket.socket] = []
-            port = wanted
-            try:
-                for d in devices:
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    socks.append(sock)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((d.host, port))
-                    sock.listen(LISTEN_BACKLOG)
-                    sock.setblocking(False)
-                    port = sock.getsockname()[1]
-                return socks
-            except OSError as exc:
-                for sock in socks:
-                    sock.close()
-                if wanted != 0 or exc.errno != errno.EADDRINUSE:
-                    raise
-        raise OSError(errno.EADDRINUSE, "no common free port for the fleet")
+        hosts = [d.host for d in devices]
+        return listen_on_all(
+            hosts, devices[0].port, attempts=self._port_attempts, backlog=LISTEN_BACKLOG, what="the fleet"
+        )
 
     async def stop(self) -> None:
         if self._sweeper is not None:

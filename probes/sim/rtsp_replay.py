@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import errno
 import hashlib
 import hmac
 import json
@@ -53,6 +52,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+
+from probes.sim.devices import listen_on_all
 
 logger = logging.getLogger(__name__)
 
@@ -660,25 +661,7 @@ def _md5(text: str) -> str:
 
 def _bind_all(hosts: Sequence[str], wanted: int, attempts: int = 20) -> list[socket.socket]:
     """A listening socket per address on one common port; port 0 picks one free for all, retrying clashes."""
-    for _attempt in range(attempts if wanted == 0 else 1):
-        socks: list[socket.socket] = []
-        port = wanted
-        try:
-            for host in hosts:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((host, port))
-                sock.listen(1024)
-                sock.setblocking(False)
-                port = sock.getsockname()[1]
-            return socks
-        except OSError as exc:
-            for sock in socks:
-                sock.close()
-            if wanted != 0 or exc.errno != errno.EADDRINUSE:
-                raise
-    raise OSError(errno.EADDRINUSE, "no common free port for the replay devices")
+    return listen_on_all(hosts, wanted, attempts=attempts, backlog=1024, what="the replay devices")
 
 
 def device_hosts(count: int, base_host: str = DEFAULT_BASE_HOST) -> list[str]:
