@@ -39,6 +39,7 @@ class _LazyModule:
 # `vms --help` must start fast: SQLAlchemy, pydantic-settings, the inventory, the API, the probes, numpy, shapely,
 # pyproj... are imported by the commands that need them (tests/unit/test_cli_imports.py checks it).
 if TYPE_CHECKING:
+    from vms.health.sweep import SweepRequest
     from vms.settings import Settings as SettingsT
     from vms.store import repository as repo
 else:
@@ -945,7 +946,7 @@ def sweep_cmd(
     """Check the cameras now (TCP, ONVIF clock, login, stream URI; RTSP, snapshot and a sampled frame's video
     quality on request), record results, statuses and events, and print a summary by outcome, stage and cause."""
     from probes.health.check import ONVIF_STAGES
-    from vms.health.sweep import Group, SweepRequest, run_sweep
+    from vms.health.sweep import Group, SweepRequest
 
     chosen = [(k, v) for k, v in (("region", region), ("source", source), ("tag", tag)) if v is not None]
     if len(chosen) > 1:
@@ -965,10 +966,7 @@ def sweep_cmd(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {_one_line(exc)}")
         raise typer.Exit(2) from None
-    inv = inventory()
-    mode = _executor(inv, executor)
-    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
-        summary = run_sweep(inv, req, executor=mode, progress=bar)
+    summary = _run_sweep(req, executor, as_json)
     if as_json:
         emit_json(summary)
         return
@@ -986,6 +984,16 @@ def sweep_cmd(
             for cause, n in causes.items():
                 t.add_row(stage, cause, str(n))
         console.print(t)
+
+
+def _run_sweep(req: SweepRequest, executor: str | None, as_json: bool) -> dict[str, Any]:
+    """Run a validated sweep on the chosen executor, a progress bar on a terminal (not with --json); its summary."""
+    from vms.health.sweep import run_sweep
+
+    inv = inventory()
+    mode = _executor(inv, executor)
+    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
+        return run_sweep(inv, req, executor=mode, progress=bar)
 
 
 def _executor(inv: Any, executor: str | None) -> str:
@@ -1027,7 +1035,7 @@ def sample_cmd(
     """Sample a frame from each camera (RTSP, or the snapshot URI), judge its video quality, keep it (JPEG and
     metadata), and update statuses and events as a health sweep of the frame stage does; print a summary by
     cause. Cameras without a stream or snapshot URI are not checkable."""
-    from vms.health.sweep import Group, SweepRequest, run_sweep
+    from vms.health.sweep import Group, SweepRequest
 
     if region is not None and group is not None:
         err.print("[red]error:[/red] give at most one of --region, --group")
@@ -1042,10 +1050,7 @@ def sample_cmd(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {_one_line(exc)}")
         raise typer.Exit(2) from None
-    inv = inventory()
-    mode = _executor(inv, executor)
-    with errors_to_exit(), progress_bar(not as_json and sys.stderr.isatty()) as bar:
-        summary = run_sweep(inv, req, executor=mode, progress=bar)
+    summary = _run_sweep(req, executor, as_json)
     summary["sample_set"] = set_name
     if as_json:
         emit_json(summary)
