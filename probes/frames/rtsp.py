@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from probes.errors import scrub
 from probes.frames.frame import DecodeError, Frame, SampleTimeouts, decode_keyframe, in_decoder_thread
 from probes.frames.rtp import Depacketizer, depacketizer_for, parse_rtp
-from probes.media._auth import clean_uri, connect_failed, pick_credential, secrets_of
-from probes.media._rtsp import Connection, RtspProtocolError, open_described, status_failure
+from probes.media._auth import clean_uri, login_of
+from probes.media._rtsp import Connection, RtspProtocolError, connection_failure, open_described, status_failure
 from probes.media.causes import MediaCause, MediaFailure
 from probes.media.sdp import SdpMedia, parse_sdp
 from probes.onvif.auth import Credential
@@ -74,11 +74,9 @@ async def sample_rtsp(
     never in a detail."""
     progress = _Progress(started=time.monotonic())
     try:
-        target, from_uri = clean_uri(url)
+        target, credential, secrets = login_of(url, username, password)
     except ValueError as exc:
         return MediaFailure(MediaCause.RTSP_PROTOCOL, f"unusable stream URI ({exc})")
-    credential = pick_credential(username, password, from_uri)
-    secrets = secrets_of(credential)
     frames = max(1, frames)
     codec = ""
     try:
@@ -98,12 +96,8 @@ async def sample_rtsp(
         return MediaFailure(MediaCause.RTSP_TIMEOUT, f"no complete answer in {timeouts.total:g} s")
     except _FrameDecode as exc:
         return MediaFailure(MediaCause.FRAME_DECODE, scrub(str(exc), secrets))
-    except RtspProtocolError as exc:
-        return MediaFailure(MediaCause.RTSP_PROTOCOL, scrub(str(exc), secrets))
-    except ConnectionRefusedError:
-        return MediaFailure(MediaCause.RTSP_REFUSED, "connection refused")
-    except OSError as exc:
-        return MediaFailure(MediaCause.RTSP_REFUSED, connect_failed(exc))
+    except (RtspProtocolError, OSError) as exc:
+        return connection_failure(exc, secrets)
 
 
 def _no_keyframe(progress: _Progress, budget: float) -> MediaFailure:

@@ -52,6 +52,16 @@ def pick_credential(username: str | None, password: str | None, from_uri: Creden
     return from_uri if from_uri is not None and from_uri.username else None
 
 
+def login_of(
+    uri: str, username: str | None, password: str | None
+) -> tuple[str, Credential | None, tuple[str, ...]]:
+    """The URI without its userinfo, the credential to use (the given one, else the URI's) and the secrets to keep
+    out of every detail. ValueError for an unusable URI (as clean_uri)."""
+    target, from_uri = clean_uri(uri)
+    credential = pick_credential(username, password, from_uri)
+    return target, credential, secrets_of(credential)
+
+
 def secrets_of(credential: Credential | None) -> tuple[str, ...]:
     """What must never appear in a detail: the password as sent, percent-encoded, and the Basic token."""
     if credential is None or not credential.password:

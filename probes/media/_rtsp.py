@@ -16,12 +16,12 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from probes.errors import scrub
-from probes.media._auth import Authorizer, clean_uri, login_refused, secrets_of, with_host
+from probes.media._auth import Authorizer, clean_uri, connect_failed, login_refused, secrets_of, with_host
 from probes.media.causes import MediaCause, MediaFailure
 from probes.onvif.auth import Credential, parse_digest_challenges
 from probes.policy import AddressPolicy, Refusal, check_async
 
-__all__ = ["Connection", "Reply", "RtspProtocolError", "open_described", "status_failure"]
+__all__ = ["Connection", "Reply", "RtspProtocolError", "connection_failure", "open_described", "status_failure"]
 
 USER_AGENT: Final = "vms-probe/0.1"
 MAX_REDIRECTS: Final = 2
@@ -255,3 +255,12 @@ def status_failure(reply: Reply, credential: Credential | None, auth: Authorizer
     if reply.status == 453:
         return MediaFailure(MediaCause.RTSP_BANDWIDTH, text)
     return MediaFailure(MediaCause.RTSP_ERROR, text)
+
+
+def connection_failure(exc: RtspProtocolError | OSError, secrets: tuple[str, ...]) -> MediaFailure:
+    """What a broken RTSP exchange or a failed connection reports (the detail scrubbed of ``secrets``)."""
+    if isinstance(exc, RtspProtocolError):
+        return MediaFailure(MediaCause.RTSP_PROTOCOL, scrub(str(exc), secrets))
+    if isinstance(exc, ConnectionRefusedError):
+        return MediaFailure(MediaCause.RTSP_REFUSED, "connection refused")
+    return MediaFailure(MediaCause.RTSP_REFUSED, connect_failed(exc))

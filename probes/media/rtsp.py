@@ -14,8 +14,8 @@ import asyncio
 from dataclasses import dataclass
 
 from probes.errors import scrub
-from probes.media._auth import clean_uri, connect_failed, pick_credential, secrets_of
-from probes.media._rtsp import Reply, RtspProtocolError, open_described
+from probes.media._auth import login_of, secrets_of
+from probes.media._rtsp import Reply, RtspProtocolError, connection_failure, open_described
 from probes.media.causes import MediaCause, MediaFailure
 from probes.media.sdp import parse_sdp
 from probes.onvif.auth import Credential
@@ -48,22 +48,16 @@ async def rtsp_describe(
     ``username``/``password``: the camera's credential (the URI's userinfo only when none is given). Every address
     (the URI, a redirect) is checked with ``policy`` for the device at ``device_ip`` before anything connects."""
     try:
-        target, from_uri = clean_uri(url)
+        target, credential, secrets = login_of(url, username, password)
     except ValueError as exc:
         return MediaFailure(MediaCause.RTSP_PROTOCOL, f"unusable stream URI ({exc})")
-    credential = pick_credential(username, password, from_uri)
-    secrets = secrets_of(credential)
     try:
         async with asyncio.timeout(timeout):
             return await _describe(target, credential, policy, device_ip, max_reply_bytes, timeout)
     except TimeoutError:
         return MediaFailure(MediaCause.RTSP_TIMEOUT, f"no complete answer in {timeout:g} s")
-    except RtspProtocolError as exc:
-        return MediaFailure(MediaCause.RTSP_PROTOCOL, scrub(str(exc), secrets))
-    except ConnectionRefusedError:
-        return MediaFailure(MediaCause.RTSP_REFUSED, "connection refused")
-    except OSError as exc:
-        return MediaFailure(MediaCause.RTSP_REFUSED, connect_failed(exc))
+    except (RtspProtocolError, OSError) as exc:
+        return connection_failure(exc, secrets)
 
 
 async def _describe(

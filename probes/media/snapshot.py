@@ -20,9 +20,8 @@ from probes.media._auth import (
     Authorizer,
     clean_uri,
     connect_failed,
+    login_of,
     login_refused,
-    pick_credential,
-    secrets_of,
     with_host,
 )
 from probes.media.causes import MediaCause, MediaFailure
@@ -99,11 +98,9 @@ async def fetch_snapshot(
     (width, height)). ``client``: a shared HTTP client (pooled connections); a private one otherwise.
     ``keep``: the JPEG's bytes come back in ``SnapshotInfo.data`` (the frame sampler decodes them)."""
     try:
-        target, from_uri = clean_uri(url)
+        target, credential, secrets = login_of(url, username, password)
     except ValueError as exc:
         return MediaFailure(MediaCause.SNAPSHOT_HTTP, f"unusable snapshot URI ({exc})")
-    credential = pick_credential(username, password, from_uri)
-    secrets = secrets_of(credential)
     own = client is None
     http = client if client is not None else HttpClient(limit_per_host=1, keepalive_s=1.0)
     try:
