@@ -10,17 +10,14 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
-from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from lxml import etree
 
 from api.app import create_app
 from api.routes.cameras import export_cameras
-from tests.component.test_camera_list_api import SECRET, load
-from tests.conftest import fresh_database
+from tests.component.test_camera_list_api import SECRET, loaded_inventory
 from vms.inventory import service
 from vms.inventory.service import Inventory
-from vms.settings import Settings
 from vms.store import repository as repo
 
 N = 1200
@@ -39,22 +36,7 @@ FILTERS = [
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inventory]:
-    tmp = tmp_path_factory.mktemp(f"exports-{request.param}")
-    for url in fresh_database(request, request.param, tmp / "vms.sqlite3"):
-        settings = Settings(
-            database_url=url,
-            data_dir=tmp / "data",
-            secret_key=Fernet.generate_key().decode(),
-            governed_region="371311",
-            _env_file=None,
-        )
-        inv = Inventory(settings)
-        inv.upgrade()
-        load(inv, tmp, N)
-        try:
-            yield inv
-        finally:
-            inv.engine.dispose()
+    yield from loaded_inventory(request, tmp_path_factory.mktemp(f"exports-{request.param}"), N)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "geojson", "gb28181"])

@@ -86,7 +86,12 @@ def load(inv: Inventory, tmp: Path, n: int) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def listed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inventory]:
-    tmp = tmp_path_factory.mktemp(f"lists-{request.param}")
+    yield from loaded_inventory(request, tmp_path_factory.mktemp(f"lists-{request.param}"), N)
+
+
+def loaded_inventory(request: pytest.FixtureRequest, tmp: Path, n: int) -> Iterator[Inventory]:
+    """An upgraded Inventory (governed region 371311) on request.param's fresh database, holding load()'s n
+    cameras; disposed after."""
     for url in fresh_database(request, request.param, tmp / "vms.sqlite3"):
         settings = Settings(
             database_url=url,
@@ -97,7 +102,7 @@ def listed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         )
         inv = Inventory(settings)
         inv.upgrade()
-        load(inv, tmp, N)
+        load(inv, tmp, n)
         try:
             yield inv
         finally:
