@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar, cast
 
@@ -75,3 +75,31 @@ async def stand_ins(
             server.close()
         for server in servers:
             await asyncio.wait_for(server.wait_closed(), 5)
+
+
+# --- RTSP -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RtspRequest:
+    method: str
+    uri: str
+    headers: dict[str, str]
+
+
+def parse_rtsp(first: str, headers: dict[str, str]) -> RtspRequest:
+    method, uri, _ = first.split(" ", 2)
+    return RtspRequest(method, uri, headers)
+
+
+def rtsp_stand_ins() -> AbstractAsyncContextManager[Callable[..., Awaitable[StandIn[RtspRequest]]]]:
+    """stand_ins for RTSP: rtsp:// URLs, /live by default, each request an RtspRequest."""
+    return stand_ins(parse_rtsp, scheme="rtsp", default_path="/live")
+
+
+def rtsp_reply(cseq: str, status: str = "200 OK", headers: tuple[str, ...] = (), body: str = "") -> bytes:
+    """An RTSP reply: the status line, CSeq, ``headers``, and ``body`` as an SDP with its length."""
+    lines = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", *headers]
+    if body:
+        lines += ["Content-Type: application/sdp", f"Content-Length: {len(body.encode())}"]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()

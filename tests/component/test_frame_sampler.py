@@ -17,7 +17,6 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -102,32 +101,17 @@ async def test_spaced_frames_of_a_test_pattern(pattern: RtspServer) -> None:
 # --- RTSP stand-ins -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Request:
-    method: str
-    uri: str
-    headers: dict[str, str]
-
-
-def parse_request(first: str, headers: dict[str, str]) -> Request:
-    method, uri, _ = first.split(" ", 2)
-    return Request(method, uri, headers)
-
-
+Request = standins.RtspRequest
 StandIn = standins.StandIn[Request]
 
 
 @pytest_asyncio.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[StandIn]]]:
-    async with standins.stand_ins(parse_request, scheme="rtsp", default_path="/live") as start:
+    async with standins.rtsp_stand_ins() as start:
         yield start
 
 
-def reply(cseq: str, status: str = "200 OK", headers: tuple[str, ...] = (), body: str = "") -> bytes:
-    lines = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", *headers]
-    if body:
-        lines += ["Content-Type: application/sdp", f"Content-Length: {len(body.encode())}"]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+reply = standins.rtsp_reply
 
 
 def md5(text: str) -> str:

@@ -14,7 +14,6 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
@@ -85,31 +84,17 @@ async def test_gstreamer_on_a_loopback_address_the_device_does_not_own_is_refuse
 # --- RTSP stand-ins ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Request:
-    method: str
-    uri: str
-    headers: dict[str, str]
-
-
-def parse_request(first: str, headers: dict[str, str]) -> Request:
-    method, uri, _ = first.split(" ", 2)
-    return Request(method, uri, headers)
-
-
+Request = standins.RtspRequest
 StandIn = standins.StandIn[Request]
 
 
 def reply(cseq: str, status: str = "200 OK", headers: tuple[str, ...] = (), body: str = "") -> bytes:
-    lines = [f"RTSP/1.0 {status}", f"CSeq: {cseq}", "Server: StandIn/1.0", *headers]
-    if body:
-        lines += ["Content-Type: application/sdp", f"Content-Length: {len(body.encode())}"]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+    return standins.rtsp_reply(cseq, status, ("Server: StandIn/1.0", *headers), body)
 
 
 @pytest_asyncio.fixture
 async def serve() -> AsyncIterator[Callable[..., Awaitable[StandIn]]]:
-    async with standins.stand_ins(parse_request, scheme="rtsp", default_path="/live") as start:
+    async with standins.rtsp_stand_ins() as start:
         yield start
 
 
