@@ -29,10 +29,9 @@ from probes.onvif.client import make_session
 from probes.policy import AddressPolicy, Refusal, check_async
 from probes.sim import SimFleet, build_fleet
 from probes.sim.devices import DEFAULT_PASSWORD, DEFAULT_USERNAME
-from probes.sim.rtsp import RtspServer, RtspUnavailable, start_rtsp_server
+from probes.sim.rtsp import RtspServer, start_rtsp_server
 from tests.estates import register_estate
-from tests.fleets import fleet_in_thread
-from tests.services import skip_or_fail
+from tests.fleets import rtsp_fleet_in_thread
 from tests.videos import make_clip
 from vms.catalog.domain import Observation, SourceKind
 from vms.frames.store import SampleSets, SampleStore
@@ -60,13 +59,8 @@ def fleet() -> Iterator[SimFleet]:
                           auth_by_index={i: "both" for i in range(COUNT)}, base_host=_base_host(), port=0,
                           rtsp_mounts=1)  # one mount: every device serves the same moving SMPTE bars
     sim = SimFleet(devices=devices, discovery=False, lock_period_s=600.0)
-    try:
-        with fleet_in_thread(sim) as running:
-            yield running
-    except AssertionError as exc:
-        if "RtspUnavailable" in str(exc) or isinstance(getattr(exc, "__cause__", None), RtspUnavailable):
-            skip_or_fail(exc)  # fails under CI, where the RTSP server must run
-        raise
+    with rtsp_fleet_in_thread(sim) as running:
+        yield running
 
 
 def _ledger_host() -> str:

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from probes.sim import SimFleet
-from tests.fleets import fleet_in_thread
+from tests.fleets import onvif_fleet, pid_base_host
 from vms.discovery.service import Discovery, DiscoveryRequest
 from vms.errors import ValidationFailed
 from vms.inventory.credentials import Cipher, add_credential
@@ -32,15 +32,9 @@ COUNT = 4
 SLOW = {"stages": ["tcp", "onvif"], "timeouts": {"tcp": 1.0, "onvif": 1.5}, "concurrency": 1, "shard_size": 1}
 
 
-def _base_host() -> str:
-    pid = os.getpid()
-    return f"127.{20 + pid % 40}.{(pid // 40) % 250}.1"
-
-
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[SimFleet]:
-    sim = SimFleet(COUNT, fault_mix={}, base_host=_base_host(), port=0, rtsp=False, discovery=False)
-    with fleet_in_thread(sim) as running:
+    with onvif_fleet(COUNT, pid_base_host(20, spread=40)) as running:
         yield running
 
 

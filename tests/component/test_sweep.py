@@ -17,10 +17,8 @@ from sqlalchemy import func, select
 from probes.health.check import StageTimeouts
 from probes.sim import SimFleet, build_fleet
 from probes.sim.devices import DeviceSpec
-from probes.sim.rtsp import RtspUnavailable
 from tests.estates import register_estate
-from tests.fleets import fleet_in_thread
-from tests.services import skip_or_fail
+from tests.fleets import rtsp_fleet_in_thread
 from vms.health.service import Health
 from vms.health.sweep import Group, SweepRequest, camera_ids, plan_sweep, run_shard, run_sweep
 from vms.store import repository as repo
@@ -51,13 +49,8 @@ def fleet() -> Iterator[SimFleet]:
         rtsp_mounts=COUNT,
     )
     sim = SimFleet(devices=devices, discovery=False, lock_period_s=600.0)
-    try:
-        with fleet_in_thread(sim) as running:
-            yield running
-    except AssertionError as exc:
-        if "RtspUnavailable" in str(exc) or isinstance(getattr(exc, "__cause__", None), RtspUnavailable):
-            skip_or_fail(exc)  # fails under CI, where the RTSP server must run
-        raise
+    with rtsp_fleet_in_thread(sim) as running:
+        yield running
 
 
 @pytest.fixture

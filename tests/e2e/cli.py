@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from probes.sim import SimFleet, build_fleet
-from tests.fleets import fleet_in_thread
+from tests.fleets import fleet_in_thread, pid_base_host
 from vms.settings import Settings
 
 VMS = [sys.executable, "-m", "vms"]
@@ -49,13 +49,6 @@ def vms_runner(env: dict[str, str], *, no_traceback: bool = False) -> Vms:
         return proc
 
     return vms
-
-
-def pid_base_host(first: int) -> str:
-    """A base address of this process's own, 127.<first + pid % 20>.<(pid // 20) % 250>.1: test workers do not
-    collide, nor do modules given ``first`` values 20 or more apart."""
-    pid = os.getpid()
-    return f"127.{first + pid % 20}.{(pid // 20) % 250}.1"
 
 
 @contextmanager

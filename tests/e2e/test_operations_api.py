@@ -6,7 +6,6 @@ key cannot start one (403), no key is 401; an unknown kind, a bad region, an unk
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,7 +17,7 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from probes.sim import SimFleet
-from tests.fleets import fleet_in_thread
+from tests.fleets import onvif_fleet, pid_base_host
 from vms.access.apikeys import create_key
 from vms.inventory.credentials import Cipher, add_credential
 from vms.store import repository as repo
@@ -27,15 +26,9 @@ from vms.store.models import health_results, health_sweeps
 COUNT = 6
 
 
-def _base_host() -> str:
-    pid = os.getpid()  # per process: parallel runs never share addresses
-    return f"127.{60 + pid % 40}.{(pid // 40) % 250}.1"
-
-
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[SimFleet]:
-    sim = SimFleet(COUNT, fault_mix={}, base_host=_base_host(), port=0, rtsp=False, discovery=False)
-    with fleet_in_thread(sim) as running:
+    with onvif_fleet(COUNT, pid_base_host(60, spread=40)) as running:
         yield running
 
 

@@ -11,10 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from probes.sim import SimFleet, build_fleet
-from probes.sim.rtsp import RtspUnavailable
-from tests.e2e.cli import pid_base_host, vms_env, vms_runner
-from tests.fleets import fleet_in_thread
-from tests.services import skip_or_fail
+from tests.e2e.cli import vms_env, vms_runner
+from tests.fleets import pid_base_host, rtsp_fleet_in_thread
 from vms.discovery.service import Discovery, DiscoveryRequest
 from vms.frames.store import SampleSets, SampleStore
 from vms.health.service import Health
@@ -28,13 +26,8 @@ from vms.store.models import cameras
 def fleet() -> Iterator[SimFleet]:
     devices = build_fleet(2, fault_mix={}, base_host=pid_base_host(200), port=0, rtsp_mounts=1)
     sim = SimFleet(devices=devices, discovery=False)
-    try:
-        with fleet_in_thread(sim) as running:
-            yield running
-    except AssertionError as exc:
-        if "RtspUnavailable" in str(exc) or isinstance(getattr(exc, "__cause__", None), RtspUnavailable):
-            skip_or_fail(exc)  # fails under CI, where the RTSP server must run
-        raise
+    with rtsp_fleet_in_thread(sim) as running:
+        yield running
 
 
 def _register(inv: Inventory, fleet: SimFleet) -> tuple[int, int]:
