@@ -30,9 +30,13 @@ run: bootstrap
 	$(BIN)/vms run $(ARGS)
 
 # Runs every step even after a failure (so CI shows all problems), then fails if any step failed.
+# The suite on every core (at most 4 workers: each starts its own PostgreSQL, Redis and RTSP servers); tests keep to
+# their own loopback addresses and ports, so workers never meet. PYTEST_PARALLEL= runs it in one process.
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4
+
 test: bootstrap-dev
 	@failed=(); \
-	for step in "$(BIN)/ruff check ." "$(BIN)/mypy vms probes api" "$(BIN)/pytest -q"; do \
+	for step in "$(BIN)/ruff check ." "$(BIN)/mypy vms probes api" "$(BIN)/pytest -q $(PYTEST_PARALLEL)"; do \
 		echo "==> $$step"; \
 		$$step || failed+=("$$step (exit $$?)"); \
 	done; \

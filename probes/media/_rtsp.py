@@ -190,11 +190,13 @@ async def open_described(
     timeout: float,
     *,
     reader_limit: int | None = None,
+    retry_unavailable: bool = False,
 ) -> Described | MediaFailure:
     """OPTIONS then DESCRIBE of ``target`` (userinfo already removed), redirects followed where the policy
     allows. Every address is checked with ``policy`` before anything connects. On success the connection stays
-    open (the caller closes it); on failure it is closed."""
-    unavailable_retried = False
+    open (the caller closes it); on failure it is closed. ``retry_unavailable``: a 503 is tried once more (for a
+    describe alone: a session that goes on to PLAY after a 503 met gst-rtsp-server 1.22 aborting on it)."""
+    unavailable_retried = not retry_unavailable
     hops = 0
     while hops <= MAX_REDIRECTS:
         scheme = urlsplit(target).scheme

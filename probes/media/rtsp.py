@@ -68,7 +68,7 @@ async def _describe(
     max_bytes: int,
     timeout: float,
 ) -> RtspInfo | MediaFailure:
-    described = await open_described(target, credential, policy, device_ip, max_bytes, timeout)
+    described = await open_described(target, credential, policy, device_ip, max_bytes, timeout, retry_unavailable=True)
     if isinstance(described, MediaFailure):
         return described
     described.conn.close()

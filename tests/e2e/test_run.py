@@ -60,7 +60,7 @@ def test_vms_run_serves_the_demo_fleet(tmp_path):
         quality = get(f"http://127.0.0.1:{api_port}/api/v1/quality")
         assert quality["total"] == 12
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/", timeout=5) as resp:
-            assert b"/api/v1/stats" in resp.read()
+            assert b"/static/app.js" in resp.read()  # the dashboard page (its script asks the API)
         assert (tmp_path / "data" / "vms.sqlite3").exists()
     finally:
         proc.send_signal(signal.SIGINT)

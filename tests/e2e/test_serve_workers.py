@@ -47,7 +47,7 @@ def test_serve_runs_worker_processes(tmp_path):
                 break
             except OSError:
                 time.sleep(0.3)
-        assert page == {"total": 0, "total_exact": True, "limit": 5, "offset": 0, "items": []}
+        assert page == {"total": 0, "total_exact": True, "limit": 5, "offset": 0, "next": None, "items": []}
         workers: set[int] = set()
         while time.monotonic() < deadline and len(workers) < 2:
             # uvicorn's supervisor spawns the workers (beside multiprocessing's resource tracker)
