@@ -75,7 +75,9 @@ def faulty(fleet: SimFleet, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         for kind, hosts in (("dark", [fleet.device(DARK).host, _ledger_host()]),
                             ("no_signal_blue", [fleet.device(LOST).host])):
-            servers[kind] = start_rtsp_server(1, video=make_clip(kind, clips, seconds=2.0), device_hosts=hosts)
+            # long enough for every sweep of the test: a shared file source ends at the clip's end (no loop)
+            clip = make_clip(kind, clips, seconds=30.0, size=(320, 240))
+            servers[kind] = start_rtsp_server(1, video=clip, device_hosts=hosts)
         yield servers
     finally:
         for server in servers.values():
