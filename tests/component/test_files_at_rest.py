@@ -95,3 +95,27 @@ def test_the_cli_says_so_in_one_line(tmp_path, monkeypatch):
     )
     assert result.exit_code == 2, result.output
     assert "chmod 600" in result.output and "Traceback" not in result.output
+
+
+def test_private_dirs_made_by_several_threads_at_once(tmp_path) -> None:
+    # A frame sweep writes its first samples from several threads: each may find the folder missing.
+    import threading
+
+    from vms.store.db import private_dir
+
+    for n in range(20):
+        root = tmp_path / f"run{n}" / "samples"
+        errors: list[BaseException] = []
+
+        def make(root=root, errors=errors) -> None:
+            try:
+                private_dir(root)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=make) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert not errors and root.is_dir() and (root.stat().st_mode & 0o777) == 0o700

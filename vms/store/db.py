@@ -87,9 +87,13 @@ SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 def private_dir(path: Path, *, fix: bool = True) -> None:
     """Create ``path`` readable by its owner only (0700), or tighten an existing one of ours that is not."""
     if not path.exists():
-        path.mkdir(parents=True, mode=0o700)
-        path.chmod(0o700)  # mkdir's mode is filtered by the umask; be exact
-        return
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by another thread (a sweep writes its samples from several): as if it was there
+        else:
+            path.chmod(0o700)  # mkdir's mode is filtered by the umask; be exact
+            return
     if fix:
         _tighten(path, 0o700)
 
