@@ -493,3 +493,27 @@ def start_redis(timeout: float = DEFAULT_TIMEOUT) -> RunningService:
     return _register(
         RunningService(name="redis", url=f"redis://127.0.0.1:{port}/0", stop_fn=stop, port=port, workdir=workdir)
     )
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: object, *, lifespan: str = "auto", start_timeout: float = 30.0) -> Iterator[str]:
+    """``app`` (ASGI) served by uvicorn on a free loopback port in a thread of this process; its base URL. Stopped
+    (bounded) when the block ends."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -4,18 +4,15 @@ scope) edits a camera over HTTP, the audit shows who and from where, a revoked k
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from tests.component.test_import_files import write_ledger
 from tests.e2e.cli import vms_env, vms_runner
-from tests.services import free_port
+from tests.services import serve_in_thread
 from vms.inventory.service import Inventory
 
 CAMERA = "37131100001326000001"
@@ -29,20 +26,10 @@ def server(settings, tmp_path) -> Iterator[str]:
     ledger = tmp_path / "ledger.csv"
     write_ledger(ledger)
     inv.import_file(ledger, column_map={})
-    port = free_port()
-    config = uvicorn.Config(create_app(inv), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve_in_thread(create_app(inv), lifespan="off") as url:
+            yield url
     finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
         inv.engine.dispose()
 
 

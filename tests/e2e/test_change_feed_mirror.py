@@ -6,16 +6,12 @@ edit, a removal by a snapshot import and health status changes (a real sweep ove
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from api.common import public_camera
@@ -23,6 +19,7 @@ from probes.health.check import StageTimeouts
 from probes.sim import SimFleet
 from tests.estates import register_estate
 from tests.fleets import fleet_in_thread
+from tests.services import serve_in_thread
 from vms.access.apikeys import create_key
 from vms.health.sweep import SweepRequest, run_sweep
 from vms.inventory.service import Inventory
@@ -53,30 +50,14 @@ def fleet() -> Iterator[SimFleet]:
         yield running
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(inventory: Inventory) -> Iterator[str]:
     """The API over the test's database with reads closed, served by uvicorn in a thread; its base URL."""
     closed = Inventory(inventory.settings.model_copy(update={"api_open_reads": False}))
-    port = _free_port()
-    config = uvicorn.Config(create_app(closed, bind_host="127.0.0.1"), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve_in_thread(create_app(closed, bind_host="127.0.0.1"), start_timeout=20) as url:
+            yield url
     finally:
-        srv.should_exit = True
-        thread.join(10)
         closed.engine.dispose()
 
 
