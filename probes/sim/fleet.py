@@ -61,6 +61,7 @@ class SimFleet:
         rtsp_port: int | None = None,
         rtsp_mounts: int = DEFAULT_RTSP_MOUNTS,
         rtsp_on_device_hosts: bool = True,
+        rtsp_shared: bool = True,
         video: str | Path | None = None,
         discovery: bool = True,
         discovery_multicast: bool = True,
@@ -93,6 +94,7 @@ class SimFleet:
         self._rtsp_port = rtsp_port
         self._rtsp_mounts = rtsp_mounts
         self._rtsp_on_device_hosts = rtsp_on_device_hosts
+        self._rtsp_shared = rtsp_shared
         self._video = video
         self._discovery_enabled = discovery
         self._discovery_multicast = discovery_multicast
@@ -120,7 +122,8 @@ class SimFleet:
                 hosts = online_hosts if self._rtsp_on_device_hosts else []
                 mounts = sorted({d.rtsp_mount for d in self.devices}, key=lambda m: (len(m), m))
                 self.rtsp = await asyncio.to_thread(
-                    start_rtsp_server, mounts, self._rtsp_port, self._video, device_hosts=hosts
+                    start_rtsp_server, mounts, self._rtsp_port, self._video, device_hosts=hosts,
+                    shared=self._rtsp_shared,
                 )
                 self.devices = with_rtsp(
                     self.devices, self.rtsp.port, on_device_hosts=self._rtsp_on_device_hosts and bool(hosts)

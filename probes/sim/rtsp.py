@@ -109,12 +109,14 @@ def start_rtsp_server(
     width: int = 320,
     height: int = 240,
     fps: int = 10,
+    shared: bool = True,
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
 ) -> RtspServer:
     """Start the RTSP child on 127.0.0.1 (port chosen at run time when None) and wait, bounded, until it serves.
 
     `mounts`: a count N (mounts /cam0../cam{N-1}) or explicit paths. `video`: serve this file (decoded and
     re-encoded to H.264) instead of test patterns. `device_hosts`: also accept RTSP on these loopback addresses.
+    `shared`: one pipeline per mount for all viewers (cheap for many devices); False gives each viewer its own.
     """
     paths = tuple(f"/cam{i}" for i in range(mounts)) if isinstance(mounts, int) else tuple(mounts)
     if not paths or any(not p.startswith("/") for p in paths):
@@ -134,6 +136,7 @@ def start_rtsp_server(
         "width": width,
         "height": height,
         "fps": fps,
+        "shared": shared,
     }
     fd, cfg_path = tempfile.mkstemp(prefix="vms-rtsp-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -79,8 +79,10 @@ def main() -> int:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(launch_line(i, cfg))
         # Shared: every device pointing at this mount reuses one encoder (a file source is shared too,
-        # so a second viewer joins the running picture instead of restarting the file).
-        factory.set_shared(True)
+        # so a second viewer joins the running picture instead of restarting the file). Unshared: a pipeline per
+        # viewer, for tests whose few viewers come and go at once (gst-rtsp-server 1.22 can abort on a shared
+        # media then: gst_rtsp_media_get_rates assertion).
+        factory.set_shared(bool(cfg.get("shared", True)))
         mounts.add_factory(path, factory)
     if server.attach(None) == 0:
         print("ERROR attach failed", flush=True)
