@@ -105,6 +105,7 @@ class SimFleet:
         self.server = OnvifServer(self._initial, lock_period_s=lock_period_s, slow_delay_s=slow_delay_s)
         self.discovery: DiscoveryResponder | None = None
         self.rtsp: RtspServer | None = None
+        self._rtsp_watch: asyncio.Task[None] | None = None
         self.devices: list[DeviceSpec] = list(self._initial)
         self.credentials: FleetCredentials = fleet_credentials(self.devices, username=username, password=password)
         self.start_seconds = 0.0
@@ -130,6 +131,7 @@ class SimFleet:
                 )
                 # Offline devices have no stream listener: their URL would point nowhere anyway.
                 self.server.update_devices(self.devices)
+                self._rtsp_watch = asyncio.create_task(self._watch_rtsp(mounts, hosts), name="sim-rtsp-watch")
             if self._discovery_enabled:
                 self.discovery = DiscoveryResponder(
                     self.devices,
@@ -147,7 +149,30 @@ class SimFleet:
             raise
         self.start_seconds = time.perf_counter() - t0
 
+    async def _watch_rtsp(self, mounts: list[str], hosts: list[str], period_s: float = 1.0) -> None:
+        """Start the RTSP child again, on the same port and addresses, if it dies: gst-rtsp-server 1.22 can abort on
+        a shared media that viewers join and leave at once, and a demo must not lose every stream for that."""
+        while True:
+            await asyncio.sleep(period_s)
+            server = self.rtsp
+            if server is None or server.running:
+                continue
+            logger.warning("the simulator's RTSP server exited (code %s); starting it again on port %d",
+                        server.exit_code, server.port)
+            try:
+                self.rtsp = await asyncio.to_thread(
+                    start_rtsp_server, mounts, server.port, self._video, device_hosts=hosts,
+                    shared=self._rtsp_shared,
+                )
+            except Exception as exc:  # the port may still be held for a moment: try again next period
+                logger.warning("the simulator's RTSP server did not start again: %s", exc)
+
     async def stop(self) -> None:
+        if self._rtsp_watch is not None:
+            self._rtsp_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rtsp_watch
+            self._rtsp_watch = None
         if self.discovery is not None:
             await self.discovery.stop()
             self.discovery = None

@@ -46,6 +46,10 @@ class RtspServer:
     def running(self) -> bool:
         return self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        return self._proc.returncode
+
     def stop(self, timeout_s: float = 5.0) -> None:
         proc = self._proc
         if proc.poll() is not None:

@@ -664,6 +664,23 @@ async def test_rtsp_serves_a_video_file(test_data: Path) -> None:
     assert not server.running
 
 
+async def test_a_dead_rtsp_server_is_started_again_on_the_same_port() -> None:
+    import signal
+
+    base = _test_base_host().rsplit(".", 2)[0] + ".252.1"  # beside the module fleet's addresses
+    async with SimFleet(2, fault_mix={}, base_host=base, port=0, discovery=False) as sim:
+        first = sim.rtsp
+        assert first is not None and first.running
+        os.kill(first._proc.pid, signal.SIGKILL)  # as gst-rtsp-server's own abort would end it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (sim.rtsp is first or sim.rtsp is None or not sim.rtsp.running):
+            await asyncio.sleep(0.2)
+        again = sim.rtsp
+        assert again is not None and again is not first and again.running and again.port == first.port
+        ok, shape = await asyncio.wait_for(asyncio.to_thread(read_one_frame, sim.device(1).rtsp_url_base), 30)
+        assert ok and shape == (240, 320, 3)
+
+
 async def test_credentials_file_round_trip(fleet: SimFleet, tmp_path: Path) -> None:
     path = fleet.credentials.write(tmp_path / "fleet-credentials.json")
     assert path.stat().st_mode & 0o077 == 0
