@@ -22,6 +22,7 @@ fails its quality checks makes the camera DEFECT (VLOST for signal loss) through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import math
@@ -67,6 +68,7 @@ __all__ = [
 GroupKind = Literal["all", "region", "source", "tag"]
 GROUP_KINDS: Final = ("all", "region", "source", "tag")
 RECORD_BATCH: Final = 250  # results per Health.record transaction
+RECORD_AHEAD: Final = 8  # batches that may wait for a write in flight before the checks wait for it
 LOCAL_PARALLEL_SHARDS: Final = 4  # shards a local sweep runs at once (the global concurrency split between them)
 # A local sweep of at least this many cameras runs its shards in worker processes, one per core (below it, one
 # process keeps up: starting the workers, about a second each, costs more than it saves).
@@ -517,16 +519,38 @@ async def run_shard(
     batch: list[CheckResult] = []
     sample_ids: dict[int, int] = {}
 
-    def flush() -> None:
+    writing: asyncio.Task[None] | None = None
+
+    def record(results: list[CheckResult]) -> None:
+        summary = health.record(results, sweep_id)
+        counts["written"] += summary.written
+        counts["duplicate"] += summary.duplicate
+        counts["events"] += summary.events
+
+    async def flush(*, final: bool = False) -> None:
+        """Record what came so far. ONVIF results are written in a thread while the checks go on (the database's
+        round trips and its own CPU no longer stall every check in flight), one write at a time: a write still
+        running lets the batch grow, up to a bound. A frame sweep writes in line (its samples come first)."""
+        nonlocal writing
         if frames is not None:
             sample_ids.update(frames.flush())  # the samples first: their ids go into the results' details
             batch[:] = [_with_sample(r, sample_ids.pop(r.camera_id, None)) for r in batch]
+            if batch:
+                record(list(batch))
+                batch.clear()
+            return
+        if writing is not None:
+            if not (final or writing.done() or len(batch) >= RECORD_BATCH * RECORD_AHEAD):
+                return
+            task, writing = writing, None
+            await task  # a failed write fails the shard here
         if batch:
-            summary = health.record(batch, sweep_id)
-            counts["written"] += summary.written
-            counts["duplicate"] += summary.duplicate
-            counts["events"] += summary.events
+            results = list(batch)
             batch.clear()
+            writing = asyncio.create_task(asyncio.to_thread(record, results))
+        if final and writing is not None:
+            task, writing = writing, None
+            await task
 
     try:
         async for result in check_many(
@@ -547,11 +571,14 @@ async def run_shard(
                 changed[result.camera_id] = result.stream_uri
             batch.append(_with_expectation(result, shard.expect.get(result.camera_id)))
             if len(batch) >= RECORD_BATCH:
-                flush()
+                await flush()
             if progress is not None:
                 progress(1)
-        flush()
+        await flush(final=True)
     finally:
+        if writing is not None:  # the shard failed meanwhile: let the write in flight end before anything else
+            with contextlib.suppress(Exception):
+                await writing
         if frames is not None:
             await frames.aclose()
         # The budget of these devices is saved whatever happened: a login refused now counts in the next sweep.
