@@ -159,6 +159,31 @@ class Settings(BaseSettings):
     coverage_indicator_ttl_s: float = Field(
         60.0, ge=0, le=3600, description="seconds the indicators are reused while the inventory has not changed"
     )
+    # GB/T 28181 access (vms.gb28181): devices and lower platforms register to vms over SIP
+    gb28181_enabled: bool = Field(True, description="`vms run` starts the GB/T 28181 SIP server in-process")
+    gb28181_host: str = Field("127.0.0.1", description="address the GB/T 28181 SIP server listens on (UDP and TCP)")
+    gb28181_port: int = Field(5060, ge=0, le=65535, description="SIP port (UDP and TCP); 0 = any free port")
+    gb28181_id: str = Field(
+        "37131100002000000001", description="our SIP server ID (20 digits: civil code, 00, type 200, serial)"
+    )
+    gb28181_realm: str = Field("3713110000", description="digest realm / SIP domain (the 10-digit domain code)")
+    gb28181_password: SecretStr | None = Field(
+        None, description="domain password for every allowed device without its own credential set "
+        "(a credential set named `gb28181:*` also serves)"
+    )
+    gb28181_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="device ID prefixes allowed to register besides the known cameras' IDs "
+        "and the IDs with a credential set `gb28181:<id>`; comma-separated (e.g. 3713110000)"
+    )
+    gb28181_keepalive_interval_s: float = Field(
+        60.0, gt=0, le=86400, description="expected seconds between a device's keepalives"
+    )
+    gb28181_keepalive_count: int = Field(
+        3, ge=1, le=100, description="keepalives missed in a row before the device and its channels go OFF"
+    )
+    gb28181_catalog_interval_s: float = Field(
+        3600.0, ge=0, description="seconds between scheduled Catalog queries of each registered device; 0 = off"
+    )
 
     @field_validator("governed_region")
     @classmethod
@@ -170,7 +195,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "discovery_ranges", "discovery_interfaces", "discovery_ports", "allowed_hosts", "allowed_networks",
-        mode="before",
+        "gb28181_allow", mode="before",
     )
     @classmethod
     def _split_list(cls, value: object) -> object:
@@ -178,6 +203,22 @@ class Settings(BaseSettings):
             if value.strip().startswith("["):
                 return json.loads(value)  # the JSON form, '["10.1.0.0/24"]', also works
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("gb28181_id")
+    @classmethod
+    def _gb_id(cls, value: str) -> str:
+        value = value.strip()
+        if not (value.isdigit() and len(value) == 20):
+            raise ValueError("gb28181_id must be a 20-digit GB/T 28181 ID")
+        return value
+
+    @field_validator("gb28181_allow")
+    @classmethod
+    def _gb_prefixes(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not v.isdigit() or len(v) > 20]
+        if bad:
+            raise ValueError(f"gb28181_allow entries must be ID prefixes of up to 20 digits, not {bad[0]!r}")
         return value
 
     @field_validator("allowed_networks")

@@ -19,6 +19,7 @@ LAYERS = [
     "discovery",
     "frames",
     "health",
+    "gb28181",
     "coverage",
     "access",
     "jobs",

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select
 from probes.health.results import CheckResult
 from vms.catalog.fields import FIELDS
 from vms.health import store
-from vms.health.status import State, step
+from vms.health.status import State, Status, step
 from vms.inventory.service import Inventory
 from vms.store.models import (
     Region,
@@ -43,6 +43,7 @@ __all__ = ["DriftDay", "Health", "OnlineRate", "RecordSummary"]
 DAY = dt.timedelta(days=1)
 _DETAIL_CAP = 300
 _VALID_STATUS = frozenset(next(f.values for f in FIELDS if f.name == "status") or ())
+_OUTCOME: dict[str, str] = {"ON": "ok", "OFF": "off", "DEFECT": "defect"}  # the result a signalled status stands for
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +312,90 @@ class Health:
             events=len(events),
             late=late,
         )
+
+    def signal(
+        self,
+        camera_ids: Iterable[int],
+        status: Status,
+        at: dt.datetime,
+        *,
+        stage: str,
+        cause: str | None = None,
+        event: str | None = None,
+    ) -> int:
+        """Set these cameras' status from a signal (a GB/T 28181 keepalive missed or resumed, a registration, a
+        catalog's per-channel Status or a notified event) at once, without hysteresis: the signal's own deadline is
+        the hysteresis. A camera whose status changes gets an event (``event``: the GB/T 28181 name, default the
+        status; VLOST for a DEFECT of lost video) and cameras.status; health_latest keeps the new status, so the next
+        sweep continues from it (its last check result, if any, is left as it was). Returns the events written."""
+        utc_at = store.utc(at)
+        ids = sorted(set(camera_ids))
+        if not ids:
+            return 0
+        name = event or status
+        with self.inventory.session() as s:
+            conn = s.connection()
+            store.lock_latest(conn, ids)  # SQLite: the write lock before reading the state this updates
+            latest = store.latest_rows(conn, ids)
+            statuses = store.camera_statuses(conn, ids)
+            daily = _Daily()
+            events: list[dict[str, Any]] = []
+            rows: list[dict[str, Any]] = []
+            new_rows: list[dict[str, Any]] = []
+            for cid in ids:
+                if cid not in statuses:
+                    continue  # removed from the inventory meanwhile
+                prev = latest.get(cid)
+                previous = prev["status"] if prev else None
+                since = store.utc(prev["since"]) if prev and prev["since"] is not None else None
+                if previous == status and (prev is None or prev["pending"] is None):
+                    continue
+                if previous != status:
+                    if previous is not None and since is not None and since < utc_at:
+                        daily.interval(cid, previous, since, utc_at)
+                    since = utc_at
+                    events.append(
+                        {
+                            "camera_id": cid,
+                            "at": utc_at,
+                            "event": name,
+                            "previous": previous,
+                            "status": status,
+                            "stage": stage,
+                            "cause": cause,
+                            "sweep_id": None,
+                        }
+                    )
+                if prev is None:
+                    new_rows.append(
+                        {
+                            "camera_id": cid,
+                            "sweep_id": None,
+                            "at": utc_at,
+                            "outcome": _OUTCOME[status],
+                            "stage": stage,
+                            "cause": cause,
+                            "clock_offset_s": None,
+                            "stages": "[]",
+                            "details": None,
+                            "status": status,
+                            "since": since,
+                            "pending": None,
+                            "streak": 0,
+                        }
+                    )
+                else:
+                    rows.append({"camera_id": cid, "status": status, "since": since})
+            store.upsert_latest(conn, new_rows)
+            store.set_latest_status(conn, rows)
+            store.insert_events(conn, events)
+            store.add_daily(conn, list(daily.rows.values()))
+            changed = [cid for cid in ids if cid in statuses and statuses[cid] != status]
+            store.set_camera_status(conn, {status: changed})
+            recheck = [cid for cid in changed if statuses[cid] is not None and statuses[cid] not in _VALID_STATUS]
+            if recheck:
+                self.inventory.refresh_problems(s, recheck)
+        return len(events)
 
     def prune(self, *, now: dt.datetime | None = None) -> int:
         """Delete raw results older than VMS_HEALTH_RAW_DAYS; the rest of the history stays. Returns rows deleted."""

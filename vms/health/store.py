@@ -47,6 +47,27 @@ def lock_for_write(conn: Connection, sweep_id: int) -> None:
         conn.execute(update(health_sweeps).where(health_sweeps.c.id == sweep_id).values(id=health_sweeps.c.id))
 
 
+def lock_latest(conn: Connection, ids: Sequence[int]) -> None:
+    """SQLite: take the write lock before reading the state a status signal updates (as ``lock_for_write`` does
+    for a sweep's batch; an UPDATE takes it even when it matches no row)."""
+    if conn.dialect.name == "sqlite" and ids:
+        h = health_latest.c
+        conn.execute(update(health_latest).where(h.camera_id == ids[0]).values(camera_id=h.camera_id))
+
+
+def set_latest_status(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Set the status of existing health_latest rows ({camera_id, status, since}): no run pending any more."""
+    if not rows:
+        return
+    h = health_latest.c
+    stmt = (
+        update(health_latest)
+        .where(h.camera_id == bindparam("cid"))
+        .values(status=bindparam("st"), since=bindparam("sn"), pending=None, streak=0)
+    )
+    conn.execute(stmt, [{"cid": r["camera_id"], "st": r["status"], "sn": r["since"]} for r in rows])
+
+
 def camera_statuses(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
     """cameras.status of the cameras that exist, by id."""
     out: dict[int, str | None] = {}

@@ -64,6 +64,7 @@ __all__ = [
     "detect_format",
     "device_hash",
     "peek_format",
+    "read_catalog_documents",
     "read_records",
     "safe_xml_parser",
 ]
@@ -1948,6 +1949,22 @@ def _read_xml(data: bytes, cmap: ColumnMap, encoding: str | None) -> ReadResult:
             f"SumNum announces {sum_num} items but the file holds {items}: some catalog messages are missing",
         )
     return asm.result("xml", label)
+
+
+def read_catalog_documents(
+    documents: Sequence[bytes], column_map: ColumnMap | None = None, encoding: str | None = None
+) -> ReadResult:
+    """The records of GB/T 28181 Catalog response bodies received over SIP (one query's MESSAGEs), read as a
+    catalog file is: each body decoded by its own XML declaration (GB2312/GBK/GB18030 as GB18030, UTF-8 first),
+    the same element map, region nodes skipped, CATALOG-INCOMPLETE when SumNum announces more items."""
+    texts = []
+    label: str | None = None
+    for data in documents:
+        text, label = _decode_xml(data, encoding)
+        texts.append(_XML_DECL.sub("", text))
+    result = _read_xml("\n".join(texts).encode("utf-8"), column_map or ColumnMap(), "utf-8")
+    result.encoding = label
+    return result
 
 
 def _add_item(asm: _Assembler, item: Any, cmap: ColumnMap) -> None:

@@ -589,6 +589,34 @@ coverage_daily = Table(
 )
 
 
+
+# GB/T 28181 devices and lower platforms that register to vms (vms.gb28181): the registry, the keepalive state
+# (last_seen persists: a restart recomputes each offline deadline from it) and the last catalog answer. Made by
+# migration 0020_gb28181.
+gb_devices = Table(
+    "gb_devices",
+    Base.metadata,
+    Column("device_id", String(20), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("domain", String(64), nullable=True),
+    Column("transport", String(8), nullable=True),  # udp | tcp
+    Column("host", String(64), nullable=True),  # where the REGISTER really came from (Via received / socket peer)
+    Column("port", Integer, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("registered_at", DateTime(timezone=True), nullable=True),
+    Column("last_seen", DateTime(timezone=True), nullable=True),  # any REGISTER or Keepalive
+    Column("keepalive_interval_s", Float, nullable=True),
+    Column("keepalive_count", Integer, nullable=True),
+    Column("offline_deadline", DateTime(timezone=True), nullable=True),
+    Column("online", Boolean, nullable=False, default=False),
+    Column("catalog_at", DateTime(timezone=True), nullable=True),
+    Column("catalog_items", Integer, nullable=True),
+    Column("catalog_complete", Boolean, nullable=True),
+    Column("user_agent", String(255), nullable=True),
+    # the camera record when the device itself is a camera (it registers directly, not through an NVR)
+    Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="SET NULL"), nullable=True),
+)
+
 # Schema the models do not describe, made by migration 0004_camera_search: the SQLite FTS5 search table over
 # the cameras (and its shadow tables), the PostgreSQL trigram index (an expression index).
 SEARCH_TABLE = "camera_search"
