@@ -5,7 +5,8 @@
 #
 # 1. Installs missing Debian packages (as root, or through sudo when available):
 #      always:    python3 python3-venv python3-pip and the GStreamer RTSP server (the demo fleet's streams)
-#      with --dev: postgresql redis-server chromium (the dashboard's tests run it headless)
+#      with --dev: postgresql redis-server chromium (the dashboard's tests run it headless) sip-tester (SIPp: the
+#      GB/T 28181 tests play devices with it)
 #    apt-get is skipped entirely when everything is already installed.
 # 2. Creates .venv with a Python >= 3.11 if missing and installs the project into it:
 #      --dev: pip install -e '.[dev]'      otherwise: pip install -e '.[postgres]'
@@ -43,7 +44,7 @@ PACKAGES=(
     gstreamer1.0-plugins-ugly gstreamer1.0-tools
 )
 if [ "$DEV" = 1 ]; then
-    PACKAGES+=(postgresql redis-server chromium)
+    PACKAGES+=(postgresql redis-server chromium sip-tester)
 fi
 
 deb_installed() {
@@ -57,6 +58,7 @@ pkg_present() {
         postgresql) compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ;;
         redis-server) command -v redis-server >/dev/null 2>&1 ;;
         chromium) command -v chromium >/dev/null 2>&1 ;;
+        sip-tester) command -v sipp >/dev/null 2>&1 ;;
         *) return 1 ;;
     esac
 }
