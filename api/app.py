@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from api.metrics import add_metrics
 from api.openapi import document_errors
-from api.routes import access, cameras, changes, coverage, dashboard, operations, samples
+from api.routes import access, cameras, changes, coverage, dashboard, gb28181, operations, samples
 from api.security import BodyLimit, HostGuard, NoNul, PrivateCache, default_allowed_hosts
 from vms.errors import (
     Busy,
@@ -47,7 +47,7 @@ STATUS_OF: dict[type[VmsError], int] = {
 }
 
 # Included in this order; each module's ``router`` holds its routes (add a resource: a module and a line here).
-ROUTES = (cameras, access, coverage, operations, dashboard, samples, changes)
+ROUTES = (cameras, access, coverage, operations, dashboard, samples, changes, gb28181)
 
 
 def _one_line(exc: RequestValidationError) -> str:

@@ -34,6 +34,7 @@ from probes.onvif.addresses import strip_credentials
 from vms.catalog.fields import FIELD_NAMES
 from vms.errors import ValidationFailed
 from vms.frames.store import SampleStore
+from vms.gb28181.devices import camera_devices
 from vms.health.service import Health
 from vms.ingest import exporters
 from vms.inventory import changes as change_feed
@@ -272,12 +273,13 @@ def camera_samples(inv: Inventory, camera_id: int, limit: int = LATEST_SAMPLES) 
 def show_camera(request: Request, inv: Inv, ref: CameraRef) -> Response:
     """The record (public: no credential), each field's provenance (the source it came from, when, and what other
     sources say), its quality problems, its health (latest check, recent status changes, 7-day online rate) and
-    its latest frame samples."""
+    its latest frame samples, and the GB/T 28181 devices (registered to vms) it is reached through."""
     data = inv.show_camera(ref)
     data["record"] = public_camera(data["record"])
     data["problems"] = inv.camera_problems(data["id"])
     data["health"] = camera_health(inv, data["id"])
     data["samples"] = camera_samples(inv, data["id"])
+    data["gb28181"] = camera_devices(inv, data["id"])  # the GB/T 28181 devices it is reached through, online or not
     # ETag: the feed's head, and a hash of the answer too (health checks and samples are not camera columns)
     body = to_json(data)
     etag = etag_for(request, change_feed.head(inv), body)

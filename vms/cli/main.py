@@ -19,6 +19,7 @@ from rich.table import Table
 
 from vms.catalog.domain import SourceKind
 from vms.cli.coverage import register as register_coverage
+from vms.cli.gb28181 import register as register_gb28181
 from vms.cli.samples import register as register_samples
 from vms.cli.trials import trial_app
 from vms.errors import VmsError
@@ -63,6 +64,7 @@ app.add_typer(schedules_app, name="schedules")
 app.add_typer(trial_app, name="trial")  # vms/cli/trials.py
 register_samples(app)  # vms/cli/samples.py: `vms samples ...`, `vms vqd`, `vms intact`
 register_coverage(app)  # vms/cli/coverage.py: `vms coverage`
+register_gb28181(app)  # vms/cli/gb28181.py: `vms gb28181 serve|devices`
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -1401,6 +1403,7 @@ def run(
         inv, discovery=request, discovery_minutes=settings.discovery_interval_min, health=True
     )
     start_health(scheduler, inv)  # the health sweep schedules (a default one when none is configured)
+    gb = _start_gb28181(inv) if settings.gb28181_enabled else None
     console.print(f"vms: API and dashboard on http://{host or settings.api_host}:{port or settings.api_port}/")
     try:
         uvicorn.run(
@@ -1411,8 +1414,35 @@ def run(
         )
     finally:
         scheduler.shutdown(wait=False)
+        if gb is not None:
+            gb.stop()
         if fleet is not None:
             fleet.stop()
+
+
+def _start_gb28181(inv: Any) -> Any:
+    """The GB/T 28181 SIP server in-process (VMS_GB28181_ENABLED); a taken port is a warning, not a failure."""
+    from vms.gb28181.service import GbService
+
+    settings = inv.settings
+    service = GbService(inv)
+    try:
+        service.start()
+    except Exception as exc:  # a taken port above all; the API and the sweeps go on without it
+        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        err.print(
+            f"[yellow]warning:[/yellow] GB/T 28181 SIP server not started: {settings.gb28181_host} port "
+            f"{settings.gb28181_port}: {why} (another SIP server? set VMS_GB28181_PORT, or "
+            "VMS_GB28181_ENABLED=false); going on without it",
+            highlight=False,
+        )
+        return None
+    console.print(
+        f"vms: GB/T 28181 SIP server {settings.gb28181_id} on {settings.gb28181_host} udp {service.udp_port} "
+        f"tcp {service.tcp_port}",
+        highlight=False,
+    )
+    return service
 
 
 DEMO_SOURCES = frozenset({"ledger:demo-police", "onvif", "api", "gbid-allocator"})

@@ -63,3 +63,26 @@ def list_devices(inventory: Inventory, *, online: bool | None = None) -> list[di
         row["source"] = f"gb28181:{row['device_id']}"
         row["channels"] = int(counts.get(row["source"], 0))
     return rows
+
+
+def camera_devices(inventory: Inventory, camera_id: int) -> list[dict[str, Any]]:
+    """The GB/T 28181 devices a camera is reached through: those whose catalog lists it now (source
+    ``gb28181:<id>``) and the device itself when it registers directly; each with its online state."""
+    g, o = gb_devices.c, ObservationRow
+    with inventory.session(write=False) as s:
+        names = set(
+            s.scalars(
+                select(Source.name)
+                .join(o, o.source_id == Source.id)
+                .where(o.camera_id == camera_id, o.removed_at.is_(None), Source.name.startswith("gb28181:"))
+            )
+        )
+        ids = {n.split(":", 1)[1] for n in names}
+        stmt = select(g.device_id, g.online, g.last_seen, g.catalog_at, g.transport).where(
+            g.device_id.in_(sorted(ids)) | (g.camera_id == camera_id)
+        )
+        rows = [{k: _utc(v) for k, v in r._mapping.items()} for r in s.execute(stmt.order_by(g.device_id))]
+    for row in rows:
+        row["online"] = bool(row["online"])
+        row["source"] = f"gb28181:{row['device_id']}"
+    return rows

@@ -175,7 +175,8 @@ class GbDirectory:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self.process()  # what was queued meanwhile, and the last registry rows
+        self.process(deadlines=False)  # what was queued meanwhile, and the last registry rows (a stop is no
+        # evidence against a device: the next start computes its deadline again from last_seen)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -194,7 +195,7 @@ class GbDirectory:
             self.errors += 1
             log.exception("gb28181: a registry job failed")
 
-    def process(self, now: dt.datetime | None = None) -> None:
+    def process(self, now: dt.datetime | None = None, *, deadlines: bool = True) -> None:
         """One tick: queued jobs, overdue devices OFF, changed registry rows written, passwords re-read now and
         then."""
         while True:
@@ -203,7 +204,8 @@ class GbDirectory:
             except queue.Empty:
                 break
             self._do(job)
-        self._do(lambda: self.check_deadlines(now))
+        if deadlines:
+            self._do(lambda: self.check_deadlines(now))
         while True:  # what the deadlines queued
             try:
                 job = self._jobs.get_nowait()

@@ -1,0 +1,106 @@
+"""`vms gb28181 serve|devices`: the GB/T 28181 SIP server that devices and lower platforms register to
+(vms.gb28181), and the devices registered.
+
+Registered from vms.cli.main (``register(app)``); its helpers and everything heavy are imported inside the commands:
+`vms --help` imports none of it. Catalog queries run inside the server (`serve`, or `vms run`): after each
+registration and every VMS_GB28181_CATALOG_INTERVAL_S."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+gb_app = typer.Typer(
+    no_args_is_help=True,
+    help="GB/T 28181 access: the SIP server devices and lower platforms register to, and the devices registered.",
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `vms gb28181 ...` to the `vms` app."""
+    app.add_typer(gb_app, name="gb28181")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+@gb_app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="address to listen on (default VMS_GB28181_HOST)")] = None,
+    udp_port: Annotated[int | None, typer.Option(help="UDP port (default VMS_GB28181_PORT); -1: no UDP")] = None,
+    tcp_port: Annotated[int | None, typer.Option(help="TCP port (default VMS_GB28181_PORT); -1: no TCP")] = None,
+) -> None:
+    """Run the SIP server in the foreground until interrupted (Ctrl-C): registrations, keepalives, catalogs."""
+    import signal
+    import threading
+
+    from vms.cli.main import console, errors_to_exit, inventory
+    from vms.gb28181.service import GbService
+
+    with errors_to_exit():
+        for name, value in (("--udp-port", udp_port), ("--tcp-port", tcp_port)):
+            if value is not None and not -1 <= value <= 65535:
+                raise ValueError(f"{name} {value}: want a port 0-65535 (0: any free port; -1: off)")
+        inv = inventory()
+        port = inv.settings.gb28181_port
+        udp = None if udp_port == -1 else port if udp_port is None else udp_port
+        tcp = None if tcp_port == -1 else port if tcp_port is None else tcp_port
+        service = GbService(inv, host=host, udp_port=udp, tcp_port=tcp)
+        try:
+            service.start()
+        except OSError as exc:
+            raise OSError(f"cannot listen for GB/T 28181 on {service.server.host}: {exc.strerror or exc}") from exc
+    settings = inv.settings
+    console.print(
+        f"vms gb28181: SIP server {settings.gb28181_id} (realm {settings.gb28181_realm}) on {service.server.host}"
+        f" udp {service.udp_port or '-'} tcp {service.tcp_port or '-'}; Ctrl-C stops",
+        highlight=False,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+        console.print("vms gb28181: stopped", highlight=False)
+
+
+@gb_app.command("devices")
+def devices_cmd(
+    online: Annotated[bool | None, typer.Option("--online/--offline", help="only those online / offline")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The devices and lower platforms registered: ID, name, transport, address, online, last seen, expiry,
+    channels (cameras their catalog lists)."""
+    from rich.table import Table
+
+    from vms.cli.main import console, emit_json, errors_to_exit, inventory
+    from vms.gb28181.devices import list_devices
+
+    with errors_to_exit():
+        rows = list_devices(inventory(), online=online)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("ID", "name", "transport", "address", "online", "last seen", "expires", "channels")
+    for r in rows:
+        address = f"{r['host']}:{r['port']}" if r["host"] else "-"
+        table.add_row(
+            r["device_id"],
+            r["name"] or "-",
+            r["transport"] or "-",
+            address,
+            "yes" if r["online"] else "no",
+            _when(r["last_seen"]),
+            _when(r["expires_at"]),
+            str(r["channels"]),
+        )
+    console.print(table)
+    console.print(f"{len(rows)} devices, {sum(r['online'] for r in rows)} online", highlight=False)
