@@ -43,7 +43,7 @@ class ManscdpDoc:
 def _local(tag: object) -> str:
     if not isinstance(tag, str):
         return ""
-    return tag.rsplit("}", 1)[-1].lower()
+    return (tag.rsplit("}", 1)[-1] if "}" in tag else tag).lower()
 
 
 def _child_text(element: etree._Element, name: str) -> str | None:
@@ -99,29 +99,34 @@ def _root(body: bytes) -> etree._Element:
 
 def parse_manscdp(body: bytes) -> ManscdpDoc:
     root = _root(body)
-    cmd_type = _child_text(root, "cmdtype")
-    if cmd_type is None:
-        raise ManscdpError("no CmdType")
+    fields: dict[str, str | None] = {}
     items = 0
     events: list[tuple[str, str]] = []
     for child in root:
-        if _local(child.tag) != "devicelist":
+        name = _local(child.tag)
+        if name != "devicelist":
+            if name not in fields:
+                fields[name] = (child.text or "").strip() or None
             continue
         for item in child:
             if _local(item.tag) != "item":
                 continue
             items += 1
             event = _child_text(item, "event")
-            item_id = _child_text(item, "deviceid")
-            if event and item_id:
-                events.append((item_id, event.upper()))
+            if event:
+                item_id = _child_text(item, "deviceid")
+                if item_id:
+                    events.append((item_id, event.upper()))
+    cmd_type = fields.get("cmdtype")
+    if cmd_type is None:
+        raise ManscdpError("no CmdType")
     return ManscdpDoc(
         root=_local(root.tag).capitalize(),
         cmd_type=cmd_type,
-        sn=_int(_child_text(root, "sn")),
-        device_id=_child_text(root, "deviceid"),
-        sum_num=_int(_child_text(root, "sumnum")),
-        status=_child_text(root, "status"),
+        sn=_int(fields.get("sn")),
+        device_id=fields.get("deviceid"),
+        sum_num=_int(fields.get("sumnum")),
+        status=fields.get("status"),
         items=items,
         events=tuple(events),
     )

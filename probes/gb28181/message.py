@@ -12,6 +12,7 @@ body, so an endless header or a huge body closes the connection instead of filli
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Final
@@ -62,6 +63,7 @@ class SipParseError(ValueError):
     """Not a SIP message we can read (or over a cap)."""
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     low = name.strip().lower()
     if len(low) == 1 and low in COMPACT:
@@ -128,6 +130,8 @@ class SipMessage:
 
 
 def split_commas(value: str) -> list[str]:
+    if "," not in value:
+        return [value.strip()]
     parts: list[str] = []
     depth_quote = False
     depth_angle = 0
