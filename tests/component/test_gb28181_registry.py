@@ -89,6 +89,11 @@ def test_passwords_come_from_the_credential_store_for_allowed_ids_only(inventory
     assert d.password_for(CAM_B) == "domain-secret"  # allowed by the prefix, domain password
     assert d.password_for(known) == "domain-secret"
     assert d.password_for("11010000001320000001") is None  # unknown and not allowed: 403
+    # a camera registering itself: the registry names it and links its record
+    d.registered(Registration(known, "4403050000", PEER, 3600, dt.datetime.now(dt.UTC)))
+    d.process()
+    [dev] = list_devices(d.inventory)
+    assert dev["name"] == "Known gate" and dev["camera_id"] is not None
     d2 = _directory(inventory, gb28181_allow=[], gb28181_password=SecretStr("from-settings"))
     assert d2.password_for(CAM_B) is None
     assert d2.password_for(known) == "from-settings"  # the setting wins over the credential set

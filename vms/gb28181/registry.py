@@ -40,7 +40,7 @@ from vms.health.status import Status
 from vms.inventory.credentials import Cipher
 from vms.inventory.service import Inventory
 from vms.store import repository as repo
-from vms.store.models import Credential, cameras, gb_devices, utcnow
+from vms.store.models import CatalogNode, Credential, cameras, gb_devices, utcnow
 
 __all__ = ["DeviceState", "GbDirectory"]
 
@@ -60,6 +60,7 @@ _NOTICE_STATUS: dict[str, tuple[Status, str]] = {
 @dataclass(slots=True)
 class DeviceState:
     device_id: str
+    name: str | None = None
     domain: str | None = None
     transport: str | None = None
     host: str | None = None
@@ -81,6 +82,7 @@ class DeviceState:
     def row(self, interval_s: float, count: int) -> dict[str, Any]:
         return {
             "device_id": self.device_id,
+            "name": self.name[:255] if self.name else None,
             "domain": self.domain,
             "transport": self.transport,
             "host": self.host,
@@ -142,6 +144,7 @@ class GbDirectory:
             for r in rows:
                 st = DeviceState(
                     device_id=r["device_id"],
+                    name=r["name"],
                     domain=r["domain"],
                     transport=r["transport"],
                     host=r["host"],
@@ -288,6 +291,7 @@ class GbDirectory:
         )
         if not was_online:
             self._jobs.put(lambda: self._device_status(event.device_id, "ON", at, "register", "registered"))
+        self._jobs.put(lambda: self.describe(event.device_id))
 
     def unregistered(self, event: Unregistration) -> None:
         at = _utc(event.at) or self.clock()
@@ -374,14 +378,10 @@ class GbDirectory:
         merged = gbcat.merge_documents(
             self.inventory, answer.device_id, answer.documents, snapshot=answer.complete, at=at
         )
-        with self.inventory.session(write=False) as s:
-            camera_id = s.scalar(
-                select(cameras.c.id).where(cameras.c.device_id == answer.device_id, cameras.c.removed_at.is_(None))
-            )
+        self.describe(answer.device_id)
         with self._lock:
             st = self._state(answer.device_id)
             st.catalog_at, st.catalog_items, st.catalog_complete = at, answer.items, answer.complete
-            st.camera_id = camera_id
             by_camera = {cid: ch for ch, cid in merged.channels.items()}
             for status, ids in merged.statuses.items():
                 for cid in ids:
@@ -399,6 +399,27 @@ class GbDirectory:
             for status, ids in merged.statuses.items():
                 self.health.signal(ids, status, at, stage="catalog", cause="catalog_status")  # type: ignore[arg-type]
         return merged
+
+    def describe(self, device_id: str) -> None:
+        """The device's name and camera record, when the inventory knows it: the camera with its ID (a camera that
+        registers itself), else the catalog tree node (an NVR or platform its own catalog or another's lists)."""
+        with self.inventory.session(write=False) as s:
+            row = s.execute(
+                select(cameras.c.id, cameras.c.name).where(
+                    cameras.c.device_id == device_id, cameras.c.removed_at.is_(None)
+                )
+            ).first()
+            name = (
+                row.name
+                if row is not None
+                else s.scalar(select(CatalogNode.name).where(CatalogNode.device_id == device_id))
+            )
+        with self._lock:
+            st = self._state(device_id)
+            camera_id = int(row.id) if row is not None else None
+            if (st.camera_id, st.name) != (camera_id, name):
+                st.camera_id, st.name = camera_id, name
+                self._dirty.add(device_id)
 
     def apply_notice(self, notice: CatalogNotice) -> None:
         at = _utc(notice.at) or self.clock()
