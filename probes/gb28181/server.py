@@ -72,6 +72,8 @@ NONCE_TTL_S: Final = 300.0
 SERVER_TX_TTL_S: Final = 32.0  # RFC 3261 timer J: how long a response is kept for retransmitted requests
 MAX_SERVER_TX: Final = 200_000
 MAX_TCP_CONNECTIONS: Final = 20_000
+MAX_CATALOG_GROUPS: Final = 10_000  # answers being grouped at once (each closes after the quiet period or timeout)
+MAX_CATALOG_BYTES: Final = 64 * 1024 * 1024  # one answer's pages together
 _ID: Final = re.compile(r"^[0-9A-Za-z]{1,32}$")
 _AUTH_PARAM: Final = re.compile(r'([A-Za-z-]+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _MANSCDP: Final = "Application/MANSCDP+xml"
@@ -111,6 +113,7 @@ class _Group:
     last: float
     future: asyncio.Future[CatalogAnswer] | None = None
     documents: list[bytes] = field(default_factory=list)
+    size: int = 0
     items: int = 0
     sum_num: int | None = None
 
@@ -219,6 +222,7 @@ class GbServer:
         self._key = secrets.token_bytes(32)
         self._regs: dict[str, _Reg] = {}
         self._groups: dict[tuple[str, int], _Group] = {}
+        self._closed: dict[tuple[str, int], float] = {}  # answers reported, until when their late pages are ignored
         self._client_txs: dict[str, _ClientTx] = {}
         self._server_txs: collections.OrderedDict[tuple[str, ...], tuple[float, bytes]] = collections.OrderedDict()
         self._failed: dict[str, collections.deque[float]] = {}
@@ -622,20 +626,31 @@ class GbServer:
 
     def _catalog_page(self, device_id: str, sn: int, doc: ManscdpDoc, body: bytes) -> None:
         now = time.monotonic()
-        group = self._groups.get((device_id, sn))
+        key = (device_id, sn)
+        if key in self._closed:  # a late page of an answer already reported (a retransmitted query answered twice)
+            self._count("catalog_late")
+            return
+        group = self._groups.get(key)
         if group is None:  # unsolicited (a device pushing its catalog, or an answer after we gave up)
+            if len(self._groups) >= MAX_CATALOG_GROUPS:
+                self._count("catalog_dropped")
+                return
             group = _Group(device_id, sn, now, now)
-            self._groups[(device_id, sn)] = group
+            self._groups[key] = group
         group.documents.append(body)
+        group.size += len(body)
         group.items += doc.items
         group.last = now
         if doc.sum_num is not None:
             group.sum_num = max(group.sum_num or 0, doc.sum_num)
         if group.sum_num is not None and group.items >= group.sum_num:
             self._close_group(group, complete=True)
+        elif group.size > MAX_CATALOG_BYTES:  # a device sending pages without end: report what came, stop there
+            self._close_group(group, complete=False)
 
     def _close_group(self, group: _Group, *, complete: bool) -> None:
         self._groups.pop((group.device_id, group.sn), None)
+        self._closed[(group.device_id, group.sn)] = time.monotonic() + max(60.0, self.catalog_timeout_s)
         if not group.documents:
             if group.future is not None and not group.future.done():
                 group.future.set_exception(CatalogQueryError(f"{group.device_id}: no Catalog answer"))
@@ -739,17 +754,26 @@ class GbServer:
         self._groups[(device_id, sn)] = group
         self._count("catalog_queries")
         branch, msg = self._request("MESSAGE", device_id, reg.peer, catalog_query(sn, device_id), [])
-        try:
-            resp = await self._transact(branch, msg, reg.peer)
-        except CatalogQueryError:
-            self._groups.pop((device_id, sn), None)
-            raise
-        if resp.status >= 300:
-            self._groups.pop((device_id, sn), None)
-            raise CatalogQueryError(f"{device_id}: Catalog query refused ({resp.status})")
         future = group.future
         assert future is not None
-        return await asyncio.shield(future)
+        transaction = asyncio.ensure_future(self._transact(branch, msg, reg.peer))
+        try:
+            # the pages may all come before the 200 to our MESSAGE (or with no 200 at all): whichever ends first
+            waiting: set[asyncio.Future[Any]] = {transaction, future}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                try:
+                    resp = transaction.result()
+                except CatalogQueryError:
+                    self._groups.pop((device_id, sn), None)
+                    raise
+                if resp.status >= 300:
+                    self._groups.pop((device_id, sn), None)
+                    raise CatalogQueryError(f"{device_id}: Catalog query refused ({resp.status})")
+            return await asyncio.shield(future)
+        finally:
+            if not transaction.done():
+                transaction.cancel()  # the device answered: no more retransmissions
 
     async def subscribe_catalog(self, device_id: str, expires: int = 3600) -> bool:
         """SUBSCRIBE to the device's catalog changes (Event: Catalog); True when it accepted (2xx). Its NOTIFYs
@@ -780,6 +804,8 @@ class GbServer:
             now = time.monotonic()
             try:
                 self._check_groups(now)
+                for closed in [k for k, until in self._closed.items() if until <= now]:
+                    del self._closed[closed]
                 self._expire_registrations(now)
                 while self._server_txs:
                     oldest, (until, _) = next(iter(self._server_txs.items()))

@@ -288,3 +288,28 @@ def test_no_password_or_digest_answer_in_logs(st: ServerThread, caplog: pytest.L
         assert PASSWORD not in caplog.text and "wrong-pw-9" not in caplog.text and response not in caplog.text
     finally:
         dev.close()
+
+
+def test_catalog_pages_before_the_200_and_late_pages_ignored(st: ServerThread) -> None:
+    dev = RawDevice("udp", st.port("udp"))
+    try:
+        assert dev.register().status == 200
+        result: dict[str, object] = {}
+        asker = threading.Thread(target=lambda: result.update(answer=st.call(st.server.query_catalog(DEVICE))))
+        started = time.monotonic()
+        asker.start()
+        request = dev.recv()
+        sn = int(re.search(rb"<SN>(\d+)</SN>", request.body).group(1))  # type: ignore[union-attr]
+        page = _catalog_page(dev, sn, 1, ["37131100001320000001"], 10, "cat-3")
+        dev.send(page)  # the answer, and never a 200 to the query: the answer is enough
+        assert dev.recv().status == 200
+        asker.join(10)
+        assert time.monotonic() - started < 5  # not the 32 s of timer F
+        assert result["answer"] == st.directory.answers[0] and st.directory.answers[0].complete
+        again = _catalog_page(dev, sn, 1, ["37131100001320000001"], 11, "cat-3")
+        dev.send(again)  # the same page in a new transaction, as if the query had been seen twice
+        assert dev.recv().status == 200
+        assert wait_for(lambda: st.server.stats["catalog_late"] == 1)
+        assert len(st.directory.answers) == 1
+    finally:
+        dev.close()
