@@ -288,6 +288,21 @@ class GbServer:
         reg = self._regs.get(device_id)
         return reg.peer if reg is not None else None
 
+    def restore(self, registration: Registration) -> bool:
+        """Take back a registration the application kept (after a restart of vms) so the device's keepalives and
+        answers are heard before it registers again; nothing is reported to the directory. False (and nothing kept)
+        when it has expired (``at + expires`` in the past) or the ID is not one we accept."""
+        if not _ID.match(registration.device_id) or registration.expires <= 0:
+            return False
+        left = (registration.at + dt.timedelta(seconds=registration.expires) - _utcnow()).total_seconds()
+        if left <= 0:
+            return False
+        self._regs[registration.device_id] = _Reg(
+            registration.device_id, registration.domain, registration.peer, time.monotonic() + min(left, MAX_EXPIRES)
+        )
+        self._count("restored")
+        return True
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -4,6 +4,7 @@ expiry, Via received/rport, our own retransmission of a Catalog query, subscript
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import socket
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from probes.gb28181 import Peer, Registration
 from probes.gb28181.message import SipMessage, parse_message, parse_via
 from tests.gb28181 import PASSWORD, REALM, SERVER_ID, RawDevice, ServerThread, digest_header, wait_for
 
@@ -311,5 +313,24 @@ def test_catalog_pages_before_the_200_and_late_pages_ignored(st: ServerThread) -
         assert dev.recv().status == 200
         assert wait_for(lambda: st.server.stats["catalog_late"] == 1)
         assert len(st.directory.answers) == 1
+    finally:
+        dev.close()
+
+
+def test_restored_registration_is_heard_without_registering_again(st: ServerThread) -> None:
+    """After a restart the application hands back what it kept: keepalives are heard at once, not 403 until the
+    device registers again; an expired one is not taken back."""
+    dev = RawDevice("udp", st.port("udp"))
+    try:
+        now = dt.datetime.now(dt.UTC)
+        peer = Peer("udp", "127.0.0.1", dev.port)
+        old = Registration("37131100001320000009", REALM, peer, 60, now - dt.timedelta(seconds=61))
+        assert st.server.restore(old) is False
+        assert st.server.restore(Registration(DEVICE, REALM, peer, 3600, now - dt.timedelta(seconds=60))) is True
+        assert st.server.registered_peer(DEVICE) == peer
+        dev.send(dev.keepalive(sn=3))
+        assert dev.recv().status == 200
+        assert wait_for(lambda: st.directory.keepalives)
+        assert st.directory.registrations == []  # restoring reports nothing
     finally:
         dev.close()
