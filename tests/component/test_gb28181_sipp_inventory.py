@@ -59,3 +59,41 @@ def test_sipp_device_registers_and_its_catalog_lands_in_the_inventory(inventory,
     [device] = list_devices(inv)
     assert (device["device_id"], device["transport"], device["channels"]) == (DEVICE, transport, 3)
     assert device["catalog_complete"] and device["catalog_items"] == 3
+
+
+def test_a_thousand_sipp_devices_register_and_keep_alive_into_the_registry(inventory, tmp_path: Path):
+    """No loss through vms: every device's registration and keepalive reach the registry table, online."""
+    sipp_binary()
+    settings = inventory.settings.model_copy(
+        update={"gb28181_password": SecretStr(PASSWORD), "gb28181_allow": ["3713110000"]}
+    )
+    inv = Inventory(settings, engine=inventory.engine)
+    ids = [f"3713110000132{i:07d}" for i in range(1, 1001)]
+    service = GbService(inv, host="127.0.0.1", udp_port=0, tcp_port=None, subscribe=False)
+    service.server.query_catalog_on_register = False
+    service.start()
+    try:
+        started = time.monotonic()
+        run = run_sipp(
+            service.udp_port or 0,
+            "register_keepalive.xml",
+            device_csv(tmp_path / "d.csv", ids),
+            "udp",
+            calls=1000,
+            rate=500,
+            limit=300,
+            timeout_s=30,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.output
+
+        def stored() -> list[dict]:
+            return [d for d in list_devices(inv, online=True) if d["last_seen"] != d["registered_at"]]
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(stored()) < 1000:
+            time.sleep(0.2)
+        print(f"1,000 devices registered and kept alive into the registry in {time.monotonic() - started:.1f} s")
+    finally:
+        service.stop()
+    assert sorted(d["device_id"] for d in stored()) == ids
