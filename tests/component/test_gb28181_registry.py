@@ -16,6 +16,7 @@ from vms.gb28181.devices import list_devices
 from vms.gb28181.registry import GbDirectory
 from vms.health.service import Health
 from vms.ingest.importers import read_catalog_documents
+from vms.inventory import changes
 from vms.inventory.credentials import Cipher, add_credential
 from vms.inventory.ingest import observation_key
 from vms.inventory.service import Inventory
@@ -130,6 +131,7 @@ def test_register_catalog_keepalive_timeout_and_back(inventory):
     )
     [dev] = list_devices(d.inventory)
     assert dev["channels"] == 3 and dev["online"] and dev["catalog_items"] == 4 and dev["catalog_complete"]
+    head = changes.page(d.inventory, 0, 500).head
     # keepalives keep it online; missing 3 x 10 s makes it OFF, at its deadline
     t1 = t0 + dt.timedelta(seconds=10)
     d.keepalive(Keepalive(NVR, PEER, t1, sn=1, status="OK"))
@@ -140,6 +142,11 @@ def test_register_catalog_keepalive_timeout_and_back(inventory):
     offs = [e for e in _events(inventory) if e[2] == "keepalive"]
     assert sorted(offs) == sorted([(c, "OFF", "keepalive", "keepalive_timeout") for c in (CAM_A, CAM_C)])
     assert {_status(inventory, c) for c in (CAM_A, CAM_B, CAM_C)} == {"OFF"}
+    feed = changes.page(d.inventory, head, 500).items  # the change feed carries the status changes
+    assert sorted((i["op"], i["record"]["device_id"], i["record"]["status"]) for i in feed) == [
+        ("status", CAM_A, "OFF"),
+        ("status", CAM_C, "OFF"),
+    ]
     with inventory.engine.connect() as conn:
         at = conn.execute(
             select(health_events.c.at).where(health_events.c.cause == "keepalive_timeout").limit(1)
