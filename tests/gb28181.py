@@ -97,18 +97,19 @@ def digest_header(device_id: str, password: str, challenge: str, uri: str, realm
 
 
 class RawDevice:
-    """One SIP endpoint on 127.0.0.1 speaking bytes to the server, over UDP or TCP."""
+    """One SIP endpoint on a loopback address (127.0.0.1 unless ``bind``) speaking bytes to the server (UDP, TCP)."""
 
-    def __init__(self, transport: str, server_port: int, device_id: str = "37131100001320000001") -> None:
+    def __init__(self, transport: str, server_port: int, device_id: str = "37131100001320000001",
+                 bind: str = "127.0.0.1") -> None:
         self.transport = transport
         self.server = ("127.0.0.1", server_port)
         self.device_id = device_id
         kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(3.0)
-        if transport == "udp":
-            self.sock.bind(("127.0.0.1", 0))
-        else:
+        self.bind = bind
+        self.sock.bind((bind, 0))
+        if transport == "tcp":
             self.sock.connect(self.server)
         self.port = self.sock.getsockname()[1]
         self._framer = StreamFramer()
@@ -146,7 +147,7 @@ class RawDevice:
         branch = branch or f"z9hG4bK-{self._n}-{os.getpid()}"
         lines = [
             f"{method} sip:{SERVER_ID}@{REALM} SIP/2.0",
-            f"Via: SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.port};rport;branch={branch}",
+            f"Via: SIP/2.0/{self.transport.upper()} {self.bind}:{self.port};rport;branch={branch}",
             f"From: <sip:{self.device_id}@{REALM}>;tag={from_tag}",
             f"To: <sip:{self.device_id if method == 'REGISTER' else SERVER_ID}@{REALM}>",
             f"Call-ID: {call_id}",
@@ -159,7 +160,7 @@ class RawDevice:
 
     def register(self, password: str = PASSWORD, expires: int = 3600) -> SipMessage:
         """REGISTER, the 401, REGISTER with digest: the final response."""
-        contact = ("Contact", f"<sip:{self.device_id}@127.0.0.1:{self.port}>")
+        contact = ("Contact", f"<sip:{self.device_id}@{self.bind}:{self.port}>")
         self.send(self.request("REGISTER", headers=[contact, ("Expires", str(expires))]))
         challenge = self.recv()
         assert challenge.status == 401, challenge.status
