@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -27,6 +28,10 @@ def test_serve_registers_a_device_and_devices_lists_it(settings, tmp_path):
     vms = vms_runner(env, no_traceback=True)
     bad = vms("gb28181", "serve", "--udp-port", "70000", code=2)
     assert "--udp-port 70000" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = vms("gb28181", "serve", "--udp-port", str(taken.getsockname()[1]), "--tcp-port", "-1", code=2)
+    assert "cannot listen for GB/T 28181" in busy.stderr and len(busy.stderr.strip().splitlines()) == 1
     proc = subprocess.Popen(
         [*VMS, "gb28181", "serve", "--tcp-port", "-1"],
         env=env,

@@ -53,7 +53,10 @@ def serve_cmd(
         try:
             service.start()
         except OSError as exc:
-            raise OSError(f"cannot listen for GB/T 28181 on {service.server.host}: {exc.strerror or exc}") from exc
+            where = (
+                f"{service.server.host} (udp {udp if udp is not None else '-'}, tcp {tcp if tcp is not None else '-'})"
+            )
+            raise OSError(f"cannot listen for GB/T 28181 on {where}: {exc.strerror or exc}") from exc
     settings = inv.settings
     console.print(
         f"vms gb28181: SIP server {settings.gb28181_id} (realm {settings.gb28181_realm}) on {service.server.host}"
