@@ -237,20 +237,25 @@ class Discovery:
 
     # persistence of the login budget (so repeated sweeps never lock an account)
 
-    def load_budget(self, session: Session, addresses: Collection[str] | None = None) -> LoginBudget:
-        """The persisted budget: of every device, or of ``addresses`` (host:port) only (a health sweep's shard)."""
-        budget = LoginBudget(secret=self.budget_secret)
-        stmt = select(DeviceLogin)
+    def load_budget(
+        self,
+        session: Session,
+        addresses: Collection[str] | None = None,
+        *,
+        on_change: Callable[[str], None] | None = None,
+    ) -> LoginBudget:
+        """The persisted budget: of every device, or of ``addresses`` (host:port) only (a health sweep's shard).
+        ``on_change`` hears each device whose state changes afterwards (what a sweep must save)."""
+        budget = LoginBudget(secret=self.budget_secret, on_change=on_change)
+        stmt = select(DeviceLogin.address, DeviceLogin.state)  # rows, not ORM objects: a shard reads 500 each time
         devices: dict[str, Any] = {}
         if addresses is None:
-            devices = {row.address: row.state for row in session.scalars(stmt)}
+            devices = dict(session.execute(stmt).tuples().all())
         else:
             wanted = sorted(set(addresses))
             for i in range(0, len(wanted), 500):
                 part = wanted[i : i + 500]
-                devices.update(
-                    (row.address, row.state) for row in session.scalars(stmt.where(DeviceLogin.address.in_(part)))
-                )
+                devices.update(session.execute(stmt.where(DeviceLogin.address.in_(part))).tuples().all())
         if devices:
             budget.restore({"version": 1, "devices": devices})
         return budget
@@ -264,7 +269,7 @@ class Discovery:
             row = existing.get(address)
             if row is None:
                 session.add(DeviceLogin(address=address, state=state))
-            else:
+            elif row.state != json.loads(json.dumps(state)):  # as stored (tuples become lists): unchanged, no write
                 row.state = state
                 row.updated_at = utcnow()
 

@@ -212,6 +212,8 @@ class Health:
             latest = store.latest_rows(conn, ids)  # first: the lock orders concurrent writers of one camera
             statuses = store.camera_statuses(conn, ids)
             known = [cid for cid in ids if cid in statuses]
+            # serialised once: the raw row and the latest row carry the same text
+            texts = {cid: (_stages_json(by_camera[cid]), _details_json(by_camera[cid])) for cid in known}
             claimed = store.claim_results(
                 conn,
                 [
@@ -223,8 +225,8 @@ class Health:
                         "stage": by_camera[cid].stage,
                         "cause": by_camera[cid].cause,
                         "clock_offset_s": by_camera[cid].clock_offset_s,
-                        "stages": _stages_json(by_camera[cid]),
-                        "details": _details_json(by_camera[cid]),
+                        "stages": texts[cid][0],
+                        "details": texts[cid][1],
                     }
                     for cid in known
                 ],
@@ -283,8 +285,8 @@ class Health:
                         "stage": result.stage,
                         "cause": result.cause,
                         "clock_offset_s": result.clock_offset_s,
-                        "stages": _stages_json(result),
-                        "details": _details_json(result),
+                        "stages": texts[cid][0],
+                        "details": texts[cid][1],
                         "status": new.status,
                         "since": since,
                         "pending": new.pending,

@@ -42,7 +42,8 @@ from sqlalchemy import func, select
 from probes.health.check import ONVIF_STAGES, CheckTarget, DeviceMemory, StageTimeouts, check_many, select_stages
 from probes.health.results import CheckResult
 from probes.onvif.addresses import format_hostport, parse_target, strip_credentials
-from probes.onvif.auth import Credential
+from probes.onvif.auth import Credential, LoginBudget
+from probes.policy import AddressPolicy
 from vms.catalog.domain import Observation, SourceKind
 from vms.discovery.service import SOURCE, Discovery, auth_hint
 from vms.health.service import Health
@@ -296,7 +297,8 @@ _MEMORY = DeviceMemory()  # what checks learnt (media service addresses, auth me
 class _Shard:
     targets: list[CheckTarget]
     not_checkable: list[int]
-    observed: dict[int, dict[str, Any]]  # camera -> its live onvif observation (key, fields, extra) or {}
+    observed: dict[int, dict[str, Any]]  # camera -> its live onvif observation (key, fields, extra) or {}, read
+    # after the checks for the cameras whose stream URI changed
     expect: dict[int, tuple[int, int]]
 
 
@@ -329,7 +331,6 @@ def _load_shard(inv: Inventory, discovery: Discovery, ids: Sequence[int], stages
                 health_latest.c.camera_id.in_(list(rows))
             )).all()
         ) if rows else {}
-        live = repo.live_observations(s, list(rows)) if rows else {}
     targets: list[CheckTarget] = []
     not_checkable: list[int] = []
     expect: dict[int, tuple[int, int]] = {}
@@ -346,11 +347,17 @@ def _load_shard(inv: Inventory, discovery: Discovery, ids: Sequence[int], stages
             expect[cid] = size
             target = replace(target, expect_size=size)
         targets.append(target)
+    return _Shard(targets, not_checkable, {}, expect)
+
+
+def _observed(s: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The live onvif observation (key, fields, extra) of each camera, or {}: read only for the few cameras whose
+    stream URI changed, not for every camera of every shard."""
     observed: dict[int, dict[str, Any]] = {}
-    for cid, obs in live.items():
+    for cid, obs in repo.live_observations(s, list(ids)).items():
         ob = next((o for o in obs if o.source == SOURCE), None)
         observed[cid] = {"key": ob.key, "fields": ob.fields, "extra": ob.extra} if ob is not None else {}
-    return _Shard(targets, not_checkable, observed, expect)
+    return observed
 
 
 def _target(row: Mapping[str, Any], resolver: Any, onvif_stages: bool, stages: Sequence[str]) -> CheckTarget | None:
@@ -491,7 +498,8 @@ async def run_shard(
     the stored rows)."""
     stages = select_stages(req.stages, frame=True)
     discovery = Discovery(inv)
-    shard = _load_shard(inv, discovery, ids, stages)
+    # The database work of a shard runs in threads: other lanes' checks go on meanwhile on this event loop.
+    shard = await asyncio.to_thread(_load_shard, inv, discovery, ids, stages)
     counts = {"checked": 0, "written": 0, "duplicate": 0, "not_checkable": len(shard.not_checkable), "events": 0,
               "observations": 0}
     timeouts = req.timeouts
@@ -504,9 +512,18 @@ async def run_shard(
             counts["duplicate"] += len(done)
         timeouts = replace(timeouts, frame=timeouts.frame + (req.frames - 1) * req.spacing_s)
     keys = sorted({t.key for t in shard.targets})
-    with inv.session(write=False) as s:
-        budget = discovery.load_budget(s, keys)
-        policy = discovery.address_policy(s)
+
+    touched: set[str] = set()  # devices whose login state changed: only those are saved
+
+    def prepare() -> tuple[LoginBudget, AddressPolicy]:
+        with inv.session(write=False) as s:
+            return discovery.load_budget(s, keys, on_change=touched.add), discovery.address_policy(s)
+
+    def save(snap: dict[str, Any]) -> None:
+        with inv.session() as s:
+            discovery.save_budget(s, snap)
+
+    budget, policy = await asyncio.to_thread(prepare)
     if "frame" in stages:
         frames = _frame_runner(inv, sweep_id, req, policy, concurrency or req.concurrency, timeouts.frame)
         await frames.preload([t.camera_id for t in shard.targets])
@@ -582,18 +599,18 @@ async def run_shard(
         if frames is not None:
             await frames.aclose()
         # The budget of these devices is saved whatever happened: a login refused now counts in the next sweep.
-        snap = budget.snapshot(keys)["devices"]
+        snap = budget.snapshot(sorted(touched))["devices"]
         if snap:
-            with inv.session() as s:
-                discovery.save_budget(s, snap)
+            await asyncio.to_thread(save, snap)
     if changed:
         # only where the inventory still has the old URI (a re-run after the merge finds nothing to change)
         with inv.session(write=False) as s:
             now = {cid: row["stream_uri"] for cid, row in repo.camera_rows(s, list(changed)).items()}
-        changed = {
-            cid: uri for cid, uri in changed.items()
-            if cid in now and (strip_credentials(now[cid].strip()) if now[cid] else None) != uri
-        }
+            changed = {
+                cid: uri for cid, uri in changed.items()
+                if cid in now and (strip_credentials(now[cid].strip()) if now[cid] else None) != uri
+            }
+            shard.observed = _observed(s, list(changed)) if changed else {}
         observations, pinned = _stream_observations(shard, changed, by_id)
         if observations:
             inv.ingest_observations(
