@@ -155,6 +155,37 @@ def test_a_device_registers_answers_its_catalog_times_out_and_comes_back(invento
     assert state.offline_deadline == last_seen + dt.timedelta(seconds=1)  # type: ignore[operator]
 
 
+def test_registered_devices_are_asked_for_their_catalog_again_on_a_schedule(inventory):
+    inv = _inventory(inventory, gb28181_catalog_interval_s=1.0, gb28181_keepalive_interval_s=60.0)
+    service = GbService(inv, host="127.0.0.1", udp_port=0, tcp_port=None, catalog_quiet_s=0.5, subscribe=False)
+    service.start()
+    dev = RawDevice("udp", service.udp_port or 0, NVR)
+    sns: list[str] = []
+    try:
+        assert dev.register().status == 200
+        for _ in range(8):  # the query after the registration, then a scheduled one about a second later
+            if len(sns) == 2:
+                break
+            query = dev.recv()
+            while not (query.method == "MESSAGE" and b"Catalog" in query.body):
+                query = dev.recv()
+            dev.send(_ok(query))
+            sn = re.search(rb"<SN>(\d+)</SN>", query.body).group(1).decode()  # type: ignore[union-attr]
+            if sn in sns:
+                continue  # a retransmission of the same query
+            sns.append(sn)
+            body = _page(sn, list(zip(CHANNELS, NAMES, strict=True)))
+            dev.send(dev.request("MESSAGE", headers=[("Content-Type", "Application/MANSCDP+xml")], body=body))
+            assert _response(dev).status == 200
+        first = _until(lambda: service.directory.device(NVR).catalog_at)  # type: ignore[union-attr]
+        assert len(sns) == 2 and first
+    finally:
+        dev.close()
+        service.stop()
+    [row] = list_devices(inv)
+    assert row["channels"] == 3 and row["catalog_complete"]
+
+
 def test_vms_run_goes_on_when_the_sip_port_is_taken(inventory, capsys):
     from vms.cli.main import _start_gb28181
 

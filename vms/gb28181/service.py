@@ -122,7 +122,7 @@ class GbService:
 
     async def _scheduled(self) -> None:
         while True:
-            await asyncio.sleep(SCHEDULE_TICK_S)
+            await asyncio.sleep(min(SCHEDULE_TICK_S, max(0.2, self.catalog_interval_s / 4)))
             try:
                 await self._tick(utcnow())
             except asyncio.CancelledError:
