@@ -186,6 +186,47 @@ def test_registered_devices_are_asked_for_their_catalog_again_on_a_schedule(inve
     assert row["channels"] == 3 and row["catalog_complete"]
 
 
+def test_a_subscribed_device_notifies_catalog_changes(inventory):
+    inv = _inventory(inventory, gb28181_keepalive_interval_s=60.0)
+    service = GbService(inv, host="127.0.0.1", udp_port=0, tcp_port=None, catalog_quiet_s=0.5, subscribe=True)
+    service.start()
+    dev = RawDevice("udp", service.udp_port or 0, NVR)
+    seen: set[str] = set()
+    try:
+        assert dev.register().status == 200
+        for _ in range(10):  # the Catalog query after the registration and the SUBSCRIBE, in either order
+            if seen == {"catalog", "subscribe"}:
+                break
+            msg = dev.recv()
+            if not msg.is_request:
+                continue
+            dev.send(_ok(msg))
+            if msg.method == "SUBSCRIBE":
+                seen.add("subscribe")
+            elif msg.method == "MESSAGE" and "catalog" not in seen:
+                seen.add("catalog")
+                sn = re.search(rb"<SN>(\d+)</SN>", msg.body).group(1).decode()  # type: ignore[union-attr]
+                body = _page(sn, list(zip(CHANNELS, NAMES, strict=True)))
+                dev.send(dev.request("MESSAGE", headers=[("Content-Type", "Application/MANSCDP+xml")], body=body))
+        assert seen == {"catalog", "subscribe"}
+        assert _until(lambda: [d for d in list_devices(inv) if d["channels"] == 3])
+        events = [(CHANNELS[0], "VLOST"), (CHANNELS[1], "OFF"), (CHANNELS[2], "DEL")]
+        items = "".join(f"<Item><DeviceID>{c}</DeviceID><Event>{e}</Event></Item>" for c, e in events)
+        notify = (
+            '<?xml version="1.0" encoding="GB2312"?>\r\n<Notify><CmdType>Catalog</CmdType><SN>77</SN>'
+            f'<DeviceID>{NVR}</DeviceID><SumNum>3</SumNum><DeviceList Num="3">{items}</DeviceList></Notify>\r\n'
+        ).encode()
+        headers = [("Event", "Catalog"), ("Subscription-State", "active"), ("Content-Type", "Application/MANSCDP+xml")]
+        dev.send(dev.request("NOTIFY", headers=headers, body=notify))
+        assert _response(dev).status == 200
+        assert _until(lambda: _events(inv, "notify") == [f"{CHANNELS[0]}:VLOST", f"{CHANNELS[1]}:OFF"])
+        assert _until(lambda: list_devices(inv)[0]["channels"] == 2)  # DEL: no longer listed by the device
+    finally:
+        dev.close()
+        service.stop()
+    assert service.server.stats["subscribe_ok"] == 1
+
+
 def test_vms_run_goes_on_when_the_sip_port_is_taken(inventory, capsys):
     from vms.cli.main import _start_gb28181
 

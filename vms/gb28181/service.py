@@ -28,6 +28,7 @@ __all__ = ["GbService"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEDULE_TICK_S = 5.0
+MAX_IN_FLIGHT = 64  # scheduled subscriptions and catalog queries at once
 FROM_SETTINGS = -1  # a port argument left out: VMS_GB28181_PORT
 
 
@@ -67,6 +68,9 @@ class GbService:
         self._schedule: Future[None] | None = None
         self._subscribed: dict[str, dt.datetime] = {}  # device -> the registration it was subscribed for
         self._asked: dict[str, dt.datetime] = {}  # device -> when the schedule last asked for its catalog
+        self._busy: set[str] = set()  # devices with a subscription or query in flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     @property
     def udp_port(self) -> int | None:
@@ -95,6 +99,8 @@ class GbService:
             return
         if self._schedule is not None:
             self._schedule.cancel()
+        loop = self._loop
+        loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
         try:
             self._call(self.server.stop(), timeout=10.0)
         except Exception:
@@ -131,23 +137,47 @@ class GbService:
                 log.exception("gb28181: scheduled catalog queries failed")
 
     async def _tick(self, now: dt.datetime) -> None:
+        """Start the subscriptions and catalog queries now due, each a task of its own (a device that never answers
+        holds up only itself), at most MAX_IN_FLIGHT at a time, one at a time per device."""
         for st in self.directory.snapshot():
             if not st.online or st.registered_at is None:
                 self._subscribed.pop(st.device_id, None)
                 continue
+            if st.device_id in self._busy:
+                continue
             if self.subscribe and self._subscribed.get(st.device_id) != st.registered_at:
                 self._subscribed[st.device_id] = st.registered_at
-                try:
-                    await self.server.subscribe_catalog(st.device_id)
-                except Exception as exc:  # no subscription support: the schedule still asks
-                    log.info("gb28181: %s: catalog subscription failed: %s", st.device_id, exc)
+                self._start(st.device_id, self._subscribe(st.device_id))
+                continue
             last = max((t for t in (st.catalog_at, self._asked.get(st.device_id), st.registered_at) if t), default=None)
             due = self.catalog_interval_s > 0 and (
                 last is None or (now - last).total_seconds() >= self.catalog_interval_s
             )
             if due:
                 self._asked[st.device_id] = now
-                try:
-                    await self.server.query_catalog(st.device_id)
-                except Exception as exc:
-                    log.warning("gb28181: %s: scheduled catalog query failed: %s", st.device_id, exc)
+                self._start(st.device_id, self._query(st.device_id))
+
+    def _start(self, device_id: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._busy.add(device_id)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._busy.discard(device_id)
+
+        task.add_done_callback(done)
+
+    async def _subscribe(self, device_id: str) -> None:
+        async with self._slots:
+            try:
+                await self.server.subscribe_catalog(device_id)
+            except Exception as exc:  # no subscription support: the schedule still asks
+                log.info("gb28181: %s: catalog subscription failed: %s", device_id, exc)
+
+    async def _query(self, device_id: str) -> None:
+        async with self._slots:
+            try:
+                await self.server.query_catalog(device_id)
+            except Exception as exc:
+                log.warning("gb28181: %s: scheduled catalog query failed: %s", device_id, exc)
