@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -108,11 +109,29 @@ def claim_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[in
     return set(conn.execute(stmt, list(rows)).scalars().all())
 
 
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
 def _pg_unnest(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], suffix: str = "") -> Any:
-    """One INSERT ... SELECT FROM unnest(one array per column) on PostgreSQL: a batch is one statement and one
-    round trip, not a statement per row (every row has the same keys)."""
+    """One INSERT ... SELECT on PostgreSQL: a batch is one statement and one round trip, not a statement per row
+    (every row has the same keys). The rows travel as one JSON text (json_populate_recordset): encoding it is one
+    C call, where an array per column costs the driver a Python call per value (measured: half the batch's CPU)."""
     names = list(rows[0])
     quote = conn.dialect.identifier_preparer.quote
+    try:
+        doc = json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        doc = None  # a NaN or infinity, which JSON cannot carry: arrays below
+    if doc is not None:
+        cols = ", ".join(quote(n) for n in names)
+        sql = (
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} "
+            f"FROM json_populate_recordset(NULL::{table.name}, CAST(:doc AS json)) {suffix}"
+        )
+        return conn.execute(text(sql), {"doc": doc})
     casts = ", ".join(
         f"CAST(:a{i} AS {table.c[name].type.compile(dialect=conn.dialect)}[])" for i, name in enumerate(names)
     )

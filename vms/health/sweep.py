@@ -524,6 +524,7 @@ async def run_shard(
             discovery.save_budget(s, snap)
 
     budget, policy = await asyncio.to_thread(prepare)
+    before = budget.snapshot(keys)["devices"]  # a login charges the budget, then refunds it: no change to save
     if "frame" in stages:
         frames = _frame_runner(inv, sweep_id, req, policy, concurrency or req.concurrency, timeouts.frame)
         await frames.preload([t.camera_id for t in shard.targets])
@@ -599,7 +600,7 @@ async def run_shard(
         if frames is not None:
             await frames.aclose()
         # The budget of these devices is saved whatever happened: a login refused now counts in the next sweep.
-        snap = budget.snapshot(sorted(touched))["devices"]
+        snap = {k: v for k, v in budget.snapshot(sorted(touched))["devices"].items() if before.get(k) != v}
         if snap:
             await asyncio.to_thread(save, snap)
     if changed:
