@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 CREDENTIAL_PREFIX = "gb28181:"
 DOMAIN_CREDENTIAL = "gb28181:*"
-REFRESH_S = 30.0  # how often the allowed IDs and passwords are read again
+REFRESH_S = 30.0
+DESCRIBE_CHUNK = 5000  # how often the allowed IDs and passwords are read again
 _NOTICE_STATUS: dict[str, tuple[Status, str]] = {
     "ON": ("ON", "ON"),
     "OFF": ("OFF", "OFF"),
@@ -122,6 +123,8 @@ class GbDirectory:
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceState] = {}
         self._dirty: set[str] = set()
+        self._changes: list[tuple[str, Status, dt.datetime, str, str]] = []  # device statuses to write, in order
+        self._undescribed: set[str] = set()  # devices registered since: their names and camera records to read
         self._jobs: queue.Queue[Callable[[], object]] = queue.Queue()
         self._passwords: dict[str, str] = {}
         self._domain_password: str | None = None
@@ -207,6 +210,7 @@ class GbDirectory:
             except queue.Empty:
                 break
             self._do(job)
+        self._do(self._pending)
         if deadlines:
             self._do(lambda: self.check_deadlines(now))
         while True:  # what the deadlines queued
@@ -290,8 +294,9 @@ class GbDirectory:
             event.expires,
         )
         if not was_online:
-            self._jobs.put(lambda: self._device_status(event.device_id, "ON", at, "register", "registered"))
-        self._jobs.put(lambda: self.describe(event.device_id))
+            self._change(event.device_id, "ON", at, "register", "registered")
+        with self._lock:
+            self._undescribed.add(event.device_id)
 
     def unregistered(self, event: Unregistration) -> None:
         at = _utc(event.at) or self.clock()
@@ -304,7 +309,7 @@ class GbDirectory:
             self._dirty.add(st.device_id)
         log.info("gb28181: %s unregistered", event.device_id)
         if was_online:
-            self._jobs.put(lambda: self._device_status(event.device_id, "OFF", at, "register", "unregistered"))
+            self._change(event.device_id, "OFF", at, "register", "unregistered")
 
     def keepalive(self, event: Keepalive) -> None:
         at = _utc(event.at) or self.clock()
@@ -320,7 +325,7 @@ class GbDirectory:
             self._dirty.add(st.device_id)
         if not was_online:
             log.info("gb28181: %s is back (keepalive)", event.device_id)
-            self._jobs.put(lambda: self._device_status(event.device_id, "ON", at, "keepalive", "keepalive"))
+            self._change(event.device_id, "ON", at, "keepalive", "keepalive")
 
     def catalog(self, answer: CatalogAnswer) -> None:
         self._jobs.put(lambda: self.merge_catalog(answer))
@@ -329,6 +334,21 @@ class GbDirectory:
         self._jobs.put(lambda: self.apply_notice(notice))
 
     # --- the worker's side ---------------------------------------------------------------------------------
+
+    def _pending(self) -> None:
+        """The status changes and descriptions the events since the last tick asked for, in bulk."""
+        with self._lock:
+            changes, self._changes = self._changes, []
+            undescribed, self._undescribed = self._undescribed, set()
+        try:
+            self._device_statuses(changes)
+            if undescribed:
+                self.describe(undescribed)
+        except Exception:
+            with self._lock:  # again next tick
+                self._changes[:0] = changes
+                self._undescribed |= undescribed
+            raise
 
     def check_deadlines(self, now: dt.datetime | None = None) -> list[str]:
         """Devices past their offline deadline go OFF (with their channels), at their deadline. Returns their IDs."""
@@ -346,39 +366,45 @@ class GbDirectory:
                     self._dirty.add(st.device_id)
         for device_id, at, cause in due:
             log.warning("gb28181: %s went offline (%s at %s)", device_id, cause, at.isoformat())
-            self._device_status(device_id, "OFF", at, "keepalive", cause)
+        self._device_statuses([(d, "OFF", at, "keepalive", cause) for d, at, cause in due])
         return [d for d, _, _ in due]
 
-    def _device_status(self, device_id: str, status: Status, at: dt.datetime, stage: str, cause: str) -> None:
-        """The device and its channels to ``status``; coming back, each channel to what its catalog last said."""
-        ids = gbcat.channel_cameras(self.inventory, [device_id]).get(device_id, [])
-        if status == "OFF" or not ids:
-            self.health.signal(ids, status, at, stage=stage, cause=cause)
-            return
+    def _change(self, device_id: str, status: Status, at: dt.datetime, stage: str, cause: str) -> None:
         with self._lock:
-            st = self._devices.get(device_id)
-            last = dict(st.channels) if st is not None else {}
-        if last:
-            with self.inventory.session(write=False) as s:
-                by_key = repo.camera_ids_for_keys(s, gbcat.source_name(device_id), [f"id:{c}" for c in last])
-            groups: dict[str, list[int]] = {}
-            kept = set()
-            for key, cid in by_key.items():
-                channel_status = last.get(key[3:], "ON")
-                if channel_status != "ON":
-                    groups.setdefault(channel_status, []).append(cid)
-                    kept.add(cid)
-            ids = [cid for cid in ids if cid not in kept]
-            for channel_status, group in groups.items():
-                self.health.signal(group, channel_status, at, stage=stage, cause=cause)  # type: ignore[arg-type]
-        self.health.signal(ids, status, at, stage=stage, cause=cause)
+            self._changes.append((device_id, status, at, stage, cause))
+
+    def _device_statuses(self, changes: list[tuple[str, Status, dt.datetime, str, str]]) -> None:
+        """Devices and their channels to a status (one look-up of the channels for them all); coming back, each
+        channel to what its catalog last said."""
+        if not changes:
+            return
+        channels = gbcat.channel_cameras(self.inventory, sorted({c[0] for c in changes}))
+        for device_id, status, at, stage, cause in changes:
+            ids = channels.get(device_id, [])
+            if not ids:
+                continue  # no camera behind it (yet): nothing to change
+            if status == "ON":
+                with self._lock:
+                    st = self._devices.get(device_id)
+                    last = {ch: v for ch, v in (st.channels if st is not None else {}).items() if v != "ON"}
+                if last:
+                    with self.inventory.session(write=False) as s:
+                        by_key = repo.camera_ids_for_keys(s, gbcat.source_name(device_id), [f"id:{c}" for c in last])
+                    groups: dict[str, list[int]] = {}
+                    for key, cid in by_key.items():
+                        groups.setdefault(last[key[3:]], []).append(cid)
+                    kept = {cid for group in groups.values() for cid in group}
+                    ids = [cid for cid in ids if cid not in kept]
+                    for channel_status, group in groups.items():
+                        self.health.signal(group, channel_status, at, stage=stage, cause=cause)  # type: ignore[arg-type]
+            self.health.signal(ids, status, at, stage=stage, cause=cause)
 
     def merge_catalog(self, answer: CatalogAnswer) -> gbcat.CatalogMerge:
         at = _utc(answer.at) or self.clock()
         merged = gbcat.merge_documents(
             self.inventory, answer.device_id, answer.documents, snapshot=answer.complete, at=at
         )
-        self.describe(answer.device_id)
+        self.describe([answer.device_id])
         with self._lock:
             st = self._state(answer.device_id)
             st.catalog_at, st.catalog_items, st.catalog_complete = at, answer.items, answer.complete
@@ -400,26 +426,31 @@ class GbDirectory:
                 self.health.signal(ids, status, at, stage="catalog", cause="catalog_status")  # type: ignore[arg-type]
         return merged
 
-    def describe(self, device_id: str) -> None:
-        """The device's name and camera record, when the inventory knows it: the camera with its ID (a camera that
-        registers itself), else the catalog tree node (an NVR or platform its own catalog or another's lists)."""
+    def describe(self, device_ids: Collection[str]) -> None:
+        """The devices' names and camera records, where the inventory knows them: the camera with the device's ID (a
+        camera that registers itself), else the catalog tree node (an NVR or platform a catalog lists)."""
+        wanted = sorted(set(device_ids))
+        found: dict[str, tuple[int | None, str | None]] = {}
         with self.inventory.session(write=False) as s:
-            row = s.execute(
-                select(cameras.c.id, cameras.c.name).where(
-                    cameras.c.device_id == device_id, cameras.c.removed_at.is_(None)
-                )
-            ).first()
-            name = (
-                row.name
-                if row is not None
-                else s.scalar(select(CatalogNode.name).where(CatalogNode.device_id == device_id))
-            )
+            for i in range(0, len(wanted), DESCRIBE_CHUNK):
+                part = wanted[i : i + DESCRIBE_CHUNK]
+                for dev, name in s.execute(
+                    select(CatalogNode.device_id, CatalogNode.name).where(CatalogNode.device_id.in_(part))
+                ):
+                    found[dev] = (None, name)
+                for dev, cid, name in s.execute(
+                    select(cameras.c.device_id, cameras.c.id, cameras.c.name).where(
+                        cameras.c.device_id.in_(part), cameras.c.removed_at.is_(None)
+                    )
+                ):
+                    found[dev] = (int(cid), name)
         with self._lock:
-            st = self._state(device_id)
-            camera_id = int(row.id) if row is not None else None
-            if (st.camera_id, st.name) != (camera_id, name):
-                st.camera_id, st.name = camera_id, name
-                self._dirty.add(device_id)
+            for device_id in wanted:
+                st = self._state(device_id)
+                camera_id, name = found.get(device_id, (None, None))
+                if (st.camera_id, st.name) != (camera_id, name):
+                    st.camera_id, st.name = camera_id, name
+                    self._dirty.add(device_id)
 
     def apply_notice(self, notice: CatalogNotice) -> None:
         at = _utc(notice.at) or self.clock()
