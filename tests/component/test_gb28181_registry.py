@@ -166,6 +166,12 @@ def test_register_catalog_keepalive_timeout_and_back(inventory):
     d.process(now=t2 + dt.timedelta(seconds=1))
     assert _status(inventory, CAM_A) == "OFF"
     assert (CAM_A, "OFF", "register", "unregistered") in _events(inventory)
+    # a late answer from a device that is offline: merged, its channels stay OFF (no new event)
+    late = (_catalog([(CAM_A, "罗庄区通达路口北", "ON"), (CAM_B, "罗庄区沂河桥", "ON")], 3), docs[1])
+    d.catalog(CatalogAnswer(NVR, 8, 3, late, 4, True, t2 + dt.timedelta(seconds=2)))
+    d.process(now=t2 + dt.timedelta(seconds=2))
+    assert {_status(inventory, c) for c in (CAM_A, CAM_B, CAM_C)} == {"OFF"}
+    assert not [e for e in _events(inventory) if e[3] == "offline"]
     [dev] = list_devices(d.inventory)
     assert not dev["online"]
 

@@ -421,9 +421,11 @@ class GbDirectory:
             merged.nodes,
             "complete" if answer.complete else "incomplete (nothing removed)",
         )
-        if online:  # an offline device's channels stay OFF whatever its last answer said
+        if online:
             for status, ids in merged.statuses.items():
                 self.health.signal(ids, status, at, stage="catalog", cause="catalog_status")  # type: ignore[arg-type]
+        elif merged.channels:  # an offline device's channels stay OFF, whatever the merge took from its answer
+            self.health.signal(merged.channels.values(), "OFF", at, stage="keepalive", cause="offline")
         return merged
 
     def describe(self, device_ids: Collection[str]) -> None:
