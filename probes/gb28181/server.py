@@ -11,7 +11,7 @@ What it does (the application sees only :mod:`probes.gb28181.api` events and ans
 - MESSAGE: Keepalive -> 200 and ``directory.keepalive``; Catalog answers grouped by (device, SN) until SumNum items or
   ``catalog_quiet_s`` without a new page (then ``complete=False``); a Catalog with ``<Event>`` per item that answers
   no query of ours is a CatalogNotice, as is a NOTIFY of a catalog subscription. Only registered devices, from the
-  address they registered from, are heard; others get 403.
+  host they registered from (any port, UDP or TCP: NAT rebinding, reconnects), are heard; others get 403.
 - Transactions: a retransmitted request (same Via branch, or Call-ID/CSeq/From tag without an RFC 3261 branch) gets
   the same response again without the directory being called twice. What we send (the Catalog query MESSAGE, a
   SUBSCRIBE) is retransmitted on UDP by RFC 3261 timers E/F (T1 doubling to T2, given up after 64 x T1).
@@ -581,13 +581,17 @@ class GbServer:
     # ------------------------------------------------------------------ MESSAGE / NOTIFY
 
     def _sender(self, msg: SipMessage, peer: Peer) -> str | None:
-        """The registered device a MESSAGE/NOTIFY is from (same host it registered from), or None."""
+        """The registered device a MESSAGE/NOTIFY is from (the host it registered from, over either transport and
+        from any port), or None. A device that comes back from another port (NAT rebinding, a new TCP connection)
+        or over the other transport (registered over UDP, keeps alive over TCP, or the reverse) is asked there
+        from now on."""
         frm = parse_name_addr(msg.get("From") or "")
         device_id = frm.uri.user or ""
         reg = self._regs.get(device_id)
-        if reg is None or reg.peer.host != peer.host or reg.peer.transport != peer.transport:
+        if reg is None or reg.peer.host != peer.host:
             return None
-        if reg.peer != peer:  # the device's port changed (NAT rebinding, a new TCP connection): send there now
+        if reg.peer != peer:
+            self._count("peer_moved")
             reg.peer = peer
         return device_id
 
