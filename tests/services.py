@@ -517,3 +517,15 @@ def serve_in_thread(app: object, *, lifespan: str = "auto", start_timeout: float
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def interrupt(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """Ctrl-C a foreground command (SIGINT, as a terminal sends it) and return what it printed; killed if it does
+    not stop within ``timeout``."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from sqlalchemy import text
 
 from probes.sim.devices import build_fleet
 from tests.e2e.cli import VMS, vms_env, vms_runner
-from tests.services import free_port
+from tests.services import free_port, interrupt
 from vms.access.apikeys import authenticate
 from vms.inventory.service import Inventory
 
@@ -140,12 +139,7 @@ def _vms_run(env: dict[str, str], api_port: int) -> str:
             except OSError:
                 time.sleep(0.3)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = interrupt(proc)
     assert "Traceback" not in out, out
     return out
 

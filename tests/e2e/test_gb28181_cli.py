@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
 import time
 
 from tests.e2e.cli import VMS, vms_env, vms_runner
 from tests.gb28181 import PASSWORD, RawDevice
+from tests.services import interrupt
 
 DEVICE = "37131100001320000031"
 
@@ -57,12 +57,7 @@ def test_serve_registers_a_device_and_devices_lists_it(settings, tmp_path):
         assert [d["device_id"] for d in listed] == [DEVICE]
         assert listed[0]["transport"] == "udp" and listed[0]["port"] == dev.port and listed[0]["online"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = interrupt(proc)
     assert "Traceback" not in out, out
     assert "stopped" in out
     table = vms("gb28181", "devices").stdout

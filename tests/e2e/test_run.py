@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
-from tests.services import free_port
+from tests.services import free_port, interrupt
 
 
 def get(url: str) -> dict:
@@ -63,10 +62,5 @@ def test_vms_run_serves_the_demo_fleet(tmp_path):
             assert b"/static/app.js" in resp.read()  # the dashboard page (its script asks the API)
         assert (tmp_path / "data" / "vms.sqlite3").exists()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = interrupt(proc)
     assert "Traceback" not in out, out

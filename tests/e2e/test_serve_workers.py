@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.services import free_port
+from tests.services import free_port, interrupt
 
 
 def children(pid: int) -> set[int]:
@@ -55,11 +54,6 @@ def test_serve_runs_worker_processes(tmp_path):
             time.sleep(0.2)
         assert len(workers) == 2
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = interrupt(proc)
     assert "Traceback" not in out, out
     assert "2 worker processes" in out
