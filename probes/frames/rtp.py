@@ -30,6 +30,7 @@ __all__ = [
 START_CODE: Final = b"\x00\x00\x00\x01"
 _MAX_PARAM_SET_BYTES: Final = 4096  # an SPS/PPS/VPS is tens of bytes; larger is not one
 _MAX_PARAM_SETS_PER_TYPE: Final = 4
+_NOT_FRAGMENTED: Final = frozenset({0, 24, 25, 26, 27, 28, 29, 30, 31})  # H.264 types no FU-A may carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,13 @@ class Depacketizer:
             self._fu = None
             self._add(nal)
 
+    def continue_fragment(self, data: bytes | bytearray, start: int, end: int, payload_type: int | None) -> bool:
+        """Most packets of a large picture in one step: when ``data[start:end]`` is a plain RTP packet (no CSRC,
+        extension or padding, no marker) of ``payload_type`` (any when None) with the next middle fragment of the NAL
+        unit being reassembled (same timestamp, next sequence number), take it and return True, exactly as
+        ``push(parse_rtp(data[start:end]))`` would, without building the packet. False: nothing was done."""
+        return False
+
     def decodable(self, unit: AccessUnit) -> bytes | None:
         """Annex-B bytes of a complete keyframe unit with the parameter sets it needs (from the unit itself, from
         earlier units or from the SDP), or None when it is not one or a parameter set is missing."""
@@ -256,6 +264,31 @@ class H264Depacketizer(Depacketizer):
             return None
         return len(nal) > 1 and bool(nal[1] & 0x80)  # first_mb_in_slice ue(v) == 0 is the single bit "1"
 
+    def continue_fragment(self, data: bytes | bytearray, start: int, end: int, payload_type: int | None) -> bool:
+        fu = self._fu
+        if fu is None or end - start < 15 or data[start] != 0x80:  # V=2, no padding, extension or CSRC
+            return False
+        b1 = data[start + 1]  # marker, payload type
+        if b1 & 0x80 or (payload_type is not None and b1 != payload_type):
+            return False
+        seq = (data[start + 2] << 8) | data[start + 3]
+        if self._last_seq is None or seq != (self._last_seq + 1) & 0xFFFF:
+            return False
+        if int.from_bytes(data[start + 4 : start + 8], "big") != self._ts:
+            return False
+        # FU-A (forbidden bit clear), neither start nor end nor reserved bit, a type a fragment may have
+        if data[start + 12] & 0x9F != 28 or data[start + 13] & 0xE0 or data[start + 13] & 0x1F in _NOT_FRAGMENTED:
+            return False
+        piece = bytes(data[start + 14 : end])
+        self.packets += 1
+        self._last_seq = seq
+        fu.append(piece)
+        self._fu_size += len(piece)
+        if self._fu_size > self.max_au_bytes:
+            self._fu = None
+            self._broken = True
+        return True
+
     def _payload(self, payload: bytes) -> None:
         head = payload[0]
         kind = head & 0x1F
@@ -271,7 +304,7 @@ class H264Depacketizer(Depacketizer):
                 return
             fu = payload[1]
             start, end_bit = bool(fu & 0x80), bool(fu & 0x40)
-            if fu & 0x20 or (start and end_bit) or (fu & 0x1F) in (0, 24, 25, 26, 27, 28, 29, 30, 31):
+            if fu & 0x20 or (start and end_bit) or (fu & 0x1F) in _NOT_FRAGMENTED:
                 self.malformed += 1
                 return
             self._fragment(start, end_bit, bytes(((head & 0xE0) | (fu & 0x1F),)), payload[2:])

@@ -295,8 +295,9 @@ async def _read_keyframes(
             start, pos = pos + 4, pos + 4 + length
             if buf[start - 3] == channel:
                 seen += 1
-                packet = parse_rtp(bytes(buf[start:pos])) if length >= _MIN_RTP else None
-                if packet is None:
+                if dep.continue_fragment(buf, start, pos, payload_type):
+                    pass  # the next piece of a fragmented NAL unit (most packets of a keyframe): taken as is
+                elif (packet := parse_rtp(bytes(buf[start:pos])) if length >= _MIN_RTP else None) is None:
                     not_rtp += 1
                     if seen >= _GARBAGE_AFTER and not_rtp * 2 > seen:
                         raise RtspProtocolError(f"{not_rtp} of {seen} interleaved frames are not RTP")

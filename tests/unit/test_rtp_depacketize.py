@@ -161,3 +161,36 @@ def test_codecs_we_do_not_depacketise() -> None:
     assert depacketizer_for("JPEG", {}, max_au_bytes=1) is None
     assert depacketizer_for("H264", {"packetization-mode": "2"}, max_au_bytes=1) is None
     assert isinstance(depacketizer_for("hevc", {}, max_au_bytes=1), H265Depacketizer)
+
+
+def _raw(packet: RtpPacket) -> bytes:
+    return rtp(packet.payload, seq=packet.sequence, ts=packet.timestamp, marker=packet.marker, pt=packet.payload_type)
+
+
+@pytest.mark.parametrize(
+    ("mtu", "cap", "lose"), [(60, 2**20, None), (300, 2**20, 40), (60, 200, None), (100, 2**20, 7)],
+    ids=["fu-a", "lost-packet", "over-cap", "lost-early"],
+)
+def test_the_fragment_fast_path_does_what_push_does(mtu: int, cap: int, lose: int | None) -> None:
+    """continue_fragment (the sampler's shortcut for middle FU-A fragments) leaves the depacketiser exactly as
+    push(parse_rtp(...)) does: the same units, counters and state, across a sequence wrap, a lost packet and the cap;
+    other packets (and another payload type) it leaves alone."""
+    packets = packets_of("H264", encode("H264", 160, 120, 12, 5), mtu=mtu)
+    if lose is not None:
+        del packets[lose]
+    slow, fast = H264Depacketizer(max_au_bytes=cap), H264Depacketizer(max_au_bytes=cap)
+    slow_units, fast_units, taken = feed(slow, packets), [], 0
+    for packet in packets:
+        data = b"$\x00\x00\x00" + _raw(packet)  # at an offset, as in the interleaved read buffer
+        assert not fast.continue_fragment(bytearray(data), 4, len(data), 97)
+        if fast.continue_fragment(bytearray(data), 4, len(data), 96):
+            taken += 1
+            continue
+        parsed = parse_rtp(data[4:])
+        assert parsed is not None
+        fast_units.extend(fast.push(parsed))
+    assert taken > 0
+    assert fast_units == slow_units
+    assert (fast.packets, fast.malformed, fast._last_seq, fast._broken) == (
+        slow.packets, slow.malformed, slow._last_seq, slow._broken)
+    assert not H265Depacketizer().continue_fragment(b"\x80" * 40, 0, 40, None)

@@ -41,6 +41,7 @@ def test_a_good_picture_passes_and_reports_its_metrics():
     assert 100 < d.metrics["mean"] < 140 and d.metrics["std"] > 40
     assert "freeze_diff" not in d.metrics and "occlusion" not in d.metrics  # no history, no reference
     assert d.thumb is not None and np.array_equal(d.thumb, thumbnail(scene()))
+    assert d.ref is not None and np.array_equal(d.ref, reference_of(scene()))  # the stage's first reference
 
 
 @pytest.mark.parametrize(

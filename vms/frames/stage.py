@@ -179,7 +179,9 @@ class FrameStageRunner:
         for frame in frames:
             diagnosis = diagnose(frame.image, history=history, reference=reference, thresholds=self.thresholds)
             thumb = diagnosis.thumb if diagnosis.thumb is not None else thumbnail(frame.image)
-            ref = reference_of(frame.image) if reference is None and not diagnosis.faults else None
+            ref = None
+            if reference is None and not diagnosis.faults:
+                ref = diagnosis.ref if diagnosis.ref is not None else reference_of(frame.image)
             ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if not ok:
                 raise ValueError("JPEG encoding failed")

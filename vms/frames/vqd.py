@@ -128,6 +128,7 @@ class Diagnosis:
     metrics: dict[str, float]  # mean, std, peak_share, cast, blur_var, noise, stripes, freeze_diff, occlusion...
     reasons: dict[str, str]  # fault -> "mean grey 12.3 < 40"
     thumb: Image | None = field(default=None, compare=False, repr=False)  # = thumbnail(image), computed anyway
+    ref: Image | None = field(default=None, compare=False, repr=False)  # = reference_of(image), computed anyway
 
     @property
     def ok(self) -> bool:
@@ -333,7 +334,7 @@ def diagnose(
         faults.add("signal_loss")
         why = f"{peak:.1%} of pixels in one grey level" if peak > t.signal_peak_share else f"grey std {std:.1f}"
         reasons["signal_loss"] = f"uniform {_screen_colour(image)} screen: {why}"
-        return _result(faults, metrics, reasons, thumb)
+        return _result(faults, metrics, reasons, thumb, small)
 
     exposure = False
     if mean < t.dark_mean:
@@ -399,9 +400,11 @@ def diagnose(
         faults.add("stripes")
         reasons["stripes"] = f"periodic peak {stripes:.1f} x the spectrum median > {t.stripes_ratio:g}"
 
-    return _result(faults, metrics, reasons, thumb)
+    return _result(faults, metrics, reasons, thumb, small)
 
 
-def _result(faults: set[str], metrics: dict[str, float], reasons: dict[str, str], thumb: Image) -> Diagnosis:
+def _result(
+    faults: set[str], metrics: dict[str, float], reasons: dict[str, str], thumb: Image, ref: Image
+) -> Diagnosis:
     ordered = tuple(f for f in FAULTS if f in faults)
-    return Diagnosis(ordered, metrics, {f: reasons[f] for f in ordered}, thumb)
+    return Diagnosis(ordered, metrics, {f: reasons[f] for f in ordered}, thumb, ref)
