@@ -184,6 +184,29 @@ class Settings(BaseSettings):
     gb28181_catalog_interval_s: float = Field(
         3600.0, ge=0, description="seconds between scheduled Catalog queries of each registered device; 0 = off"
     )
+    # GB/T 28181 cascade upward (vms.gb28181.upstream): vms registers to an upper platform as a lower platform
+    gb28181_upstream_host: str | None = Field(
+        None, description="the upper platform's address; set, vms registers to it (cascade upward); unset = off"
+    )
+    gb28181_upstream_port: int = Field(5060, ge=1, le=65535, description="the upper platform's SIP port")
+    gb28181_upstream_transport: Literal["udp", "tcp"] = Field("udp", description="udp or tcp")
+    gb28181_upstream_id: str = Field(
+        "37000000002000000001", description="the upper platform's 20-digit SIP ID"
+    )
+    gb28181_upstream_domain: str | None = Field(
+        None, description="the upper platform's domain / realm (default: the first 10 digits of its ID)"
+    )
+    gb28181_upstream_password: SecretStr | None = Field(
+        None, description="our password at the upper platform (or a credential set named `gb28181-upstream`)"
+    )
+    gb28181_upstream_expires: int = Field(3600, ge=30, le=86400, description="registration expiry asked for (s)")
+    gb28181_upstream_keepalive_s: float = Field(60.0, gt=0, le=3600, description="seconds between keepalives")
+    gb28181_upstream_batch: int = Field(
+        4, ge=1, le=100, description="catalog items per Response MESSAGE at most (on UDP also < 1,300 bytes each)"
+    )
+    gb28181_upstream_encoding: Literal["GB2312", "UTF-8"] = Field(
+        "GB2312", description="the text encoding of what vms sends upward"
+    )
 
     @field_validator("governed_region")
     @classmethod
@@ -205,12 +228,12 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("gb28181_id")
+    @field_validator("gb28181_id", "gb28181_upstream_id")
     @classmethod
     def _gb_id(cls, value: str) -> str:
         value = value.strip()
         if not (value.isdigit() and len(value) == 20):
-            raise ValueError("gb28181_id must be a 20-digit GB/T 28181 ID")
+            raise ValueError("must be a 20-digit GB/T 28181 ID")
         return value
 
     @field_validator("gb28181_allow")

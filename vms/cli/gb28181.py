@@ -107,3 +107,60 @@ def devices_cmd(
         )
     console.print(table)
     console.print(f"{len(rows)} devices, {sum(r['online'] for r in rows)} online", highlight=False)
+
+
+@gb_app.command("upstream")
+def upstream_cmd(as_json: JsonOpt = False) -> None:
+    """Cascade upward: the upper platform vms registers to (VMS_GB28181_UPSTREAM_*) and the registration's state as
+    the running server (`vms gb28181 serve` or `vms run`, on this data directory) last wrote it: registered or
+    retrying, since when, the last keepalive answered, the last error, Catalog queries answered."""
+    import os
+
+    from vms.cli.main import console, emit_json, errors_to_exit, inventory
+    from vms.gb28181.upstream import read_status, upstream_config
+
+    with errors_to_exit():
+        inv = inventory()
+        cfg = upstream_config(inv)
+        status = read_status(inv.settings) if cfg is not None else None
+    running = False
+    if status is not None and isinstance(status.get("pid"), int):
+        try:
+            os.kill(status["pid"], 0)
+            running = status.get("state") != "stopped"
+        except (OSError, ValueError):
+            running = False
+    if as_json:
+        emit_json({
+            "configured": cfg is not None,
+            "upstream": None if cfg is None else {
+                "id": cfg.upstream_id, "domain": cfg.upstream_domain, "host": cfg.host, "port": cfg.port,
+                "transport": cfg.transport, "local_id": cfg.local_id, "password_set": bool(cfg.password),
+            },
+            "running": running,
+            "status": status,
+        })  # fmt: skip
+        return
+    if cfg is None:
+        console.print("cascade upward off (set VMS_GB28181_UPSTREAM_HOST to register to an upper platform)")
+        return
+    console.print(
+        f"upper platform {cfg.upstream_id} (domain {cfg.upstream_domain}) at {cfg.host}:{cfg.port} "
+        f"{cfg.transport.upper()}; we register as {cfg.local_id}"
+        + ("" if cfg.password else " [yellow](no password set)[/yellow]"),
+        highlight=False,
+    )
+    if status is None:
+        console.print("state: not started (`vms gb28181 serve` or `vms run` registers)", highlight=False)
+        return
+    state = status.get("state") if running else f"{status.get('state')} (not running now)"
+    console.print(f"state: {state}", highlight=False)
+    for key, label in (
+        ("registered_at", "registered at"), ("expires_at", "expires at"),
+        ("last_keepalive_at", "last keepalive answered"), ("last_error", "last error"),
+        ("failures", "failed attempts in a row"), ("next_attempt_at", "next attempt"),
+        ("catalog_queries", "Catalog queries answered"), ("catalog_messages", "Catalog messages sent"),
+        ("written_at", "as of"),
+    ):  # fmt: skip
+        if status.get(key) not in (None, 0, ""):
+            console.print(f"  {label}: {status[key]}", highlight=False)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from probes.gb28181.api import CatalogAnswer
 from probes.gb28181.server import GbServer
 from vms.gb28181.registry import GbDirectory
+from vms.gb28181.upstream import Upstream
 from vms.inventory.service import Inventory
 from vms.store.models import utcnow
 
@@ -61,6 +62,7 @@ class GbService:
             catalog_quiet_s=catalog_quiet_s,
             catalog_timeout_s=catalog_timeout_s,
         )
+        self.upstream = Upstream.from_settings(inventory, local_host=host)  # None: VMS_GB28181_UPSTREAM_HOST unset
         self.catalog_interval_s = float(settings.gb28181_catalog_interval_s)
         self.subscribe = subscribe
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,6 +95,8 @@ class GbService:
             self.directory.stop()
             raise
         self._schedule = asyncio.run_coroutine_threadsafe(self._scheduled(), loop)
+        if self.upstream is not None:
+            self._call(self.upstream.start(), timeout=10.0)
 
     def stop(self) -> None:
         if self._loop is None:
@@ -101,6 +105,11 @@ class GbService:
             self._schedule.cancel()
         loop = self._loop
         loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
+        if self.upstream is not None:
+            try:
+                self._call(self.upstream.stop(), timeout=10.0)
+            except Exception:
+                log.exception("gb28181: stopping the upstream registration failed")
         try:
             self._call(self.server.stop(), timeout=10.0)
         except Exception:

@@ -23,6 +23,7 @@ from vms.ingest.catalog_ext import ext_element
 
 __all__ = [
     "INFO_FIELDS",
+    "catalog_item_text",
     "catalog_xml_chunks",
     "csv_chunks",
     "csv_extra_keys",
@@ -170,7 +171,7 @@ def _xml_text(value: Any) -> str:
     return _XML_INVALID.sub("", _text(value))
 
 
-def _item(record: Mapping[str, Any]) -> Any:
+def _item(record: Mapping[str, Any], *, ext: bool = True) -> Any:
     item = etree.Element("Item")
     for f in _CORE_XML:
         value = record.get(f.name)
@@ -182,10 +183,17 @@ def _item(record: Mapping[str, Any]) -> Any:
         info = etree.SubElement(item, "Info")
         for f, value in info_values:
             etree.SubElement(info, f.xml or f.name).text = _xml_text(value)
-    ext = ext_element(record, _extra(record), _xml_text)
-    if ext is not None:
-        item.append(ext)
+    extension = ext_element(record, _extra(record), _xml_text) if ext else None
+    if extension is not None:
+        item.append(extension)
     return item
+
+
+def catalog_item_text(record: Mapping[str, Any]) -> str:
+    """One record as a GB/T 28181 Catalog ``<Item>`` (text, no declaration) with the standard's fields only: no
+    ``vms:Ext`` (what goes to another platform carries neither our extra columns nor anything like a login)."""
+    text: str = etree.tostring(_item(record, ext=False), encoding="unicode")
+    return text
 
 
 def write_catalog_xml(
