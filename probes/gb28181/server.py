@@ -59,13 +59,12 @@ from probes.gb28181.message import (
     parse_name_addr,
     parse_via,
 )
+from probes.gb28181.transaction import T1, ClientTransactions, NoPath, TransactionTimeout
 
 __all__ = ["CatalogQueryError", "GbServer"]
 
 log = logging.getLogger(__name__)
 
-T1: Final = 0.5  # RFC 3261 timer T1 (round-trip estimate)
-T2: Final = 4.0  # the cap of non-INVITE retransmission intervals
 DEFAULT_EXPIRES: Final = 3600
 MAX_EXPIRES: Final = 7 * 24 * 3600
 NONCE_TTL_S: Final = 300.0
@@ -116,16 +115,6 @@ class _Group:
     size: int = 0
     items: int = 0
     sum_num: int | None = None
-
-
-@dataclass(slots=True)
-class _ClientTx:
-    data: bytes
-    peer: Peer
-    future: asyncio.Future[SipMessage]
-    interval: float
-    started: float
-    handle: asyncio.TimerHandle | None = None
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -223,7 +212,7 @@ class GbServer:
         self._regs: dict[str, _Reg] = {}
         self._groups: dict[tuple[str, int], _Group] = {}
         self._closed: dict[tuple[str, int], float] = {}  # answers reported, until when their late pages are ignored
-        self._client_txs: dict[str, _ClientTx] = {}
+        self._transactions = ClientTransactions(self._count, prefix="client_")  # what we send (RFC 3261 17.1.2)
         self._server_txs: collections.OrderedDict[tuple[str, ...], tuple[float, bytes]] = collections.OrderedDict()
         self._failed: dict[str, collections.deque[float]] = {}
         self._tcp: dict[tuple[str, int], _TcpProtocol] = {}
@@ -261,13 +250,7 @@ class GbServer:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for tx in self._client_txs.values():
-            if tx.handle is not None:
-                tx.handle.cancel()
-            if not tx.future.done():
-                tx.future.set_exception(CatalogQueryError("server stopped"))
-                tx.future.exception()  # retrieved: a caller may be gone already (no "never retrieved" warning)
-        self._client_txs.clear()
+        self._transactions.fail_all(CatalogQueryError("server stopped"))
         for group in self._groups.values():
             if group.future is not None and not group.future.done():
                 group.future.set_exception(CatalogQueryError("server stopped"))
@@ -715,49 +698,21 @@ class GbServer:
 
     async def _transact(self, branch: str, msg: SipMessage, peer: Peer) -> SipMessage:
         """A non-INVITE client transaction: the final response, or CatalogQueryError after timer F."""
-        loop = asyncio.get_running_loop()
-        data = msg.to_bytes()
-        tx = _ClientTx(data, peer, loop.create_future(), self.t1, time.monotonic())
-        self._client_txs[branch] = tx
         try:
-            if not self._send(peer, data):
-                raise CatalogQueryError(f"no {peer.transport.upper()} path to {peer.host}:{peer.port}")
-            if peer.transport == "udp":
-                tx.handle = loop.call_later(tx.interval, self._retransmit, branch)
-            try:
-                return await asyncio.wait_for(asyncio.shield(tx.future), 64 * self.t1)
-            except TimeoutError:
-                self._count("client_timeouts")
-                raise CatalogQueryError(f"no answer from {peer.host}:{peer.port} to {msg.method}") from None
-        finally:
-            if tx.handle is not None:
-                tx.handle.cancel()
-            self._client_txs.pop(branch, None)
-
-    def _retransmit(self, branch: str) -> None:
-        tx = self._client_txs.get(branch)
-        if tx is None or tx.future.done():
-            return
-        self._count("client_retransmissions")
-        self._send(tx.peer, tx.data)
-        tx.interval = min(tx.interval * 2, T2)
-        tx.handle = asyncio.get_running_loop().call_later(tx.interval, self._retransmit, branch)
+            return await self._transactions.request(
+                branch, msg.to_bytes(), lambda data: self._send(peer, data), retransmit=peer.transport == "udp",
+                t1=self.t1,
+            )  # fmt: skip
+        except NoPath:
+            raise CatalogQueryError(f"no {peer.transport.upper()} path to {peer.host}:{peer.port}") from None
+        except TransactionTimeout:
+            raise CatalogQueryError(f"no answer from {peer.host}:{peer.port} to {msg.method}") from None
 
     def _on_response(self, msg: SipMessage) -> None:
-        vias = msg.vias()
-        if not vias:
+        if not msg.vias():
             self._count("dropped")
             return
-        branch = parse_via(vias[0]).branch or ""
-        tx = self._client_txs.get(branch)
-        if tx is None:
-            self._count("stray_responses")
-            return
-        if msg.status < 200:  # provisional: keep waiting, retransmit at T2 (RFC 3261 17.1.2.2)
-            tx.interval = T2
-            return
-        if not tx.future.done():
-            tx.future.set_result(msg)
+        self._transactions.response(msg)
 
     async def query_catalog(self, device_id: str) -> CatalogAnswer:
         """Send a Catalog query to the device's registered address and wait for its pages (grouped by SN until

@@ -1,14 +1,15 @@
 """GB/T 28181 cascade upward: we register to an upper-level platform as a lower platform and answer its queries.
 
 :class:`GbUpstream` is a SIP client over UDP or TCP (asyncio), reusing the parser (:mod:`probes.gb28181.message`),
-the MANSCDP reader (:mod:`probes.gb28181.manscdp`) and the server's response and digest helpers:
+the MANSCDP reader (:mod:`probes.gb28181.manscdp`), the client transactions the server uses too
+(:mod:`probes.gb28181.transaction`) and the server's Via and digest helpers:
 
 - REGISTER to the platform; MD5 digest after a 401 (with or without ``qop=auth``); registered again before the
   granted expiry runs out (at expiry - min(60 s, expiry / 5)). A refusal (403, another 401 after our answer), no
   answer or a refused connection is retried after a back-off that doubles from ``retry_min_s`` to ``retry_max_s``
   (with jitter): never a tight loop.
-- Keepalive MESSAGEs every ``keepalive_interval_s``; ``keepalive_failures`` unanswered or refused in a row start a
-  new registration (the platform may have restarted and forgotten us).
+- Keepalive MESSAGEs every ``keepalive_interval_s``; one refused (the platform restarted and forgot us) starts a
+  new registration at once, ``keepalive_failures`` unanswered in a row one after the back-off.
 - The platform's MESSAGE Catalog query (``<Query><CmdType>Catalog``, an SN): 200, then Response MESSAGEs carrying
   the items the application gives (``items`` callback, run in a worker thread), at most ``batch`` a message and, on
   UDP, each body under ``max_body_udp`` bytes (one item alone may be larger), each with the query's SN and
@@ -37,7 +38,8 @@ from xml.sax.saxutils import escape
 from probes.gb28181.api import Transport
 from probes.gb28181.manscdp import ManscdpError, parse_manscdp
 from probes.gb28181.message import SipMessage, SipParseError, StreamFramer, parse_message, parse_via
-from probes.gb28181.server import _AUTH_PARAM, T1, T2, _md5, _stamp_via, _token
+from probes.gb28181.server import _AUTH_PARAM, _md5, _stamp_via, _token
+from probes.gb28181.transaction import T1, ClientTransactions, NoPath, TransactionTimeout
 
 __all__ = ["CatalogItems", "GbUpstream", "UpstreamConfig", "UpstreamError", "UpstreamStatus", "catalog_bodies"]
 
@@ -154,14 +156,6 @@ def catalog_bodies(
     return out
 
 
-@dataclass(slots=True)
-class _ClientTx:
-    data: bytes
-    future: asyncio.Future[SipMessage]
-    interval: float
-    handle: asyncio.TimerHandle | None = None
-
-
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: GbUpstream) -> None:
         self.owner = owner
@@ -223,7 +217,7 @@ class GbUpstream:
         self._tcp: _Tcp | None = None
         self._local: tuple[str, int] = (config.local_host, config.local_port)
         self._remote: tuple[str, int] = (config.host, config.port)
-        self._txs: dict[str, _ClientTx] = {}
+        self._transactions = ClientTransactions(self._count)
         self._server_txs: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
         self._cseq = itertools.count(1)
         self._sn = itertools.count(1)
@@ -374,6 +368,11 @@ class GbUpstream:
                     ok = 200 <= resp.status < 300
                 except UpstreamError:
                     ok = False
+                else:
+                    if not ok:  # the platform no longer knows us (restarted, expired us): register again now
+                        self._count("keepalive_refused")
+                        log.info("GB/T 28181 upstream: keepalive refused (%s): registering again", resp.status)
+                        return
                 if ok:
                     missed = 0
                     self._status.last_keepalive_at = _utcnow()
@@ -459,15 +458,17 @@ class GbUpstream:
 
     # ------------------------------------------------------------------ client transactions
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> bool:
+        """False when there is no socket or connection to the platform."""
         if self.config.transport == "udp":
             if self._udp is None:
-                raise UpstreamError("not connected")
+                return False
             self._udp.sendto(data, self._remote)
-            return
+            return True
         if self._tcp is None or self._tcp.transport is None or self._tcp.transport.is_closing():
-            raise UpstreamError("not connected")
+            return False
         self._tcp.transport.write(data)
+        return True
 
     async def _send_request(
         self, method: str, body: bytes, *, extra: Sequence[tuple[str, str]] = (), call_id: str | None = None
@@ -495,40 +496,19 @@ class GbUpstream:
         if body:
             msg.headers.append(("Content-Type", _MANSCDP))
         msg.body = body
-        data = msg.to_bytes()
-        loop = asyncio.get_running_loop()
-        tx = _ClientTx(data, loop.create_future(), cfg.t1)
-        self._txs[branch] = tx
         try:
-            self._send(data)
-            self._count(f"sent_{method.lower()}")
-            if cfg.transport == "udp":
-                tx.handle = loop.call_later(tx.interval, self._retransmit, branch)
-            try:
-                return await asyncio.wait_for(asyncio.shield(tx.future), 64 * cfg.t1)
-            except TimeoutError:
-                self._count("timeouts")
-                raise UpstreamError(f"no answer to {method} from {cfg.host}:{cfg.port}") from None
-        finally:
-            if tx.handle is not None:
-                tx.handle.cancel()
-            self._txs.pop(branch, None)
-
-    def _retransmit(self, branch: str) -> None:
-        tx = self._txs.get(branch)
-        if tx is None or tx.future.done():
-            return
-        self._count("retransmissions")
-        with contextlib.suppress(UpstreamError, OSError):
-            self._send(tx.data)
-        tx.interval = min(tx.interval * 2, T2)
-        tx.handle = asyncio.get_running_loop().call_later(tx.interval, self._retransmit, branch)
+            resp = await self._transactions.request(
+                branch, msg.to_bytes(), self._send, retransmit=cfg.transport == "udp", t1=cfg.t1
+            )
+        except NoPath:
+            raise UpstreamError("not connected to the platform") from None
+        except TransactionTimeout:
+            raise UpstreamError(f"no answer to {method} from {cfg.host}:{cfg.port}") from None
+        self._count(f"sent_{method.lower()}")
+        return resp
 
     def _fail_all(self, reason: str) -> None:
-        for tx in list(self._txs.values()):
-            if not tx.future.done():
-                tx.future.set_exception(UpstreamError(reason))
-                tx.future.exception()
+        self._transactions.fail_all(UpstreamError(reason))
         self._wake.set()
 
     # ------------------------------------------------------------------ what the platform sends
@@ -538,15 +518,7 @@ class GbUpstream:
             if msg.is_request:
                 self._on_request(msg, addr)
                 return
-            vias = msg.vias()
-            branch = parse_via(vias[0]).branch if vias else None
-            tx = self._txs.get(branch or "")
-            if tx is None:
-                self._count("stray_responses")
-            elif msg.status >= 200 and not tx.future.done():
-                tx.future.set_result(msg)
-            elif msg.status < 200:
-                tx.interval = T2
+            self._transactions.response(msg)
         except SipParseError:
             self._count("dropped")
         except Exception:
@@ -600,8 +572,7 @@ class GbUpstream:
 
     def _reply(self, data: bytes, params: dict[str, str | None], via_port: int | None, addr: tuple[str, int]) -> None:
         if self.config.transport == "tcp":
-            with contextlib.suppress(UpstreamError):
-                self._send(data)
+            self._send(data)
             return
         port = addr[1] if "rport" in params or via_port is None else via_port
         if self._udp is not None:

@@ -202,3 +202,31 @@ def test_sipp_platform_gets_registration_keepalives_and_the_catalog(tmp_path: Pa
     got = sorted(set(re.findall(rb"<DeviceID>(371311000013200\d{5})</DeviceID>", b"".join(responses))))
     assert got == sorted(re.findall(rb"371311000013200\d{5}", "".join(items).encode()))
     assert "路口3号".encode("gb2312") in log
+
+
+def test_re_registers_before_expiry_and_when_the_platform_forgets_us() -> None:
+    directory = MemoryDirectory(passwords={LOCAL_ID: UP_PASSWORD})
+    with ServerThread(directory) as srv:
+        client = GbUpstream(config(srv.port("udp"), expires=2, keepalive_interval_s=0.3), lambda: [])
+        srv.call(client.start())
+        try:
+            # granted 2 s: registered again at 2 - 0.4 s, before it runs out
+            assert wait_for(lambda: len(directory.registrations) >= 3, 6), len(directory.registrations)
+            assert srv.server.stats["expired"] == 0
+        finally:
+            srv.call(client.stop(unregister=False))
+    directory = MemoryDirectory(passwords={LOCAL_ID: UP_PASSWORD})
+    with ServerThread(directory) as srv:
+        client = GbUpstream(config(srv.port("udp"), keepalive_interval_s=0.3), lambda: [])
+        srv.call(client.start())
+        try:
+            assert wait_for(lambda: len(directory.keepalives) >= 1, 5)
+
+            async def forget() -> None:  # the platform restarts: it answers our keepalives 403
+                srv.server._regs.clear()
+
+            srv.call(forget())
+            assert wait_for(lambda: len(directory.registrations) >= 2, 5)  # at once, not after the back-off
+            assert client.stats["keepalive_refused"] >= 1 and client.status().failures == 0
+        finally:
+            srv.call(client.stop(unregister=False))
