@@ -1,9 +1,10 @@
-"""`vms gb28181 serve|devices`: the GB/T 28181 SIP server that devices and lower platforms register to
-(vms.gb28181), and the devices registered.
+"""`vms gb28181 serve|devices|catalog`: the GB/T 28181 SIP server that devices and lower platforms register to
+(vms.gb28181), the devices registered, and a Catalog query on demand.
 
 Registered from vms.cli.main (``register(app)``); its helpers and everything heavy are imported inside the commands:
 `vms --help` imports none of it. Catalog queries run inside the server (`serve`, or `vms run`): after each
-registration and every VMS_GB28181_CATALOG_INTERVAL_S."""
+registration, every VMS_GB28181_CATALOG_INTERVAL_S, and on demand (`catalog` leaves the request in the database for the
+server's process to take)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,37 @@ def serve_cmd(
     finally:
         service.stop()
         console.print("vms gb28181: stopped", highlight=False)
+
+
+@gb_app.command("catalog")
+def catalog_cmd(
+    device_id: Annotated[str, typer.Argument(help="the registered device's ID (`vms gb28181 devices`)")],
+    timeout: Annotated[
+        float, typer.Option(min=1.0, max=3600.0, help="seconds to wait for the device's answer")
+    ] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask a registered device for its Catalog now and wait for the answer (merged into the inventory as the source
+    gb28181:<ID>). The SIP server's process (`vms gb28181 serve` or `vms run`, on this database) takes the request
+    within a second or two. Exit 2 when the device is unknown or offline, the query fails, or nothing answers
+    within --timeout."""
+    from vms.access.apikeys import cli_address
+    from vms.cli.main import console, emit_json, errors_to_exit, inventory
+    from vms.gb28181.devices import request_catalog, wait_catalog
+
+    with errors_to_exit():
+        inv = inventory()
+        since = request_catalog(inv, device_id, actor="cli", address=cli_address())
+        row = wait_catalog(inv, device_id, since, timeout=timeout)
+    if as_json:
+        emit_json(row)
+        return
+    complete = "complete" if row["catalog_complete"] else "incomplete (quiet period or timeout before SumNum items)"
+    console.print(
+        f"{row['device_id']}: catalog of {row['catalog_items']} items, {complete}; {row['channels']} cameras listed "
+        f"(source {row['source']})",
+        highlight=False,
+    )
 
 
 @gb_app.command("devices")

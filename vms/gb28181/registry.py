@@ -493,7 +493,9 @@ class GbDirectory:
             with self.inventory.session() as s:
                 conn = s.connection()
                 ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(gb_devices)
-                keep = {c.name: ins.excluded[c.name] for c in gb_devices.c if c.name != "device_id"}
+                # only the columns the registry owns: an on-demand catalog request (catalog_requested_at,
+                # catalog_error; vms.gb28181.devices) written by another process stays as it is
+                keep = {name: ins.excluded[name] for name in rows[0] if name != "device_id"}
                 conn.execute(ins.on_conflict_do_update(index_elements=[gb_devices.c.device_id], set_=keep), rows)
         except Exception:
             with self._lock:

@@ -4,7 +4,9 @@ VMS_GB28181_ENABLED.
 
 Besides the query the server makes after each registration, every registered device is asked for its Catalog
 again every VMS_GB28181_CATALOG_INTERVAL_S, and subscribed to catalog changes once per registration (a device
-that does not support subscriptions is asked on the schedule only).
+that does not support subscriptions is asked on the schedule only). Catalog queries asked for on demand (stored in
+the device's row by `vms gb28181 catalog` or the API, from any process: vms.gb28181.devices) are taken every
+REQUEST_POLL_S.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 
 from probes.gb28181.api import CatalogAnswer
 from probes.gb28181.server import GbServer
+from vms.gb28181.devices import catalog_failed, take_catalog_requests
 from vms.gb28181.registry import GbDirectory
 from vms.gb28181.upstream import Upstream
 from vms.inventory.service import Inventory
@@ -29,6 +32,7 @@ __all__ = ["GbService"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEDULE_TICK_S = 5.0
+REQUEST_POLL_S = 1.0  # how often the catalog requests made on demand are looked for
 MAX_IN_FLIGHT = 64  # scheduled subscriptions and catalog queries at once
 FROM_SETTINGS = -1  # a port argument left out: VMS_GB28181_PORT
 
@@ -68,6 +72,7 @@ class GbService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._schedule: Future[None] | None = None
+        self._on_demand_loop: Future[None] | None = None
         self._subscribed: dict[str, dt.datetime] = {}  # device -> the registration it was subscribed for
         self._asked: dict[str, dt.datetime] = {}  # device -> when the schedule last asked for its catalog
         self._busy: set[str] = set()  # devices with a subscription or query in flight
@@ -95,6 +100,7 @@ class GbService:
             self.directory.stop()
             raise
         self._schedule = asyncio.run_coroutine_threadsafe(self._scheduled(), loop)
+        self._on_demand_loop = asyncio.run_coroutine_threadsafe(self._on_demand(), loop)
         if self.upstream is not None:
             self._call(self.upstream.start(), timeout=10.0)
 
@@ -103,6 +109,8 @@ class GbService:
             return
         if self._schedule is not None:
             self._schedule.cancel()
+        if self._on_demand_loop is not None:
+            self._on_demand_loop.cancel()
         loop = self._loop
         loop.call_soon_threadsafe(lambda: [t.cancel() for t in list(self._tasks)])
         if self.upstream is not None:
@@ -183,6 +191,31 @@ class GbService:
                 await self.server.subscribe_catalog(device_id)
             except Exception as exc:  # no subscription support: the schedule still asks
                 log.info("gb28181: %s: catalog subscription failed: %s", device_id, exc)
+
+    async def _on_demand(self) -> None:
+        """Take the catalog requests made on demand (a thread reads the database) and ask those devices now."""
+        while True:
+            await asyncio.sleep(REQUEST_POLL_S)
+            try:
+                taken = await asyncio.to_thread(take_catalog_requests, self.inventory, busy=set(self._busy))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gb28181: reading the catalog requests failed")
+                continue
+            for device_id in taken:
+                self._start(device_id, self._query_on_demand(device_id))
+
+    async def _query_on_demand(self, device_id: str) -> None:
+        try:
+            answer = await self.server.query_catalog(device_id)
+            log.info("gb28181: %s: catalog on demand: %d items", device_id, answer.items)
+        except Exception as exc:  # CatalogQueryError: not registered here, refused, no answer
+            log.warning("gb28181: %s: catalog query on demand failed: %s", device_id, exc)
+            try:
+                await asyncio.to_thread(catalog_failed, self.inventory, device_id, str(exc))
+            except Exception:
+                log.exception("gb28181: %s: the catalog query's failure was not recorded", device_id)
 
     async def _query(self, device_id: str) -> None:
         async with self._slots:

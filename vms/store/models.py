@@ -612,6 +612,10 @@ gb_devices = Table(
     Column("catalog_at", DateTime(timezone=True), nullable=True),
     Column("catalog_items", Integer, nullable=True),
     Column("catalog_complete", Boolean, nullable=True),
+    # a Catalog query asked for on demand (vms.gb28181.devices.request_catalog), until the SIP server takes it;
+    # why the last one taken failed (NULL when it did not)
+    Column("catalog_requested_at", DateTime(timezone=True), nullable=True),
+    Column("catalog_error", String(255), nullable=True),
     Column("user_agent", String(255), nullable=True),
     # the camera record when the device itself is a camera (it registers directly, not through an NVR)
     Column("camera_id", Integer, ForeignKey("cameras.id", ondelete="SET NULL"), nullable=True),
