@@ -9,6 +9,7 @@ import asyncio
 import math
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from probes.gb28181.manscdp import parse_manscdp
+from probes.gb28181.message import SipMessage, parse_message
 from probes.gb28181.upstream import GbUpstream, UpstreamConfig, catalog_bodies
 from tests.gb28181 import SIPP_DIR, MemoryDirectory, ServerThread, sipp_binary, wait_for
 from tests.services import free_port
@@ -230,3 +232,91 @@ def test_re_registers_before_expiry_and_when_the_platform_forgets_us() -> None:
             assert client.stats["keepalive_refused"] >= 1 and client.status().failures == 0
         finally:
             srv.call(client.stop(unregister=False))
+
+
+def test_sipp_platform_refuses_a_wrong_password(tmp_path: Path) -> None:
+    proc, port, trace = _sipp_platform(tmp_path, "udp")
+    loop = asyncio.new_event_loop()
+    client = GbUpstream(config(port, "udp", password="not-the-password", retry_min_s=5.0), lambda: [])
+    try:
+        loop.run_until_complete(client.start())
+
+        async def until_refused() -> None:
+            for _ in range(100):
+                if client.status().failures:
+                    return
+                await asyncio.sleep(0.05)
+
+        loop.run_until_complete(asyncio.wait_for(until_refused(), 10))
+        st = client.status()
+        assert st.state == "retrying" and "403" in (st.last_error or "") and st.failures == 1
+    finally:
+        loop.run_until_complete(client.stop(unregister=False))
+        loop.close()
+        _stop(proc)
+    assert b"SIP/2.0 403 Forbidden" in trace.read_bytes()
+
+
+def test_device_info_status_queries_and_invite() -> None:
+    """A raw platform over UDP: 200 to our REGISTER, then DeviceInfo and DeviceStatus queries (200, then a Response
+    MESSAGE each) and an INVITE (501: no media)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(3.0)
+    port = sock.getsockname()[1]
+
+    def recv() -> tuple[SipMessage, tuple[str, int]]:
+        data, addr = sock.recvfrom(65535)
+        return parse_message(data), addr
+
+    def answer(msg: SipMessage, addr: tuple[str, int], status: int = 200, extra: str = "") -> None:
+        head = [f"SIP/2.0 {status} OK", *(f"Via: {v}" for v in msg.get_all("Via")), f"From: {msg.get('From')}",
+                f"To: {msg.get('To')};tag=up1", f"Call-ID: {msg.get('Call-ID')}", f"CSeq: {msg.get('CSeq')}"]
+        sock.sendto(("\r\n".join(head) + extra + "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
+
+    def request(method: str, addr: tuple[str, int], body: str, n: int) -> None:
+        lines = [f"{method} sip:{LOCAL_ID}@{LOCAL_DOMAIN} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK-q{n}",
+                 f"From: <sip:{UP_ID}@{UP_DOMAIN}>;tag=q{n}", f"To: <sip:{LOCAL_ID}@{LOCAL_DOMAIN}>",
+                 f"Call-ID: q{n}@up", f"CSeq: {n} {method}", "Content-Type: Application/MANSCDP+xml",
+                 f"Content-Length: {len(body.encode())}"]
+        sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), addr)
+
+    loop = asyncio.new_event_loop()
+    client = GbUpstream(config(port, "udp", keepalive_interval_s=60.0, t1=1.0), lambda: [item(1), item(2)])
+    try:
+        loop.run_until_complete(client.start())
+
+        def pump(seconds: float = 0.3) -> None:
+            loop.run_until_complete(asyncio.sleep(seconds))
+
+        pump(0.2)
+        reg, addr = recv()
+        assert reg.method == "REGISTER"
+        answer(reg, addr, extra="\r\nExpires: 3600")
+        pump()
+        assert client.status().state == "registered"
+        responses: dict[str, bytes] = {}
+        for n, cmd in enumerate(("DeviceInfo", "DeviceStatus"), start=1):
+            request("MESSAGE", addr, f'<?xml version="1.0"?><Query><CmdType>{cmd}</CmdType><SN>{n}</SN>'
+                    f"<DeviceID>{LOCAL_ID}</DeviceID></Query>", n)
+            pump()
+            ok, _ = recv()
+            assert ok.status == 200 and ok.cseq() == (n, "MESSAGE")
+            resp, _ = recv()
+            assert resp.method == "MESSAGE"
+            answer(resp, addr)
+            responses[cmd] = resp.body
+        request("INVITE", addr, "", 9)
+        pump()
+        refused, _ = recv()
+        assert refused.status == 501
+    finally:
+        loop.run_until_complete(client.stop(unregister=False))
+        loop.close()
+        sock.close()
+    info = responses["DeviceInfo"]
+    assert b"<CmdType>DeviceInfo</CmdType>" in info and b"<SN>1</SN>" in info and b"<Channel>2</Channel>" in info
+    assert b"<Result>OK</Result>" in info
+    status = responses["DeviceStatus"]
+    assert b"<Online>ONLINE</Online>" in status and b"<SN>2</SN>" in status
