@@ -4,8 +4,8 @@ served by another process (probes/sim/rtsp_replay.py: a clip of the real pedestr
 stream on its own loopback address, as cameras are).
 
 Ours: probes.frames.Sampler (our RTSP PLAY client over TCP interleaved, stopping at the first complete keyframe,
-decoded by PyAV; 64 samples at once, 2 sessions per host), then for each picture vms.frames.vqd.diagnose and
-thumbnail, a JPEG (OpenCV, the frame stage's quality) and vms.frames.store.SampleStore.write_jpeg, in a worker
+decoded by PyAV; 64 samples at once, 2 sessions per host), then for each picture vms.frames.vqd.diagnose (with
+its thumbnail), a JPEG (OpenCV, the frame stage's quality) and vms.frames.store.SampleStore.write_jpeg, in a worker
 thread: what the health sweep's frame stage does per camera, short of the database row.
 Baseline, in the same run on a sample of the same streams: the sequential loop anyone writes first,
 cv2.VideoCapture(url) with default settings (CAP_FFMPEG), read one frame, then the same metrics and JPEG.
@@ -79,7 +79,8 @@ def _judge(parts: dict[str, Any], store: Any) -> Callable[[Any], tuple[tuple[str
 
     def judge(image: Any) -> tuple[tuple[str, ...], str]:
         diagnosis = diagnose(image)
-        thumbnail(image)
+        if diagnosis.thumb is None:  # as the frame stage does: diagnose's own thumbnail, else one made here
+            thumbnail(image)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("JPEG encoding failed")
