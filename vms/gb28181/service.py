@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from probes.gb28181.api import CatalogAnswer
+from probes.gb28181.api import CatalogAnswer, Peer, Registration, Transport
 from probes.gb28181.server import GbServer
 from vms.gb28181.devices import catalog_failed, take_catalog_requests
 from vms.gb28181.registry import GbDirectory
@@ -73,6 +73,7 @@ class GbService:
         self._thread: threading.Thread | None = None
         self._schedule: Future[None] | None = None
         self._on_demand_loop: Future[None] | None = None
+        self.restored = 0  # registrations taken back from the registry at start
         self._subscribed: dict[str, dt.datetime] = {}  # device -> the registration it was subscribed for
         self._asked: dict[str, dt.datetime] = {}  # device -> when the schedule last asked for its catalog
         self._busy: set[str] = set()  # devices with a subscription or query in flight
@@ -89,6 +90,7 @@ class GbService:
 
     def start(self) -> None:
         self.directory.start()
+        self.restored = self._restore()
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="gb28181-sip", daemon=True)
         thread.start()
@@ -103,6 +105,21 @@ class GbService:
         self._on_demand_loop = asyncio.run_coroutine_threadsafe(self._on_demand(), loop)
         if self.upstream is not None:
             self._call(self.upstream.start(), timeout=10.0)
+
+    def _restore(self) -> int:
+        """The registrations the registry kept and not yet expired, back into the server (a restart of vms): their
+        devices' keepalives and answers are heard before they register again. Returns how many."""
+        n = 0
+        for st in self.directory.snapshot():
+            if st.expires_at is None or st.registered_at is None or st.host is None or st.port is None:
+                continue
+            transport: Transport = "tcp" if st.transport == "tcp" else "udp"
+            expires = int((st.expires_at - st.registered_at).total_seconds())
+            peer = Peer(transport, st.host, int(st.port))
+            n += self.server.restore(Registration(st.device_id, st.domain or "", peer, expires, st.registered_at))
+        if n:
+            log.info("gb28181: %d registrations restored from the registry", n)
+        return n
 
     def stop(self) -> None:
         if self._loop is None:
