@@ -96,7 +96,7 @@ def test_registers_keeps_alive_and_answers_catalog_in_batches(transport: str) ->
             assert wait_for(lambda: client.status().state == "registered", 10), client.status()
             assert directory.registrations[0].device_id == LOCAL_ID
             assert directory.registrations[0].peer.transport == transport
-            assert wait_for(lambda: len(directory.keepalives) >= 2, 5)
+            assert wait_for(lambda: len(directory.keepalives) >= 2, 20)
             answer = srv.call(srv.server.query_catalog(LOCAL_ID), timeout=20)
             assert answer.complete and answer.sum_num == 8 and answer.items == 8
             assert len(answer.documents) == math.ceil(8 / 3)
@@ -104,7 +104,7 @@ def test_registers_keeps_alive_and_answers_catalog_in_batches(transport: str) ->
             assert {d.sn for d in docs} == {answer.sn}
             got = re.findall(rb"<DeviceID>(371311000013200\d{5})</DeviceID>", b"".join(answer.documents))
             assert sorted(got) == sorted(re.findall(rb"371311000013200\d{5}", "".join(items).encode()))
-            assert wait_for(lambda: client.status().catalog_messages == 3, 5)
+            assert wait_for(lambda: client.status().catalog_messages == 3, 20)
             st = client.status()
             assert st.catalog_queries == 1 and st.last_keepalive_at is not None and st.failures == 0
         finally:
@@ -222,7 +222,7 @@ def test_re_registers_before_expiry_and_when_the_platform_forgets_us() -> None:
         client = GbUpstream(config(srv.port("udp"), keepalive_interval_s=0.3), lambda: [])
         srv.call(client.start())
         try:
-            assert wait_for(lambda: len(directory.keepalives) >= 1, 5)
+            assert wait_for(lambda: len(directory.keepalives) >= 1, 20)
 
             async def forget() -> None:  # the platform restarts: it answers our keepalives 403
                 srv.server._regs.clear()

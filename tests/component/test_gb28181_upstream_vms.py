@@ -82,14 +82,14 @@ def test_service_registers_upward_and_answers_with_the_inventory(inventory: Inve
             got = re.findall(rb"<DeviceID>(\d{20})</DeviceID>", b"".join(answer.documents))
             assert sorted({g.decode() for g in got} - {LOCAL_ID}) == IDS
             assert "罗庄区路口1".encode("gb2312") in b"".join(answer.documents)  # GB2312 by default
-            assert wait_for(lambda: (read_status(inv.settings) or {}).get("catalog_messages") == 3, 5)
+            assert wait_for(lambda: (read_status(inv.settings) or {}).get("catalog_messages") == 3, 20)
             status = read_status(inv.settings)
             assert status is not None and status["state"] == "registered"
             assert status["upstream"] == f"{UP_ID}@127.0.0.1:{platform.port('tcp')}/tcp"
             assert "up-pw" not in json.dumps(status)
         finally:
             service.stop()
-        assert wait_for(lambda: bool(directory.unregistrations), 5)
+        assert wait_for(lambda: bool(directory.unregistrations), 20)
         assert (read_status(inv.settings) or {}).get("state") == "stopped"
 
 

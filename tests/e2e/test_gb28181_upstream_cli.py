@@ -29,7 +29,7 @@ def test_serve_registers_upward_and_upstream_shows_it(settings, inventory, tmp_p
         try:
             assert wait_for(lambda: bool(directory.registrations) or serve.poll() is not None, 30)
             assert directory.registrations, serve.communicate(timeout=5)
-            assert wait_for(lambda: bool(directory.keepalives), 5)
+            assert wait_for(lambda: bool(directory.keepalives), 20)
             shown = run_vms(env, "gb28181", "upstream", "--json")
             assert shown.returncode == 0, shown.stderr
             doc = json.loads(shown.stdout)
