@@ -386,80 +386,137 @@ def _proc_cpu(pids: list[int]) -> float:
     return total
 
 
+class _SweepRig:
+    """The fleet in another process and an inventory of its devices (onvif observations, one default login) in the
+    database at ``url``: what both sweep benchmarks start from."""
+
+    def __init__(self, tmp_path: Any, url: str | None) -> None:
+        from cryptography.fernet import Fernet
+
+        from vms.catalog.domain import Observation, SourceKind
+        from vms.inventory.credentials import Cipher, add_credential
+        from vms.inventory.service import Inventory
+        from vms.settings import Settings
+
+        self.port = port = free_port()
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        served = ctx.Value("q", 0)
+        fleet_cpu = ctx.Value("d", 0.0)
+        self.devices = devices = build_fleet(SWEEP_COUNT, base_host=SWEEP_BASE, port=port, fault_mix={})
+        self.proc = ctx.Process(
+            target=_serve, args=(SWEEP_COUNT, port, self.stop, served, fleet_cpu, SWEEP_BASE), daemon=True
+        )
+        self.proc.start()
+        self.settings = settings = Settings(
+            database_url=url or f"sqlite:///{tmp_path / 'sweep.sqlite3'}", data_dir=tmp_path / "data",
+            secret_key=Fernet.generate_key().decode(), celery_visibility_timeout=600.0, celery_wait_s=1800.0,
+            _env_file=None,
+        )
+        self.inv = inv = Inventory(settings)
+        inv.upgrade()
+        with inv.session() as s:
+            add_credential(s, Cipher(settings.fernet_key()), name="fleet", username=DEFAULT_USERNAME,
+                           password=DEFAULT_PASSWORD, default=True, actor="bench")
+        inv.ingest_observations(
+            [Observation("onvif", SourceKind.ONVIF, f"host_port:{d.host}:{port}",
+                         {"ip_address": d.host, "port": port,
+                          "device_service_url": f"http://{d.host}:{port}/onvif/device_service",
+                          "stream_uri": f"rtsp://{d.host}:554/cam{d.index}"}) for d in devices],
+            source="onvif", kind=SourceKind.ONVIF, snapshot=False, actor="bench",
+        )
+
+    def wait(self) -> None:
+        _wait_listening(self.devices[-1].host, self.port, time.monotonic() + 900)
+
+    def close(self) -> None:
+        self.inv.engine.dispose()
+        self.stop.set()
+        self.proc.join(30)
+
+
+def _local_rounds(inv: Any, req: Any) -> tuple[list[float], list[float]]:
+    """Wall and client CPU seconds (this process and its sweep workers) of ROUNDS + 1 local sweeps; round 0 learns
+    the service addresses (and starts the worker processes)."""
+    from vms.health.sweep import run_sweep, worker_pids
+
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _round in range(ROUNDS + 1):
+        pids = worker_pids()
+        c0 = time.process_time() + _proc_cpu(pids)
+        t0 = time.perf_counter()
+        summary = run_sweep(inv, req)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() + _proc_cpu(worker_pids()) - c0 if pids or req.processes == 1
+                    else float("nan"))
+        assert summary["outcome"] == {"ok": SWEEP_COUNT}, summary
+    return walls, cpus
+
+
+def _sweep_request(processes: int) -> Any:
+    from vms.health.sweep import SweepRequest
+
+    # shards of 500 (at least 8 shards on a quick run: a local sweep shares whole shards between its processes)
+    return SweepRequest(stages=ONVIF_STAGES, concurrency=256, per_host=2,
+                        shard_size=max(25, min(500, SWEEP_COUNT // 8)), processes=processes)
+
+
+def test_bench_health_sweep_sqlite(tmp_path: Any) -> None:
+    """The ONVIF-stage sweep with results and statuses written to the embedded default database (SQLite, WAL), in
+    one process and on 2 worker processes: what `vms run` and `vms sweep` do out of the box."""
+    rig = _SweepRig(tmp_path, None)
+    try:
+        rig.wait()
+        one, one_cpu = _local_rounds(rig.inv, _sweep_request(1))
+        two, two_cpu = _local_rounds(rig.inv, _sweep_request(2))
+    finally:
+        rig.close()
+    one_rate = SWEEP_COUNT / statistics.median(one[1:])
+    two_rate = SWEEP_COUNT / statistics.median(two[1:])
+    print()
+    print(f"sweep rounds, SQLite, one process: {', '.join(f'{w:.2f} s' for w in one)} (first learns the addresses)")
+    print(f"sweep rounds, SQLite, 2 processes: {', '.join(f'{w:.2f} s' for w in two)} (first starts them)")
+    print(f"sweep (SQLite):    {SWEEP_COUNT:>6,} devices, ONVIF stages, results and statuses in SQLite: "
+          f"{one_rate:7.1f} devices/s, client CPU {statistics.median(one_cpu[1:]) / SWEEP_COUNT * 1e3:.3f} ms a device")
+    print(f"sweep (SQLite x2): {SWEEP_COUNT:>6,} devices, 2 worker processes: {two_rate:7.1f} devices/s = "
+          f"{two_rate / one_rate:.2f}x one process, client CPU (parent + workers) "
+          f"{statistics.median(two_cpu[1:]) / SWEEP_COUNT * 1e3:.3f} ms a device (goal: >= 1,500 devices/s)")
+    best = max(one_rate, two_rate)
+    record(f"health sweep to SQLite (the embedded default), best of 1 and 2 processes ({SWEEP_COUNT:,})", best,
+           "devices/s", baseline=one_rate, baseline_name="the same sweep in one process", min_value=1500,
+           goal_note="results and statuses written; the fleet runs in another process on the same 2 cores",
+           group="health")
+
+
 def test_bench_health_sweep_local_and_celery(tmp_path: Any) -> None:
     """The ONVIF-stage sweep with results and statuses written to PostgreSQL (vms.health.sweep.run_sweep), in this
     process (executor local) and on Celery with two `vms worker` processes (Redis): the overhead of distribution on
     one machine. The fleet runs in another process; all share the machine's cores, so the workers cannot be faster
     here: the figure says what sending shards through Redis and recording from several processes costs."""
     import os
-    from dataclasses import replace
-
-    from cryptography.fernet import Fernet
 
     from tests.services import start_postgres, start_redis
-    from vms.catalog.domain import Observation, SourceKind
-    from vms.health.sweep import SweepRequest, run_sweep, worker_pids
-    from vms.inventory.credentials import Cipher, add_credential
-    from vms.inventory.service import Inventory
-    from vms.settings import Settings
+    from vms.health.sweep import run_sweep
 
-    port = free_port()
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    served = ctx.Value("q", 0)
-    fleet_cpu = ctx.Value("d", 0.0)
-    devices = build_fleet(SWEEP_COUNT, base_host=SWEEP_BASE, port=port, fault_mix={})
-    proc = ctx.Process(target=_serve, args=(SWEEP_COUNT, port, stop, served, fleet_cpu, SWEEP_BASE), daemon=True)
-    proc.start()
     pg, redis = start_postgres(), start_redis()
-    settings = Settings(database_url=pg.url, data_dir=tmp_path / "data", secret_key=Fernet.generate_key().decode(),
-                        celery_broker=redis.url, celery_visibility_timeout=600.0, celery_wait_s=1800.0,
-                        _env_file=None)
-    inv = Inventory(settings)
-    inv.upgrade()
-    with inv.session() as s:
-        add_credential(s, Cipher(settings.fernet_key()), name="fleet", username=DEFAULT_USERNAME,
-                       password=DEFAULT_PASSWORD, default=True, actor="bench")
-    inv.ingest_observations(
-        [Observation("onvif", SourceKind.ONVIF, f"host_port:{d.host}:{port}",
-                     {"ip_address": d.host, "port": port, "device_service_url": f"http://{d.host}:{port}/onvif/device_service",
-                      "stream_uri": f"rtsp://{d.host}:554/cam{d.index}"}) for d in devices],
-        source="onvif", kind=SourceKind.ONVIF, snapshot=False, actor="bench",
-    )
-    # shards of 500 (at least 8 shards on a quick run: a local sweep shares whole shards between its processes)
-    req = SweepRequest(stages=ONVIF_STAGES, concurrency=256, per_host=2, shard_size=max(25, min(500, SWEEP_COUNT // 8)),
-                       processes=1)
+    rig = _SweepRig(tmp_path, pg.url)
+    inv, settings = rig.inv, rig.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMS_")}
     env.update(VMS_DATABASE_URL=pg.url, VMS_DATA_DIR=str(settings.data_dir),
                VMS_SECRET_KEY=settings.fernet_key().decode(), VMS_CELERY_BROKER=redis.url,
                VMS_CELERY_VISIBILITY_TIMEOUT="600", VMS_LOG_LEVEL="INFO")
-    local: list[float] = []
-    local_cpu: list[float] = []
-    local2: list[float] = []
-    local2_cpu: list[float] = []
     celery: list[float] = []
     workers: list[Any] = []
     try:
-        _wait_listening(devices[-1].host, port, time.monotonic() + 900)
-        for _round in range(ROUNDS + 1):  # round 0 learns the service addresses (and merges nothing new)
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            summary = run_sweep(inv, req)
-            local.append(time.perf_counter() - t0)
-            local_cpu.append(time.process_time() - c0)
-            assert summary["outcome"] == {"ok": SWEEP_COUNT}, summary
-        two = replace(req, processes=2)
-        for _round in range(ROUNDS + 1):  # round 0 also starts the worker processes
-            pids = worker_pids()
-            c0 = time.process_time() + _proc_cpu(pids)
-            t0 = time.perf_counter()
-            summary = run_sweep(inv, two)
-            local2.append(time.perf_counter() - t0)
-            local2_cpu.append(time.process_time() + _proc_cpu(worker_pids()) - c0 if pids else float("nan"))
-            assert summary["outcome"] == {"ok": SWEEP_COUNT}, summary
+        rig.wait()
+        req = _sweep_request(1)
+        local, local_cpu = _local_rounds(inv, req)
+        local2, local2_cpu = _local_rounds(inv, _sweep_request(2))
         import vms.jobs.celery_app  # noqa: F401  (registers the celery executor)
 
         workers = _start_workers(2, env, tmp_path)
+        inv = type(inv)(settings.model_copy(update={"celery_broker": redis.url}), engine=inv.engine)
         for _round in range(ROUNDS + 1):  # round 0: each worker process learns the service addresses
             t0 = time.perf_counter()
             summary = run_sweep(inv, req, executor="celery")
@@ -467,9 +524,7 @@ def test_bench_health_sweep_local_and_celery(tmp_path: Any) -> None:
             assert summary["outcome"] == {"ok": SWEEP_COUNT}, summary
     finally:
         _stop_workers(workers)
-        inv.engine.dispose()
-        stop.set()
-        proc.join(30)
+        rig.close()
         redis.stop()
         pg.stop()
     local_rate = SWEEP_COUNT / statistics.median(local[1:])

@@ -250,12 +250,12 @@ class Discovery:
         stmt = select(DeviceLogin.address, DeviceLogin.state)  # rows, not ORM objects: a shard reads 500 each time
         devices: dict[str, Any] = {}
         if addresses is None:
-            devices = dict(session.execute(stmt).tuples().all())
+            devices = dict(session.execute(stmt).all())
         else:
             wanted = sorted(set(addresses))
             for i in range(0, len(wanted), 500):
                 part = wanted[i : i + 500]
-                devices.update(session.execute(stmt.where(DeviceLogin.address.in_(part))).tuples().all())
+                devices.update(session.execute(stmt.where(DeviceLogin.address.in_(part))).all())
         if devices:
             budget.restore({"version": 1, "devices": devices})
         return budget
