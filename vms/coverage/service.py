@@ -102,7 +102,12 @@ class _Snapshot:
 
 @dataclass
 class _State:
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the counts: short holds only
+    # The covered areas' build (seconds of CPU at 100,000 cameras) and the indicators' each hold their own lock, not
+    # ``lock``: a summary or an ETag never waits behind them.
+    area_lock: threading.Lock = field(default_factory=threading.Lock)
+    indicators_lock: threading.Lock = field(default_factory=threading.Lock)
+    areas_token: Any = None  # the regions_token the areas were built at
     regions_token: Any = None
     regions: dict[str, _RegionInfo] = field(default_factory=dict)
     snapshot: _Snapshot | None = None
@@ -176,7 +181,6 @@ class Coverage:
                 info.area_km2 = info.local.area / 1e6
             regions[code] = info
         st.regions, st.regions_token = regions, token
-        st.areas.clear()  # a region's polygon may have changed
         return regions
 
     def _snapshot(self) -> _Snapshot:
@@ -303,10 +307,12 @@ class Coverage:
         """Per region: area, covered km2 and share of every registered camera's view; with ``working``, also of
         the working cameras' (status ON) views (built when first asked, then kept like the other)."""
         started = time.perf_counter()
-        with self._state.lock:
-            regions = self._regions()
-            snap = self._snapshot()
-            built = self._build_areas(regions, snap, region, working=working)
+        with self._state.area_lock:
+            with self._state.lock:
+                regions = self._regions()
+                snap = self._snapshot()
+                token = self._state.regions_token
+            built = self._build_areas(regions, snap, region, token, working=working)
         rows: list[dict[str, Any]] = []
         for code in sorted(built):
             a, info = built[code], regions[code]
@@ -356,10 +362,12 @@ class Coverage:
 
     def area_geojson(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
         """A FeatureCollection (WGS-84): per region the union of its cameras' fields of view, clipped to it."""
-        with self._state.lock:
-            regions = self._regions()
-            snap = self._snapshot()
-            built = self._build_areas(regions, snap, region, working=working)
+        with self._state.area_lock:
+            with self._state.lock:
+                regions = self._regions()
+                snap = self._snapshot()
+                token = self._state.regions_token
+            built = self._build_areas(regions, snap, region, token, working=working)
             features = []
             for code in sorted(built):
                 a, info = built[code], regions[code]
@@ -396,8 +404,18 @@ class Coverage:
         return out
 
     def _build_areas(
-        self, regions: Mapping[str, _RegionInfo], snap: _Snapshot, region: str | None, *, working: bool = False
+        self,
+        regions: Mapping[str, _RegionInfo],
+        snap: _Snapshot,
+        region: str | None,
+        regions_token: Any,
+        *,
+        working: bool = False,
     ) -> dict[str, _Area]:
+        """Under ``area_lock``: the areas of the regions wanted, each rebuilt when its cameras changed."""
+        if self._state.areas_token != regions_token:  # a region's polygon may have changed
+            self._state.areas.clear()
+            self._state.areas_token = regions_token
         wanted = [
             code
             for code, info in regions.items()
@@ -602,17 +620,27 @@ class Coverage:
             raise ValidationFailed(f"the period is longer than {MAX_SERIES_DAYS} days")
         ttl = self.inv.settings.coverage_indicator_ttl_s
         st = self._state
-        with st.lock:
-            snap = self._snapshot()
-            regions = self._regions()
-            given = (region, start, end) if end != now else (region, "default", end - start)
-            key = (snap.token, given)
-            hit = st.indicators.get(key)
-            if hit is not None and time.monotonic() - hit[0] <= ttl:
-                return hit[1]
+        given = (region, start, end) if end != now else (region, "default", end - start)
+
+        def cached() -> tuple[Any, Any, Any, dict[str, Any] | None]:
+            with st.lock:
+                snap = self._snapshot()
+                regions = self._regions()
+                hit = st.indicators.get((snap.token, given))
+            fresh = hit is not None and time.monotonic() - hit[0] <= ttl
+            return snap, regions, (snap.token, given), hit[1] if hit is not None and fresh else None
+
+        snap, regions, key, out = cached()
+        if out is not None:
+            return out
+        with st.indicators_lock:  # one computation at a time; the counts' lock is free meanwhile
+            snap, regions, key, out = cached()  # another thread may have just computed it
+            if out is not None:
+                return out
             out = self._indicators(regions, snap, region, start, end, now)
-            st.indicators = {k: v for k, v in st.indicators.items() if time.monotonic() - v[0] <= ttl}
-            st.indicators[key] = (time.monotonic(), out)
+            with st.lock:
+                st.indicators = {k: v for k, v in st.indicators.items() if time.monotonic() - v[0] <= ttl}
+                st.indicators[key] = (time.monotonic(), out)
             return out
 
     def _indicators(
