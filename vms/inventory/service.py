@@ -662,9 +662,7 @@ class Inventory:
         """The page of cameras after id ``after`` (keyset, id order) and whether more follow; the total as
         :meth:`camera_page` gives it (exact up to repo.COUNT_CAP matches)."""
         with self.session(write=False) as s:
-            rows = repo.camera_keyset(s, flt, after=after, limit=limit + 1, columns=columns)
-            total, exact = repo.count_capped(s, flt)
-        return repo.CameraPage(total, exact, rows[:limit]), len(rows) > limit
+            return repo.cursor_page(s, flt, after=after, limit=limit, columns=columns)
 
     def iter_cameras(
         self, flt: repo.CameraFilter, *, columns: Sequence[str] | None = None, page: int | None = None

@@ -109,8 +109,13 @@ cameras = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
     Column("removed_at", DateTime(timezone=True), nullable=True, index=True),
-    # Lists filtered by status walk it in id order (migration 0018_camera_status_index).
-    Index("ix_cameras_status", "status"),
+    # Lists filtered by status walk it in id order (migrations 0018_camera_status_index and
+    # 0022_camera_list_filter_indexes: the id in the index, for PostgreSQL), so do those by use type and by owner;
+    # a bounding box reads the position's.
+    Index("ix_cameras_status", "status", "id"),
+    Index("ix_cameras_use_type", "use_type", "id"),
+    Index("ix_cameras_owner", "owner", "id"),
+    Index("ix_cameras_position", "longitude", "latitude"),
 )
 
 
