@@ -114,9 +114,9 @@ def _warm(inventory: Inventory) -> None:
 
     try:
         cov = Coverage(inventory)
-        cov.summary()  # the cheap ones first: the covered area's build holds only its own lock
-        cov.indicators()
+        cov.summary()  # the covered area's build and the indicators' each hold their own lock: a summary never waits
         cov.area()
+        cov.indicators()
     except Exception as exc:
         log.info("coverage not warmed at start: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
 
