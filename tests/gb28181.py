@@ -75,12 +75,18 @@ class MemoryDirectory:
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
     """Poll ``predicate()`` every 20 ms until true or ``timeout`` seconds."""
+    return bool(until(predicate, timeout, every=0.02))
+
+
+def until(check: Callable[[], object], timeout: float = 10.0, *, every: float = 0.1) -> object:
+    """Poll ``check()`` until it gives something true (returned) or ``timeout`` seconds pass (its last value)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    return check()
 
 
 def md5(text: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from probes.gb28181.message import SipMessage
-from tests.gb28181 import PASSWORD, RawDevice
+from tests.gb28181 import PASSWORD, RawDevice, until
 from vms.access.apikeys import create_key
 from vms.errors import VmsError
 from vms.gb28181.devices import device, request_catalog, wait_catalog
@@ -30,13 +30,7 @@ CHANNEL = "37131100001320000041"
 
 
 def _until(check: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    return check()
+    return until(check, timeout)
 
 
 def _ok(dev: RawDevice, msg: SipMessage) -> None:

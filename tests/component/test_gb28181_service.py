@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import socket
-import time
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
@@ -17,7 +16,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from probes.gb28181.message import SipMessage
-from tests.gb28181 import PASSWORD, RawDevice
+from tests.gb28181 import PASSWORD, RawDevice, until
 from vms.gb28181.devices import list_devices
 from vms.gb28181.registry import GbDirectory
 from vms.gb28181.service import GbService
@@ -45,13 +44,7 @@ def _inventory(inventory: Inventory, **extra: object) -> Inventory:
 
 
 def _until(check: Callable[[], object], timeout: float = 15.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    return check()
+    return until(check, timeout)
 
 
 def _ok(msg: SipMessage) -> bytes:

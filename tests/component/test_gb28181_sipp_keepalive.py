@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.gb28181 import PASSWORD, device_csv, run_sipp, sipp_binary
+from tests.gb28181 import PASSWORD, device_csv, run_sipp, sipp_binary, until
 from vms.gb28181.devices import list_devices
 from vms.gb28181.service import GbService
 from vms.inventory.service import Inventory
@@ -26,13 +26,7 @@ CHANNELS = ("37131100001320000001", "37131100001320000002", "3713110000132000000
 
 
 def _until(check: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    return check()
+    return until(check, timeout)
 
 
 def _events(inv: Inventory, cause: str) -> list[tuple[str, str, str | None]]:
