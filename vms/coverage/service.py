@@ -312,16 +312,20 @@ class Coverage:
 
     # --- covered area ------------------------------------------------------------------------------------
 
+    def _areas(self, region: str | None, working: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The regions and their built covered areas, built or rebuilt as needed; the caller holds the area lock."""
+        with self._state.lock:
+            regions = self._regions()
+            snap = self._snapshot()
+            token = self._state.regions_token
+        return regions, self._build_areas(regions, snap, region, token, working=working)
+
     def area(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
         """Per region: area, covered km2 and share of every registered camera's view; with ``working``, also of
         the working cameras' (status ON) views (built when first asked, then kept like the other)."""
         started = time.perf_counter()
         with self._state.area_lock:
-            with self._state.lock:
-                regions = self._regions()
-                snap = self._snapshot()
-                token = self._state.regions_token
-            built = self._build_areas(regions, snap, region, token, working=working)
+            regions, built = self._areas(region, working)
         rows: list[dict[str, Any]] = []
         for code in sorted(built):
             a, info = built[code], regions[code]
@@ -372,11 +376,7 @@ class Coverage:
     def area_geojson(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
         """A FeatureCollection (WGS-84): per region the union of its cameras' fields of view, clipped to it."""
         with self._state.area_lock:
-            with self._state.lock:
-                regions = self._regions()
-                snap = self._snapshot()
-                token = self._state.regions_token
-            built = self._build_areas(regions, snap, region, token, working=working)
+            regions, built = self._areas(region, working)
             features = []
             for code in sorted(built):
                 a, info = built[code], regions[code]
