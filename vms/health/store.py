@@ -104,7 +104,7 @@ def claim_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[in
     if not rows:
         return set()
     if conn.dialect.name == "postgresql":
-        return set(_pg_unnest(conn, health_results, rows, "ON CONFLICT DO NOTHING RETURNING camera_id").scalars())
+        return set(_pg_insert_rows(conn, health_results, rows, "ON CONFLICT DO NOTHING RETURNING camera_id").scalars())
     stmt = _insert(conn, health_results).on_conflict_do_nothing().returning(health_results.c.camera_id)
     return set(conn.execute(stmt, list(rows)).scalars().all())
 
@@ -115,7 +115,7 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def _pg_unnest(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], suffix: str = "") -> Any:
+def _pg_insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], suffix: str = "") -> Any:
     """One INSERT ... SELECT on PostgreSQL: a batch is one statement and one round trip, not a statement per row
     (every row has the same keys). The rows travel as one JSON text (json_populate_recordset): encoding it is one
     C call, where an array per column costs the driver a Python call per value (measured: half the batch's CPU)."""
@@ -144,7 +144,7 @@ def upsert_latest(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         return
     if conn.dialect.name == "postgresql":
         cols = [c.name for c in health_latest.c if c.name != "camera_id"]
-        _pg_unnest(
+        _pg_insert_rows(
             conn,
             health_latest,
             rows,
@@ -158,7 +158,7 @@ def upsert_latest(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows and conn.dialect.name == "postgresql":
-        _pg_unnest(conn, health_events, rows)
+        _pg_insert_rows(conn, health_events, rows)
     elif rows:
         conn.execute(health_events.insert(), list(rows))
 
@@ -169,7 +169,7 @@ def add_daily(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         return
     pg = conn.dialect.name == "postgresql"
     if pg:
-        _pg_unnest(
+        _pg_insert_rows(
             conn,
             health_daily,
             rows,
