@@ -6,6 +6,9 @@ Fast at 100,000 cameras because the expensive parts are kept between requests, p
   not moved, not even that query runs;
 - each region's field-of-view union (and its GeoJSON) is kept with the fingerprint of the cameras it was built from,
   and rebuilt only when that changes (an import in one district rebuilds that district and its parents);
+- the unions are also kept in the database (table coverage_areas, with a digest of the views' fingerprint, the view
+  defaults and the region's polygon), so a new process (a `vms serve` worker) reads them instead of building them
+  (seconds of CPU at 100,000 cameras); `vms coverage refresh` builds and keeps them ahead;
 - region polygons, their local projections and areas are kept until the regions table changes.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib
+import io
 import json
 import logging
 import math
@@ -45,6 +49,7 @@ from vms.store.models import (
     Region,
     Source,
     cameras,
+    coverage_areas,
     coverage_daily,
     health_daily,
     health_events,
@@ -63,6 +68,10 @@ EARTH_RADIUS_M = 6_371_008.8
 _CHUNK = 500
 # Sources that mean a camera is connected to the platform: a GB/T 28181 catalog or ONVIF discovery.
 AGGREGATING_KINDS = (SourceKind.CATALOG.value, SourceKind.ONVIF.value)
+# How a covered area is built (sectors, their union, the clip): part of the digest a kept area is matched by, so a
+# change to the build (count it up) builds every kept area again.
+AREA_BUILD = 1
+_VIEW_ARRAYS = ("x", "y", "azimuth", "angle", "distance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +91,15 @@ class _RegionInfo:
     local: BaseGeometry | None = None  # in its own projection
     area_km2: float | None = None
     centre: tuple[float, float] | None = None
+    digest: str = ""  # of its polygon's WKB: a changed polygon builds its covered area again
 
 
 @dataclass
 class _Area:
     fingerprint: Any  # of its cameras, status included
     geometry_fp: Any  # of its cameras, status left out: a status change rebuilds only the working cameras' union
-    ids: npt.NDArray[np.int64]  # the cameras with a position, and their views (local metres), for that rebuild
-    views: tuple[npt.NDArray[np.float64], ...]  # x, y, azimuth, angle, distance
+    ids: npt.NDArray[np.int64] | None  # the cameras with a position, and their views (local metres), for that
+    views: tuple[npt.NDArray[np.float64], ...] | None  # rebuild: x, y, azimuth, angle, distance (None: not read yet)
     cameras: int  # with a position
     working: int  # of those, status ON
     covered_km2: float
@@ -100,6 +110,9 @@ class _Area:
     geojson: dict[str, Any] | None = None
     working_geojson: dict[str, Any] | None = None
     working_fp: Any = None  # the fingerprint the working figures were built at (built when asked)
+    built_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))  # the covered union's build
+    digest: str = ""  # of geometry_fp, as kept in coverage_areas
+    geoms: bool = True  # covered and working_geom are here (False: read from coverage_areas, figures only)
 
 
 @dataclass
@@ -116,7 +129,6 @@ class _State:
     # ``lock``: a summary or an ETag never waits behind them.
     area_lock: threading.Lock = field(default_factory=threading.Lock)
     indicators_lock: threading.Lock = field(default_factory=threading.Lock)
-    areas_token: Any = None  # the regions_token the areas were built at
     regions_token: Any = None
     regions: dict[str, _RegionInfo] = field(default_factory=dict)
     snapshot: _Snapshot | None = None
@@ -169,6 +181,7 @@ class Coverage:
         self.inv = inventory
         self.defaults = FovDefaults.from_settings(inventory.settings)
         self._state = _state_of(inventory)
+        self.last_build: dict[str, Any] = {}  # the covered areas' last build: regions, read, built, reworked, kept
 
     # --- what the counts are read at ---------------------------------------------------------------------
 
@@ -182,7 +195,7 @@ class Coverage:
         regions: dict[str, _RegionInfo] = {}
         for code, name, parent, level, blob in rows:
             geom = wkb.loads(blob) if blob else None
-            info = _RegionInfo(code, name, parent, level, geom)
+            info = _RegionInfo(code, name, parent, level, geom, digest=_digest(bytes(blob)) if blob else "")
             if geom is not None and not geom.is_empty:
                 c = geom.centroid
                 info.centre = (c.x, c.y)
@@ -209,7 +222,7 @@ class Coverage:
         parts: dict[str | None, list[tuple[Any, ...]]] = defaultdict(list)
         for region, status, use, owner, n, latest, id_sum in rows:
             groups.append((region, status, use, owner, int(n)))
-            parts[region].append((status or "", use or "", owner or "", int(n), str(latest), int(id_sum or 0)))
+            parts[region].append((status or "", use or "", owner or "", int(n), _stamp(latest), int(id_sum or 0)))
         code_fp = {code: tuple(sorted(p)) for code, p in parts.items()}
         token: Any = ("head", head) if head is not None else ("groups", tuple(sorted(code_fp.items(), key=_key)))
         snap = _Snapshot(token, groups, code_fp)
@@ -312,13 +325,14 @@ class Coverage:
 
     # --- covered area ------------------------------------------------------------------------------------
 
-    def _areas(self, region: str | None, working: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _areas(
+        self, region: str | None, working: bool, *, geometry: bool = False
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The regions and their built covered areas, built or rebuilt as needed; the caller holds the area lock."""
         with self._state.lock:
             regions = self._regions()
             snap = self._snapshot()
-            token = self._state.regions_token
-        return regions, self._build_areas(regions, snap, region, token, working=working)
+        return regions, self._build_areas(regions, snap, region, working=working, geometry=geometry)
 
     def area(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
         """Per region: area, covered km2 and share of every registered camera's view; with ``working``, also of
@@ -339,6 +353,7 @@ class Coverage:
                     "cameras": a.cameras,
                     "covered_km2": round(a.covered_km2, 6),
                     "covered_share": share,
+                    "built_at": a.built_at.isoformat(),
                 }
             )
             if working:
@@ -376,7 +391,7 @@ class Coverage:
     def area_geojson(self, *, region: str | None = None, working: bool = False) -> dict[str, Any]:
         """A FeatureCollection (WGS-84): per region the union of its cameras' fields of view, clipped to it."""
         with self._state.area_lock:
-            regions, built = self._areas(region, working)
+            regions, built = self._areas(region, working, geometry=True)
             features = []
             for code in sorted(built):
                 a, info = built[code], regions[code]
@@ -417,48 +432,213 @@ class Coverage:
         regions: Mapping[str, _RegionInfo],
         snap: _Snapshot,
         region: str | None,
-        regions_token: Any,
         *,
         working: bool = False,
+        geometry: bool = False,
+        force: bool = False,
     ) -> dict[str, _Area]:
-        """Under ``area_lock``: the areas of the regions wanted, each rebuilt when its cameras changed."""
-        if self._state.areas_token != regions_token:  # a region's polygon may have changed
-            self._state.areas.clear()
-            self._state.areas_token = regions_token
+        """Under ``area_lock``: the areas of the regions wanted. Each stands while the fingerprint of its cameras'
+        views (status left out), the view defaults and its polygon stand: kept here, else read from coverage_areas
+        (an earlier process built it), else built, and kept there for the next process. ``geometry``: the unions
+        themselves are wanted (GeoJSON), not only their figures. ``force``: build every one again."""
+        if region is not None and region not in regions:
+            raise ValidationFailed(f"no region {region!r} with a polygon: see `vms regions list`")
+        st = self._state
+        for gone in [code for code in st.areas if code not in regions]:
+            del st.areas[gone]
         wanted = [
             code
             for code, info in regions.items()
             if info.local is not None and (region is None or code == region or code.startswith(region))
         ]
-        if region is not None and region not in regions:
-            raise ValidationFailed(f"no region {region!r} with a polygon: see `vms regions list`")
-        st = self._state
-        dirty: dict[str, tuple[Any, Any, list[str]]] = {}
-        status_only: dict[str, tuple[Any, list[str]]] = {}
+        plans: dict[str, tuple[Any, Any, list[str]]] = {}  # code: fingerprint, geometry fingerprint, codes under it
         for code in wanted:
             codes = self._codes_under(code, snap)
             fp = (tuple((c, snap.code_fp[c]) for c in codes), self.defaults)
-            geometry_fp = (tuple((c, _without_status(snap.code_fp[c])) for c in codes), self.defaults)
+            geometry_fp = (
+                tuple((c, _without_status(snap.code_fp[c])) for c in codes),
+                self.defaults,
+                regions[code].digest,
+                AREA_BUILD,
+            )
+            plans[code] = (fp, geometry_fp, codes)
+            if force:
+                st.areas.pop(code, None)
+
+        def stands(code: str) -> bool:
             have = st.areas.get(code)
-            if have is not None and have.geometry_fp == geometry_fp:
-                have.fingerprint = fp  # the same views: the union stands; the working one is redone when asked
-                if working and have.working_fp != fp:
-                    status_only[code] = (fp, codes)
-            else:
-                dirty[code] = (fp, geometry_fp, codes)
-        if dirty:
-            needed = sorted({c for _, _, codes in dirty.values() for c in codes})
+            return have is not None and have.geometry_fp == plans[code][1]
+
+        read = 0
+        if not force and (missing := [code for code in wanted if not stands(code)]):
+            read = self._read_kept(missing, plans)
+        # areas read as figures only: their unions (GeoJSON) or their views (a status change's working union)
+        partial = [
+            code
+            for code in wanted
+            if stands(code)
+            and (
+                (geometry and not st.areas[code].geoms)
+                or (working and st.areas[code].working_fp != plans[code][0] and st.areas[code].views is None)
+            )
+        ]
+        if partial:
+            self._read_kept_unions(partial, geoms=geometry)
+        built = [code for code in wanted if not stands(code)]
+        if built:
+            needed = sorted({c for code in built for c in plans[code][2]})
             by_code = self._positions(needed)
-            for code, (fp, geometry_fp, codes) in dirty.items():
+            for code in built:
+                fp, geometry_fp, codes = plans[code]
                 rows = [row for c in codes for row in by_code.get(c, ())]
                 st.areas[code] = self._union(regions[code], fp, geometry_fp, rows)
-                if working:
-                    status_only[code] = (fp, codes)
-        if status_only:
-            working_ids = self._working_ids(sorted({c for _, codes in status_only.values() for c in codes}))
-            for code, (fp, _codes) in status_only.items():
-                st.areas[code] = self._rework(regions[code], st.areas[code], fp, working_ids)
+        for code in wanted:
+            st.areas[code].fingerprint = plans[code][0]  # the same views: the union stands
+        reworked = [code for code in wanted if working and st.areas[code].working_fp != plans[code][0]]
+        if reworked:
+            working_ids = self._working_ids(sorted({c for code in reworked for c in plans[code][2]}))
+            for code in reworked:
+                st.areas[code] = self._rework(regions[code], st.areas[code], plans[code][0], working_ids)
+        kept = self._keep(built, [code for code in reworked if code not in built]) if built or reworked else None
+        self.last_build = {"regions": len(wanted), "read": read, "built": len(built), "reworked": len(reworked)}
+        self.last_build["kept"] = kept
         return {code: st.areas[code] for code in wanted}
+
+    def _read_kept(self, missing: Sequence[str], plans: Mapping[str, tuple[Any, Any, list[str]]]) -> int:
+        """The kept areas of these regions whose digest is the one of their views now, as figures (the unions and
+        the views are read when wanted): one query (per 500 regions). Returns how many were read."""
+        k = coverage_areas.c
+        cols = [k.region, k.geometry_fp, k.cameras, k.covered_km2, k.working_fp, k.working, k.working_km2]
+        cols += [k.seconds, k.built_at]
+        try:
+            with self.inv.session(write=False) as s:
+                rows = [
+                    row
+                    for i in range(0, len(missing), _CHUNK)
+                    for row in s.execute(select(*cols).where(k.region.in_(missing[i : i + _CHUNK])))
+                ]
+        except (VmsError, SQLAlchemyError) as exc:
+            log.info("coverage: kept covered areas not read (%s)", str(exc).splitlines()[0][:200])
+            return 0
+        read = 0
+        for row in rows:
+            fp, geometry_fp, _codes = plans[row.region]
+            digest = _digest(geometry_fp)
+            if row.geometry_fp != digest:
+                continue
+            area = _Area(
+                fingerprint=fp,
+                geometry_fp=geometry_fp,
+                ids=None,
+                views=None,
+                cameras=int(row.cameras),
+                working=0,
+                covered_km2=float(row.covered_km2),
+                working_km2=0.0,
+                covered=None,
+                working_geom=None,
+                seconds=float(row.seconds),
+                built_at=_utc(row.built_at),
+                digest=digest,
+                geoms=False,
+            )
+            if row.working_fp is not None and row.working_fp == _digest((digest, fp)):  # _working_digest's
+                area.working_fp = fp
+                area.working = int(row.working or 0)
+                area.working_km2 = float(row.working_km2 or 0.0)
+            self._state.areas[row.region] = area
+            read += 1
+        return read
+
+    def _read_kept_unions(self, codes: Sequence[str], *, geoms: bool) -> None:
+        """The views (and with ``geoms`` the unions) of areas read as figures; an area whose row changed since (or
+        went) is dropped, to be built again."""
+        st = self._state
+        k = coverage_areas.c
+        cols = [k.region, k.geometry_fp, k.working_fp, k.views] + ([k.covered, k.working_geom] if geoms else [])
+        found: set[str] = set()
+        try:
+            with self.inv.session(write=False) as s:
+                for i in range(0, len(codes), _CHUNK):
+                    for row in s.execute(select(*cols).where(k.region.in_(codes[i : i + _CHUNK]))):
+                        area = st.areas[row.region]
+                        if row.geometry_fp != area.digest:
+                            continue
+                        area.ids, area.views = _unpack_views(bytes(row.views))
+                        if geoms:
+                            area.covered = _geom_of(row.covered)
+                            area.geojson = None
+                            if area.working_fp is not None and row.working_fp == _working_digest(area):
+                                area.working_geom = _geom_of(row.working_geom)
+                            else:
+                                area.working_fp = None  # the working union is built again when asked
+                            area.working_geojson = None
+                            area.geoms = True
+                        found.add(row.region)
+        except (VmsError, SQLAlchemyError, ValueError, OSError, shapely.errors.ShapelyError) as exc:
+            log.info("coverage: kept covered areas not read (%s)", str(exc).splitlines()[0][:200])
+        for code in codes:
+            if code not in found:
+                del st.areas[code]
+
+    def _keep(self, built: Sequence[str], reworked: Sequence[str]) -> bool:
+        """Keep the areas just built (whole) and the working unions just built again in coverage_areas, for the
+        next process. Best effort: a database that cannot be written now (another writer holds it, read-only
+        access) leaves them to be built again there; this process serves them as built. True: kept."""
+        st = self._state
+        k = coverage_areas.c
+
+        def working(a: _Area) -> dict[str, Any]:
+            done = a.working_fp is not None
+            return {
+                "working_fp": _working_digest(a) if done else None,
+                "working": a.working if done else None,
+                "working_km2": a.working_km2 if done else None,
+                "working_geom": _wkb_of(a.working_geom) if done else None,
+            }
+
+        try:
+            with self.inv.session() as s:
+                conn = s.connection()
+                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(coverage_areas)
+                for code in built:  # a row at a time: a district's union and views are megabytes
+                    a = st.areas[code]
+                    assert a.ids is not None and a.views is not None
+                    row = {
+                        "region": code,
+                        "geometry_fp": a.digest,
+                        "cameras": a.cameras,
+                        "covered_km2": a.covered_km2,
+                        "covered": _wkb_of(a.covered),
+                        "views": _pack_views(a.ids, a.views),
+                        **working(a),
+                        "seconds": a.seconds,
+                        "built_at": a.built_at,
+                    }
+                    keep = {name: ins.excluded[name] for name in row if name != "region"}
+                    conn.execute(ins.on_conflict_do_update(index_elements=["region"], set_=keep), row)
+                for code in reworked:
+                    a = st.areas[code]
+                    stmt = coverage_areas.update().where(k.region == code, k.geometry_fp == a.digest)
+                    conn.execute(stmt.values(**working(a)))
+        except (VmsError, SQLAlchemyError) as exc:
+            log.info("coverage: covered areas not kept now, served as built (%s)", str(exc).splitlines()[0][:200])
+            return False
+        return True
+
+    def refresh(self, *, force: bool = False) -> dict[str, Any]:
+        """Build every region's covered areas (all cameras' and the working cameras') that the kept ones no longer
+        match (``force``: all of them) and keep them in coverage_areas, so that a new process (a `vms serve`
+        worker) reads them instead of building them. Returns counts: regions, read, built, reworked, kept."""
+        started = time.perf_counter()
+        with self._state.area_lock:
+            with self._state.lock:
+                regions = self._regions()
+                snap = self._snapshot()
+            self._build_areas(regions, snap, None, working=True, force=force)
+            out = dict(self.last_build)
+        out["seconds"] = round(time.perf_counter() - started, 3)
+        return out
 
     def _working_ids(self, codes: Sequence[str]) -> npt.NDArray[np.int64]:
         c = cameras.c
@@ -472,7 +652,7 @@ class Coverage:
     def _rework(self, info: _RegionInfo, area: _Area, fp: Any, working_ids: npt.NDArray[np.int64]) -> _Area:
         """The same cameras, other statuses: only the working cameras' union again."""
         started = time.perf_counter()
-        assert info.local is not None
+        assert info.local is not None and area.ids is not None and area.views is not None
         on = np.isin(area.ids, working_ids)
         polys = sector_polygons(*(v[on] for v in area.views))
         working = _clipped_union(polys, info.local) if on.any() else None
@@ -524,6 +704,7 @@ class Coverage:
         return _Area(
             fingerprint=fp,
             geometry_fp=geometry_fp,
+            digest=_digest(geometry_fp),
             ids=ids,
             views=arrays,
             cameras=len(cams),
@@ -947,6 +1128,48 @@ def _figures(f: Mapping[str, float]) -> dict[str, Any]:
         "quality_passed": int(f.get("passed", 0)),
         "quality_pass_rate": _rate(f.get("passed", 0), f.get("checked", 0)),
     }
+
+
+def _digest(value: Any) -> str:
+    """A digest that is the same in every process: blake2b of the value's repr (bytes as they are). The values
+    are tuples of str, int, float and FovDefaults, whose reprs do not depend on the process (no set, no hash)."""
+    data = value if isinstance(value, bytes) else repr(value).encode()
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def _working_digest(area: _Area) -> str:
+    """What an area's working union was built at: its views' digest and the fingerprint with statuses."""
+    return _digest((area.digest, area.working_fp))
+
+
+def _stamp(value: Any) -> str:
+    """A time as the same text whatever the connection's time zone (PostgreSQL answers in the session's)."""
+    if isinstance(value, dt.datetime):
+        return _utc(value).isoformat()
+    return str(value)
+
+
+def _pack_views(ids: npt.NDArray[np.int64], views: Sequence[npt.NDArray[np.float64]]) -> bytes:
+    buf = io.BytesIO()
+    x, y, azimuth, angle, distance = views
+    np.savez(buf, ids=ids, x=x, y=y, azimuth=azimuth, angle=angle, distance=distance)
+    return buf.getvalue()
+
+
+def _unpack_views(blob: bytes) -> tuple[npt.NDArray[np.int64], tuple[npt.NDArray[np.float64], ...]]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return (
+            np.asarray(z["ids"], dtype=np.int64),
+            tuple(np.asarray(z[k], dtype=np.float64) for k in _VIEW_ARRAYS),
+        )
+
+
+def _geom_of(blob: Any) -> BaseGeometry | None:
+    return wkb.loads(bytes(blob)) if blob else None
+
+
+def _wkb_of(geom: BaseGeometry | None) -> bytes | None:
+    return None if geom is None else bytes(shapely.to_wkb(geom))
 
 
 def _without_status(parts: tuple[Any, ...]) -> tuple[Any, ...]:
