@@ -154,7 +154,11 @@ class Settings(BaseSettings):
         "3", description="the camera type (PTZType) assumed for a record that gives none"
     )
     coverage_online_days: float = Field(
-        7.0, gt=0, le=366, description="days the indicators' time-weighted online rate covers by default"
+        7.0,
+        gt=0,
+        le=366,
+        description="whole UTC days before today the indicators' time-weighted online rate covers by default (and"
+        " today so far)",
     )
     coverage_indicator_ttl_s: float = Field(
         60.0, ge=0, le=3600, description="seconds the indicators are reused while the inventory has not changed"

@@ -83,7 +83,14 @@ async def coverage_summary(request: Request, inv: Inv, region: RegionCode = None
 async def coverage_indicators(
     inv: Inv,
     region: RegionCode = None,
-    start: Annotated[dt.datetime | None, Query(alias="from", description="start (ISO date or time, UTC)")] = None,
+    start: Annotated[
+        dt.datetime | None,
+        Query(
+            alias="from",
+            description="start (ISO date or time, UTC); default the UTC midnight VMS_COVERAGE_ONLINE_DAYS days before"
+            " the day of 'to'",
+        ),
+    ] = None,
     end: Annotated[dt.datetime | None, Query(alias="to", description="end, exclusive (default now)")] = None,
 ) -> Response:
     """Online, intact, aggregation and data-quality pass rates, overall and by region; daily online-rate series."""

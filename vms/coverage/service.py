@@ -25,6 +25,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +35,14 @@ import shapely
 from shapely import wkb
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from vms.catalog.domain import SourceKind
 from vms.coverage.fov import FovDefaults, local_crs, sector_polygons, views
 from vms.errors import ValidationFailed, VmsError
-from vms.health import store as health_store
+from vms.health import rollup
 from vms.inventory.service import Inventory
 from vms.store import repository as repo
 from vms.store.models import Observation as ObservationRow
@@ -51,7 +52,6 @@ from vms.store.models import (
     cameras,
     coverage_areas,
     coverage_daily,
-    health_daily,
     health_events,
     health_latest,
 )
@@ -795,11 +795,16 @@ class Coverage:
         end: dt.datetime | None = None,
         now: dt.datetime | None = None,
     ) -> dict[str, Any]:
-        """The four indicators of DOMAIN.md section 4, overall and by region, and a daily online-rate series."""
+        """The four indicators of DOMAIN.md section 4, overall and by region, and a daily online-rate series.
+        The default period is whole UTC days: the ``coverage_online_days`` days before the UTC day of ``end``
+        (default now), and that day up to ``end``."""
         now = _utc(now or dt.datetime.now(dt.UTC))
+        to_now = end is None
         try:
             end = _utc(end) if end else now
-            start = _utc(start) if start else end - dt.timedelta(days=self.inv.settings.coverage_online_days)
+            if start is None:
+                start = _midnight(end.date()) - dt.timedelta(days=self.inv.settings.coverage_online_days)
+            start = _utc(start)
         except OverflowError:
             raise ValidationFailed("'from' and 'to' must lie between the years 1900 and 9000") from None
         if not (start >= _EARLIEST and end <= _LATEST):
@@ -810,7 +815,7 @@ class Coverage:
             raise ValidationFailed(f"the period is longer than {MAX_SERIES_DAYS} days")
         ttl = self.inv.settings.coverage_indicator_ttl_s
         st = self._state
-        given = (region, start, end) if end != now else (region, "default", end - start)
+        given = (region, start, "now" if to_now else end)
 
         def cached() -> tuple[Any, Any, Any, dict[str, Any] | None]:
             with st.lock:
@@ -820,6 +825,11 @@ class Coverage:
             fresh = hit is not None and time.monotonic() - hit[0] <= ttl
             return snap, regions, (snap.token, given), hit[1] if hit is not None and fresh else None
 
+        # A computation that will not find its figures kept starts reading the online seconds and the intact rate
+        # at once, each on its own connection: the database works on them while this thread reads the counts.
+        with st.lock:
+            kept = any(k[1] == given and time.monotonic() - v[0] <= ttl for k, v in st.indicators.items())
+        early = None if kept else self._start_reads(region, start, end, now)
         snap, regions, key, out = cached()
         if out is not None:
             return out
@@ -827,7 +837,7 @@ class Coverage:
             snap, regions, key, out = cached()  # another thread may have just computed it
             if out is not None:
                 return out
-            out = self._indicators(regions, snap, region, start, end, now)
+            out = self._indicators(regions, snap, region, start, end, now, early)
             with st.lock:
                 st.indicators = {k: v for k, v in st.indicators.items() if time.monotonic() - v[0] <= ttl}
                 st.indicators[key] = (time.monotonic(), out)
@@ -841,8 +851,8 @@ class Coverage:
         start: dt.datetime,
         end: dt.datetime,
         now: dt.datetime,
+        early: _Reads | None = None,
     ) -> dict[str, Any]:
-        from vms.frames.store import intact_rate
 
         if region is not None and region not in regions and not self._codes_under(region, snap):
             raise ValidationFailed(f"no region {region!r}: see `vms regions list`")
@@ -870,18 +880,16 @@ class Coverage:
         for code, status, _use, _owner, n in snap.groups:
             add(code, "registered", n)
             add(code, "on", n if status == "ON" else 0)
-        # time-weighted online rate (vms.health)
-        for code, (online_s, known_s) in self._online_by_code(start, end, now).items():
-            add(code, "online_s", online_s)
-            add(code, "known_s", known_s)
+        # time-weighted online rate (vms.health): read once for the figures and the series, beside what follows
+        reads = early or self._start_reads(region, start, end, now)
         # intact rate (vms.frames.store): its regions roll sub-regions up the same way (code prefixes)
-        intact = intact_rate(self.inv, region=region)
+        intact = reads.intact.result()
         overall["intact"] = intact.intact
         for code, counts in intact.by_region.items():
             if code in codes:
                 fig[code]["intact"] = counts.intact
         # aggregation rate
-        for code, total, aggregated in self._aggregation():
+        for code, total, aggregated in self._aggregation(snap):
             add(code, "known", total)
             add(code, "aggregated", aggregated)
         # data-quality pass rate (the inventory's stored problems)
@@ -889,6 +897,10 @@ class Coverage:
         for code, tally in report.by_region.items():
             add(code or None, "checked", tally.total)
             add(code or None, "passed", tally.passed)
+        data = reads.online.result()
+        for code, (online_s, known_s) in self._online_by_code(start, end, now, data).items():
+            add(code, "online_s", online_s)
+            add(code, "known_s", known_s)
         rows = []
         for r in sorted(codes):
             info = regions.get(r)
@@ -901,14 +913,16 @@ class Coverage:
             "to": end.isoformat(),
             **_figures(overall),
             "by_region": rows,
-            "series": self.online_series(region=region, start=start, end=end, now=now),
+            "series": self.online_series(region=region, start=start, end=end, now=now, data=data),
         }
 
     def _record_day(
         self, now: dt.datetime, overall: Mapping[str, float], fig: Mapping[str, Mapping[str, float]]
     ) -> None:
         """Keep today's counts (every camera under "", each region) for the series: the day's last reading wins.
-        Best effort: a read that cannot write now (another writer holds the database) leaves it to the next."""
+        Only the rows whose counts changed are written (and every row's reading time). Best effort: a read that
+        cannot write now (another writer holds the database, waited for briefly; a read-only database) leaves it
+        to the next."""
         day = now.date()
         rows = [
             {
@@ -928,12 +942,25 @@ class Coverage:
         try:
             with self.inv.session() as s:
                 conn = s.connection()
-                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(coverage_daily)
-                keep = {k: ins.excluded[k] for k in rows[0] if k not in ("day", "region")}
-                for i in range(0, len(rows), 1000):
-                    conn.execute(
-                        ins.on_conflict_do_update(index_elements=["day", "region"], set_=keep), rows[i : i + 1000]
-                    )
+                restore = rollup.wait_at_most(conn, rollup.WRITE_WAIT_S)
+                try:
+                    k = coverage_daily.c
+                    counts = [name for name in rows[0] if name not in ("day", "region", "at")]
+                    have = {
+                        r[0]: tuple(r[1:])
+                        for r in conn.execute(select(k.region, *(k[n] for n in counts)).where(k.day == day))
+                    }
+                    rows = [r for r in rows if have.get(r["region"]) != tuple(r[n] for n in counts)]
+                    if have:
+                        conn.execute(coverage_daily.update().where(k.day == day).values(at=now))
+                    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(coverage_daily)
+                    keep = {n: ins.excluded[n] for n in [*counts, "at"]}
+                    for i in range(0, len(rows), 1000):
+                        conn.execute(
+                            ins.on_conflict_do_update(index_elements=["day", "region"], set_=keep), rows[i : i + 1000]
+                        )
+                finally:
+                    restore()
         except (VmsError, SQLAlchemyError) as exc:
             log.info("coverage: today's indicators not recorded now (%s)", str(exc).splitlines()[0][:200])
 
@@ -945,20 +972,47 @@ class Coverage:
                 (r.day if isinstance(r.day, dt.date) else dt.date.fromisoformat(str(r.day))): r for r in s.execute(stmt)
             }
 
+    def _start_reads(self, region: str | None, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> _Reads:
+        """The indicators' two long reads (the online seconds, the intact rate) on worker threads, each on its own
+        connection; here, one after the other, when the database is in memory (another thread's connection would
+        be another database)."""
+        from vms.frames.store import intact_rate
+
+        if self.inv.engine.url.database in (None, "", ":memory:"):
+            online: Future[_OnlineData] = Future()
+            online.set_result(self._online_data(start, end, now))
+            intact: Future[Any] = Future()
+            intact.set_result(intact_rate(self.inv, region=region))
+            return _Reads(online, intact)
+        pool = _read_pool()
+        return _Reads(
+            pool.submit(self._online_data, start, end, now), pool.submit(intact_rate, self.inv, region=region)
+        )
+
+    def _online_data(self, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> _OnlineData:
+        """What the online figures over [start, end) read: each UTC day's seconds by region (the region roll-up of
+        vms.health, or summed now for the days not closed yet) and the intervals still open, grouped."""
+        end = min(_utc(end), now)
+        days = _days(_utc(start), end)
+        base = days[0] if days else end.date()
+        return _OnlineData(
+            rollup.day_seconds(self.inv, days, now), rollup.open_intervals(self.inv, base, now), frozenset(days)
+        )
+
     def _online_by_code(
-        self, start: dt.datetime, end: dt.datetime, now: dt.datetime
+        self, start: dt.datetime, end: dt.datetime, now: dt.datetime, data: _OnlineData | None = None
     ) -> dict[str | None, tuple[float, float]]:
         """(online, known) seconds over [start, end) per camera region code (None: no region): the sums of
-        Health.online_by_camera by region, without a pass over every camera in Python. Whole days from the daily
-        figures; the interval still open and the partial days' statuses as grouped counts for the cameras whose
-        status did not change since (most: each adds the same seconds), camera by camera only for the others."""
+        Health.online_by_camera by region, without a pass over every camera in Python. Whole days (and, when the
+        period runs to now, today so far) from the daily figures by region (vms.health.rollup) and the intervals
+        still open grouped by region and status; only a part of a day at an end of the period (an explicit time
+        that is not a UTC midnight) is read from the status events, camera by camera for those that changed."""
         from vms.health.service import Health
 
         start, end = _utc(start), min(_utc(end), now)
         totals: dict[str | None, list[float]] = defaultdict(lambda: [0.0, 0.0])
         if end <= start:
             return {}
-        region_of = self._region_of_ids()
         per_camera: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
         h, e, c = health_latest, health_events, cameras.c
         by_code = select(c.region_code, h.c.status, func.count()).select_from(
@@ -971,43 +1025,47 @@ class Coverage:
                 if status == "ON":
                     totals[code][0] += seconds * n
 
-        def window(conn: Any, lo: dt.datetime, hi: dt.datetime) -> None:
+        def window(lo: dt.datetime, hi: dt.datetime) -> None:
             if hi <= lo:
                 return
-            changed = select(e.c.camera_id).where(e.c.at >= lo, e.c.at < hi)
-            # unchanged over [lo, hi): the status health_latest holds since before lo, the whole window
-            grouped(conn, by_code.where(h.c.since < lo, h.c.camera_id.not_in(changed)), (hi - lo).total_seconds())
-            active = select(h.c.camera_id).where(h.c.since >= lo).union(changed)
-            Health._from_events(conn, lo, hi, active, per_camera)
+            with self.inv.session(write=False) as s:
+                conn = s.connection()
+                changed = select(e.c.camera_id).where(e.c.at >= lo, e.c.at < hi)
+                # unchanged over [lo, hi): the status health_latest holds since before lo, the whole window
+                grouped(conn, by_code.where(h.c.since < lo, h.c.camera_id.not_in(changed)), (hi - lo).total_seconds())
+                active = select(h.c.camera_id).where(h.c.since >= lo).union(changed)
+                Health._from_events(conn, lo, hi, active, per_camera)
 
         first = start.date() if start == _midnight(start.date()) else start.date() + dt.timedelta(days=1)
         stop = end.date()
-        with self.inv.session(write=False) as s:
-            conn = s.connection()
-            if first >= stop:
-                window(conn, start, end)
-            else:
-                lo, hi = _midnight(first), _midnight(stop)
-                window(conn, start, lo)
-                window(conn, hi, end)
-                for cid, (online, known) in health_store.daily_seconds(conn, first, stop, None).items():
-                    per_camera[cid][0] += online
-                    per_camera[cid][1] += known
-                # the interval still open: from before lo, the whole [lo, hi) (grouped); else from its start
-                opened = by_code.where(h.c.status.is_not(None), h.c.since.is_not(None))
-                grouped(conn, opened.where(h.c.since < lo), (hi - lo).total_seconds())
-                late = select(h.c.camera_id, h.c.status, h.c.since).where(
-                    h.c.status.is_not(None), h.c.since >= lo, h.c.since < hi
-                )
-                for cid, status, since in conn.execute(late):
-                    seconds = (hi - _utc(since)).total_seconds()
-                    per_camera[cid][1] += seconds
-                    if status == "ON":
-                        per_camera[cid][0] += seconds
-        for cid, (online, known) in per_camera.items():
-            code = region_of.get(cid)
-            totals[code][0] += online
-            totals[code][1] += known
+        to_now = end >= now  # today so far: its daily figures and the open intervals, as a whole day's are
+        days = [first + dt.timedelta(days=i) for i in range((stop - first).days)]
+        if to_now and first <= stop and _midnight(stop) < end:
+            days.append(stop)
+        if not days:
+            window(start, end)
+        else:
+            lo = _midnight(first)
+            hi = end if to_now else _midnight(stop)
+            window(start, lo)
+            if not to_now:
+                window(hi, end)
+            if data is None or not set(days) <= data.days:
+                data = self._online_data(lo, hi, now)
+            for day in days:
+                for code, (online, known) in data.sums.get(day, {}).items():
+                    totals[code][0] += online
+                    totals[code][1] += known
+            for (code, status), seconds in data.opens.seconds(lo, hi).items():
+                totals[code][1] += seconds
+                if status == "ON":
+                    totals[code][0] += seconds
+        if per_camera:
+            region_of = self._region_of_ids()
+            for cid, (online, known) in per_camera.items():
+                code = region_of.get(cid)
+                totals[code][0] += online
+                totals[code][1] += known
         return {code: (on, known) for code, (on, known) in totals.items()}
 
     def _region_of_ids(self) -> dict[int, str]:
@@ -1019,73 +1077,66 @@ class Coverage:
                 )
             }
 
-    def _aggregation(self) -> list[tuple[str | None, int, int]]:
-        """(region code, live cameras, of those aggregated): a GB ID and listed by a catalog or ONVIF source."""
+    def _aggregation(self, snap: _Snapshot) -> list[tuple[str | None, int, int]]:
+        """(region code, live cameras, of those aggregated): a GB ID and listed by a catalog or ONVIF source. The
+        live cameras from the grouped counts; the aggregated ones found from the catalog and ONVIF listings (a
+        query that grows with those, not with every camera)."""
         o = ObservationRow
-        connected = exists(
-            select(o.id)
-            .join(Source, Source.id == o.source_id)
-            .where(o.camera_id == cameras.c.id, o.removed_at.is_(None), Source.kind.in_(AGGREGATING_KINDS))
-        )
-        aggregated = case((and_(cameras.c.device_id.is_not(None), cameras.c.device_id != "", connected), 1), else_=0)
+        kinds = select(Source.id).where(Source.kind.in_(AGGREGATING_KINDS))
+        # the sources first: their listings through the (source_id, ...) key, not a pass over every listing
+        connected = select(o.camera_id).where(o.removed_at.is_(None), o.source_id.in_(kinds))
+        c = cameras.c
         stmt = (
-            select(cameras.c.region_code, func.count(), func.sum(aggregated))
-            .where(cameras.c.removed_at.is_(None))
-            .group_by(cameras.c.region_code)
+            select(c.region_code, func.count())
+            .where(c.removed_at.is_(None), c.device_id.is_not(None), c.device_id != "", c.id.in_(connected))
+            .group_by(c.region_code)
         )
         with self.inv.session(write=False) as s:
-            return [(code, int(n), int(a or 0)) for code, n, a in s.execute(stmt)]
+            aggregated = {code: int(n) for code, n in s.execute(stmt)}
+        live: dict[str | None, int] = defaultdict(int)
+        for code, _status, _use, _owner, n in snap.groups:
+            live[code] += n
+        return [(code, n, aggregated.get(code, 0)) for code, n in live.items()]
 
     def online_series(
-        self, *, region: str | None, start: dt.datetime, end: dt.datetime, now: dt.datetime | None = None
+        self,
+        *,
+        region: str | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        now: dt.datetime | None = None,
+        data: _OnlineData | None = None,
     ) -> list[dict[str, Any]]:
         """Per UTC day over [start, end): the time-weighted online rate (the daily figures of vms.health, closed
         status intervals, plus each camera's interval still open: a day's figure equals Health.online_rate over
-        it), and the intact, aggregation and data-quality pass rates as last read that day (None: not read)."""
+        it), and the intact, aggregation and data-quality pass rates as last read that day (None: not read).
+        Closed days come from vms.health's roll-up by region (each camera in its region when the day was rolled
+        up), the others from the daily figures now; the open intervals grouped by status and day."""
         now = _utc(now or dt.datetime.now(dt.UTC))
         end = min(_utc(end), now)
-        first, last = _utc(start).date(), end.date()
         if end <= _utc(start):
             return []
-        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-        if days and _midnight(days[-1]) >= end:
-            days.pop()
-        d = health_daily
-        c = cameras.c
-        in_region: Any = (
-            or_(c.region_code == region, c.region_code.startswith(region, autoescape=True)) if region else None
-        )
-        daily = select(d.c.day, func.sum(d.c.online_s), func.sum(d.c.known_s)).where(d.c.day >= first, d.c.day <= last)
-        if in_region is not None:
-            daily = daily.where(d.c.camera_id.in_(select(c.id).where(in_region)))
-        daily = daily.group_by(d.c.day)
-        h = health_latest
-        base = _midnight(first)
-        known_open = [h.c.status.is_not(None), h.c.since.is_not(None)]
-        if in_region is not None:
-            known_open.append(h.c.camera_id.in_(select(c.id).where(in_region)))
-        open_ = select(h.c.status, h.c.since).where(*known_open)
-        # intervals open since before the first day count whole days alike: counted by status, not one by one
-        old = select(h.c.status, func.count()).where(*known_open, h.c.since < base).group_by(h.c.status)
-        with self.inv.session(write=False) as s:
-            sums = {
-                (day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))): (float(on or 0), float(k or 0))
-                for day, on, k in s.execute(daily)
-            }
-            opens = [(status, _utc(since), 1) for status, since in s.execute(open_.where(h.c.since >= base))]
-            opens += [(status, base, int(n)) for status, n in s.execute(old)]
-        readings = self._day_readings(region, first, last)
+        days = _days(_utc(start), end)
+        if data is None or not set(days) <= data.days:
+            data = self._online_data(start, end, now)
+
+        def inside(code: str | None) -> bool:
+            return region is None or (code is not None and (code == region or code.startswith(region)))
+
+        opens = data.opens.only(inside)
+        readings = self._day_readings(region, days[0], days[-1]) if days else {}
         series = []
         for day in days:
             lo, hi = _midnight(day), min(_midnight(day) + dt.timedelta(days=1), now)
-            on, known = sums.get(day, (0.0, 0.0))
-            for status, since, n in opens:
-                a = max(since, lo)
-                if a < hi:
-                    seconds = (hi - a).total_seconds() * n
-                    known += seconds
-                    if status == "ON":
-                        on += seconds
+            on = known = 0.0
+            for code, (o, k) in data.sums.get(day, {}).items():
+                if inside(code):
+                    on += o
+                    known += k
+            for (_code, status), seconds in opens.seconds(lo, hi).items():
+                known += seconds
+                if status == "ON":
+                    on += seconds
             series.append(
                 {
                     "day": day.isoformat(),
@@ -1096,6 +1147,39 @@ class Coverage:
                 }
             )
         return series
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _read_pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _STATES_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="coverage-reads")
+        return _POOL
+
+
+@dataclass
+class _Reads:
+    online: Future[_OnlineData]
+    intact: Future[Any]  # vms.frames.store.IntactRate
+
+
+@dataclass
+class _OnlineData:
+    sums: rollup.DaySums  # day -> region code -> closed-interval (online, known) seconds
+    opens: rollup.OpenIntervals
+    days: frozenset[dt.date]  # the days ``sums`` holds
+
+
+def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """The UTC days [start, end) touches."""
+    first, last = start.date(), end.date()
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    if days and _midnight(days[-1]) >= end:
+        days.pop()
+    return days
 
 
 def _reading(row: Any) -> dict[str, Any]:

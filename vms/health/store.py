@@ -11,6 +11,7 @@ from sqlalchemy import ARRAY, Connection, Integer, Table, any_, bindparam, func,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
+from vms.health.rollup import note_writes
 from vms.store.models import cameras, health_daily, health_events, health_latest, health_results, health_sweeps
 
 CHUNK = 5000  # ids per IN list (SQLite allows 32,766 variables)
@@ -164,9 +165,16 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def add_daily(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add to the daily figures (checks, ok, seconds, drift), creating the (camera, day) rows that are new."""
+    """Add to the daily figures (checks, ok, seconds, drift), creating the (camera, day) rows that are new. Every
+    write to health_daily goes through here: the writes to closed days are counted, and their region roll-ups kept
+    current, in the same transaction (vms.health.rollup.note_writes)."""
     if not rows:
         return
+    _add_daily(conn, rows)
+    note_writes(conn, rows)
+
+
+def _add_daily(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     pg = conn.dialect.name == "postgresql"
     if pg:
         _pg_insert_rows(
