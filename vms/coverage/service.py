@@ -826,10 +826,11 @@ class Coverage:
             return snap, regions, (snap.token, given), hit[1] if hit is not None and fresh else None
 
         # A computation that will not find its figures kept starts reading the online seconds and the intact rate
-        # at once, each on its own connection: the database works on them while this thread reads the counts.
+        # at once, each on its own connection: the database works on them while this thread reads the counts. Not
+        # while another computation runs (requests arriving together wait for it, then find its figures).
         with st.lock:
             kept = any(k[1] == given and time.monotonic() - v[0] <= ttl for k, v in st.indicators.items())
-        early = None if kept else self._start_reads(region, start, end, now)
+        early = None if kept or st.indicators_lock.locked() else self._start_reads(region, start, end, now)
         snap, regions, key, out = cached()
         if out is not None:
             return out

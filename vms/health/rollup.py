@@ -29,10 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     Connection,
     Date,
     Float,
+    Integer,
     Time,
+    any_,
+    bindparam,
     case,
     cast,
     delete,
@@ -122,12 +126,13 @@ def note_writes(conn: Connection, rows: Sequence[Mapping[str, Any]], today: dt.d
         return
     ids = sorted({int(r["camera_id"]) for r in closed})
     region: dict[int, str] = {}
+    pg = conn.dialect.name == "postgresql"
     for i in range(0, len(ids), _CHUNK):
-        part = ids[i : i + _CHUNK]
-        region.update(
-            (int(cid), code or "")
-            for cid, code in conn.execute(select(cameras.c.id, cameras.c.region_code).where(cameras.c.id.in_(part)))
-        )
+        part = list(ids[i : i + _CHUNK])
+        # PostgreSQL: one array, not 5,000 parameters to plan (as vms.health.store does)
+        match = cameras.c.id == any_(bindparam("ids", part, type_=ARRAY(Integer))) if pg else cameras.c.id.in_(part)
+        found = conn.execute(select(cameras.c.id, cameras.c.region_code).where(match))
+        region.update((int(cid), code or "") for cid, code in found)
     sums: dict[tuple[dt.date, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for r in closed:
         s = sums[(_date(r["day"]), region.get(int(r["camera_id"]), ""))]
