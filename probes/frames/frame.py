@@ -12,16 +12,32 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import av
 import cv2
 import numpy as np
 
-__all__ = ["DecodeError", "Frame", "SampleTimeouts", "decode_jpeg", "decode_keyframe", "in_decoder_thread"]
+__all__ = [
+    "DecodeError",
+    "Frame",
+    "Picture",
+    "SampleTimeouts",
+    "decode_jpeg",
+    "decode_keyframe",
+    "decode_picture",
+    "in_decoder_thread",
+]
 
 _DECODERS: Final[dict[str, Literal["h264", "hevc"]]] = {"H264": "h264", "H265": "hevc"}
 _MAX_SIDE: Final = 16_384
+# decoder outputs whose first plane is 8-bit luma, one byte per pixel (10-bit and packed formats give no luma)
+_PLANAR_8BIT: Final = frozenset(
+    {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p", "nv12", "nv21",
+     "gray"}
+)
+_RANGE_JPEG: Final = 2  # AVCOL_RANGE_JPEG: full range 0-255
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +51,19 @@ class Frame:
     first_byte_ms: float | None  # connect to the first RTP byte (None for a snapshot)
     bytes_read: int
     jpeg: bytes | None = None  # a snapshot's JPEG as the camera sent it (stored as is, not re-encoded)
+    # The decoder's luma plane of the same picture, (H, W) uint8 (a view of the decoder's buffer: rows may be
+    # padded), for grey measurements without converting `image` back; None for a snapshot or a 10-bit stream.
+    luma: np.ndarray | None = None
+    luma_full_range: bool = False  # luma spans 0-255 (JPEG range, yuvj*); else 16-235 (limited, MPEG range)
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A decoded picture: BGR, and the decoder's own luma plane where it has one (see Frame.luma)."""
+
+    image: np.ndarray
+    luma: np.ndarray | None = None
+    luma_full_range: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +78,14 @@ class DecodeError(Exception):
 
 
 def decode_keyframe(codec: str, data: bytes) -> np.ndarray:
-    """The BGR picture of one Annex-B keyframe access unit (parameter sets included). A fresh single-threaded
-    decoder per call: parallelism comes from decoding many streams at once, and nothing is kept between calls."""
+    """The BGR picture of one Annex-B keyframe access unit (parameter sets included)."""
+    return decode_picture(codec, data).image
+
+
+def decode_picture(codec: str, data: bytes) -> Picture:
+    """One Annex-B keyframe access unit (parameter sets included) decoded: its BGR picture and its luma plane. A
+    fresh single-threaded decoder per call: parallelism comes from decoding many streams at once, and nothing is
+    kept between calls."""
     name = _DECODERS.get(codec)
     if name is None:
         raise DecodeError(f"no decoder for {codec[:16]!r}")
@@ -69,7 +104,22 @@ def decode_keyframe(codec: str, data: bytes) -> np.ndarray:
     # this thread: by default a new conversion context starts slice threads of its own for every picture, which
     # costs more CPU than it saves while every core decodes other streams (the picture is the same either way)
     image: np.ndarray = frame.to_ndarray(format="bgr24", threads=1)
-    return image
+    return Picture(image, *_luma(frame))
+
+
+def _luma(frame: av.VideoFrame) -> tuple[np.ndarray | None, bool]:
+    """The Y plane as a (H, W) view of the frame's buffer (no copy: the view keeps the buffer), and whether it is
+    full range. Measuring grey on it saves converting the BGR picture back (the Y of BT.601/709 weights gamma R'G'B'
+    as OpenCV's grey does, within rounding)."""
+    name = frame.format.name
+    if name not in _PLANAR_8BIT:
+        return None, False
+    plane = frame.planes[0]
+    if plane.width != frame.width or plane.height != frame.height or plane.line_size < plane.width:
+        return None, False
+    rows = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * plane.height)
+    luma = rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+    return luma, name.startswith("yuvj") or int(frame.color_range) == _RANGE_JPEG
 
 
 def decode_jpeg(_codec: str, data: bytes) -> np.ndarray:
@@ -95,6 +145,6 @@ def _executor() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-async def in_decoder_thread(func: Callable[[str, bytes], np.ndarray], codec: str, data: bytes) -> np.ndarray:
+async def in_decoder_thread(func: Callable[[str, bytes], _T], codec: str, data: bytes) -> _T:
     """``func(codec, data)`` on the decoder pool."""
     return await asyncio.get_running_loop().run_in_executor(_executor(), func, codec, data)

@@ -22,7 +22,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from probes.errors import scrub
-from probes.frames.frame import DecodeError, Frame, SampleTimeouts, decode_keyframe, in_decoder_thread
+from probes.frames.frame import DecodeError, Frame, SampleTimeouts, decode_picture, in_decoder_thread
 from probes.frames.rtp import Depacketizer, depacketizer_for, parse_rtp
 from probes.media._auth import clean_uri, login_of
 from probes.media._rtsp import Connection, RtspProtocolError, connection_failure, open_described, status_failure
@@ -111,15 +111,18 @@ async def _decode(codec: str, progress: _Progress) -> list[Frame] | MediaFailure
     for data, read, captured in progress.units:
         began = time.monotonic()
         try:
-            image = await in_decoder_thread(decode_keyframe, codec, data)
+            picture = await in_decoder_thread(decode_picture, codec, data)
         except DecodeError as exc:
             if out:
                 break  # keep the frames that decoded
             return MediaFailure(MediaCause.FRAME_DECODE, str(exc))
+        image = picture.image
         height, width = image.shape[:2]
         out.append(
             Frame(
                 image=image,
+                luma=picture.luma,
+                luma_full_range=picture.luma_full_range,
                 width=width,
                 height=height,
                 codec=codec,

@@ -5,8 +5,9 @@ stream on its own loopback address, as cameras are).
 
 Ours: probes.frames.Sampler (our RTSP PLAY client over TCP interleaved, stopping at the first complete keyframe,
 decoded by PyAV; 64 samples at once, 2 sessions per host), then for each picture vms.frames.vqd.diagnose (with
-its thumbnail), a JPEG (OpenCV, the frame stage's quality) and vms.frames.store.SampleStore.write_jpeg, in a worker
-thread: what the health sweep's frame stage does per camera, short of the database row.
+its thumbnail; grey from the decoder's luma plane, as the frame stage passes it), a JPEG (OpenCV, the frame
+stage's quality) and vms.frames.store.SampleStore.write_jpeg, in a worker thread: what the health sweep's frame
+stage does per camera, short of the database row.
 Baseline, in the same run on a sample of the same streams: the sequential loop anyone writes first,
 cv2.VideoCapture(url) with default settings (CAP_FFMPEG), read one frame, then the same metrics and JPEG.
 
@@ -74,11 +75,12 @@ def _store(tmp: Path, parts: dict[str, Any]) -> Any:
     return parts["SampleStore"](Inventory(settings))
 
 
-def _judge(parts: dict[str, Any], store: Any) -> Callable[[Any], tuple[tuple[str, ...], str]]:
+def _judge(parts: dict[str, Any], store: Any) -> Callable[..., tuple[tuple[str, ...], str]]:
     cv2, diagnose, thumbnail, quality = parts["cv2"], parts["diagnose"], parts["thumbnail"], parts["quality"]
 
-    def judge(image: Any) -> tuple[tuple[str, ...], str]:
-        diagnosis = diagnose(image)
+    def judge(image: Any, luma: Any = None, luma_full_range: bool = False) -> tuple[tuple[str, ...], str]:
+        # as the frame stage does: the decoder's luma plane for the grey measurements when the sampler has one
+        diagnosis = diagnose(image, luma=luma, luma_full_range=luma_full_range) if luma is not None else diagnose(image)
         if diagnosis.thumb is None:  # as the frame stage does: diagnose's own thumbnail, else one made here
             thumbnail(image)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -132,7 +134,7 @@ class _Run:
     peak: int  # sessions open at once at the peak
 
 
-async def _ours(parts: dict[str, Any], judge: Callable[[Any], Any], proc: ReplayProcess, hosts: list[str],
+async def _ours(parts: dict[str, Any], judge: Callable[..., Any], proc: ReplayProcess, hosts: list[str],
                 concurrency: int, **options: Any) -> _Run:
     sampler = parts["Sampler"](concurrency=concurrency, per_host=2, **options)
     policy = AddressPolicy.build()
@@ -144,7 +146,9 @@ async def _ours(parts: dict[str, Any], judge: Callable[[Any], Any], proc: Replay
         if not isinstance(got, list):
             failures[str(got.cause)] += 1
             return False
-        found, _sha = await asyncio.to_thread(judge, got[0].image)
+        frame = got[0]
+        found, _sha = await asyncio.to_thread(judge, frame.image, getattr(frame, "luma", None),
+                                              getattr(frame, "luma_full_range", False))
         faults.update(found or ("none",))
         return True
 

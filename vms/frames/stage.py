@@ -177,7 +177,8 @@ class FrameStageRunner:
         history = self._history.setdefault(cid, [])
         reference = self._references.get(cid)
         for frame in frames:
-            diagnosis = diagnose(frame.image, history=history, reference=reference, thresholds=self.thresholds)
+            diagnosis = diagnose(frame.image, history=history, reference=reference, thresholds=self.thresholds,
+                                 luma=frame.luma, luma_full_range=frame.luma_full_range)
             thumb = diagnosis.thumb if diagnosis.thumb is not None else thumbnail(frame.image)
             ref = None
             if reference is None and not diagnosis.faults:

@@ -22,6 +22,11 @@
 - stripes: the strongest periodic peak of the row and column profiles (FFT magnitude over the band's median)
   above `stripes_ratio`. Off by default (0): regular scene structure (windows, fences) also makes peaks.
 
+Grey: OpenCV's grey of the BGR picture, or, when the caller has the decoder's luma plane of the same picture
+(`diagnose(..., luma=...)`: probes.frames.Frame.luma), that plane (limited range 16-235 stretched to 0-255 after the
+downscale, so the thresholds keep their meaning): the same weighting of gamma R'G'B' within about a grey level, and
+no conversion of the whole picture.
+
 A fault that explains others masks them: signal loss masks everything; too dark / too bright mask colour cast,
 low contrast, blur and occlusion; low contrast masks blur and occlusion; blur masks occlusion. The metrics are
 reported whenever they were measured, masked or not.
@@ -65,6 +70,9 @@ NOISE_CROP = 256  # side of the full-resolution centre crop the noise estimate r
 PEAK_HALF_WIDTH = 4  # a histogram "peak" is 2 * 4 + 1 grey levels wide (compression noise on a blue screen)
 
 Image = npt.NDArray[Any]  # uint8 pictures (cv2 types its results loosely)
+
+# limited-range (MPEG, 16-235) luma to full-range grey levels, as a YUV-to-RGB conversion scales it
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16.0) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +152,28 @@ def _check_image(image: object) -> Image:
     return image
 
 
-def _grey(image: Image) -> Image:
-    """A grey copy at most WORK_WIDTH wide: 2x2 means while it is twice too wide, then one bilinear step."""
+def _check_luma(luma: object, image: Image) -> Image:
+    if not isinstance(luma, np.ndarray) or luma.dtype != np.uint8 or luma.ndim != 2:
+        raise ValueError("VQD luma: expected the picture's (H, W) uint8 luma plane")
+    if luma.shape != image.shape[:2]:
+        raise ValueError(f"VQD luma: shape {luma.shape} is not the picture's {image.shape[:2]}")
+    if luma.strides[1] != 1:
+        raise ValueError("VQD luma: the plane's pixels must be adjacent within a row")
+    return luma
+
+
+def _full_range(grey: Image, luma_full_range: bool) -> Image:
+    if luma_full_range:
+        return grey
+    out: Image = cv2.LUT(grey, _LIMITED_TO_FULL)
+    return out
+
+
+def _grey(image: Image, luma: Image | None = None, luma_full_range: bool = False) -> Image:
+    """A grey copy at most WORK_WIDTH wide: 2x2 means while it is twice too wide, then one bilinear step. From the
+    luma plane when given (its range expanded after the downscale: on 1/16 of the pixels)."""
+    if luma is not None:
+        return _full_range(_grey(luma), luma_full_range)
     grey: Image = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     h, w = grey.shape
     while w >= 2 * WORK_WIDTH:  # an exact halving by INTER_LINEAR is a 2x2 mean: INTER_AREA's result, 6x cheaper
@@ -217,13 +245,16 @@ _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _NOISE_SCALE = math.sqrt(math.pi / 2.0) / 6.0
 
 
-def _noise(image: Image) -> float:
+def _noise(image: Image, luma: Image | None = None, luma_full_range: bool = False) -> float:
     """Immerkaer's fast noise sigma per 16x16 block of the full-resolution centre, lower quartile (flat blocks)."""
     h, w = image.shape[:2]
     side_h, side_w = min(h, NOISE_CROP), min(w, NOISE_CROP)
     y, x = (h - side_h) // 2, (w - side_w) // 2
-    crop = image[y : y + side_h, x : x + side_w]
-    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    if luma is not None:
+        grey = _full_range(luma[y : y + side_h, x : x + side_w], luma_full_range)
+    else:
+        crop = image[y : y + side_h, x : x + side_w]
+        grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     if min(grey.shape) < 20:
         return 0.0
     response = np.abs(cv2.filter2D(grey, cv2.CV_32F, _NOISE_KERNEL)[1:-1, 1:-1])
@@ -309,12 +340,18 @@ def diagnose(
     history: Sequence[np.ndarray] = (),
     reference: np.ndarray | None = None,
     thresholds: Thresholds | None = None,
+    luma: np.ndarray | None = None,
+    luma_full_range: bool = False,
 ) -> Diagnosis:
     """Measure one frame (BGR uint8) and name its faults. `history`: thumbnails of the camera's previous samples,
-    newest first (freeze needs `freeze_samples - 1` of them); `reference`: the camera's `reference_of` frame."""
+    newest first (freeze needs `freeze_samples - 1` of them); `reference`: the camera's `reference_of` frame;
+    `luma`: the decoder's luma plane of the same picture ((H, W) uint8, rows may be strided; limited range unless
+    `luma_full_range`), which the grey measurements then read instead of a conversion of `image`."""
     t = thresholds or Thresholds()
     image = _check_image(image)
-    grey = _grey(image)
+    if luma is not None:
+        luma = _check_luma(luma, image)
+    grey = _grey(image, luma, luma_full_range)
     small = _shrink(grey, REF_SIZE)
     thumb = _shrink(small, THUMB_SIZE)
     faults: set[str] = set()
@@ -388,7 +425,7 @@ def diagnose(
                 f"{region:.0%} of the frame lost its detail against the reference (>= {t.occlusion_share:.0%})"
             )
 
-    noise = _noise(image)
+    noise = _noise(image, luma, luma_full_range)
     metrics["noise"] = round(noise, 2)
     if t.noise_sigma > 0 and noise > t.noise_sigma:
         faults.add("noise")
