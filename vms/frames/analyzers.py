@@ -71,9 +71,12 @@ def nms(boxes: Sequence[tuple[float, float, float, float]], scores: Sequence[flo
     """Indices of the boxes (x1, y1, x2, y2) kept by non-maximum suppression, best score first."""
     if not boxes:
         return []
-    xywh = [(float(x1), float(y1), float(x2 - x1), float(y2 - y1)) for x1, y1, x2, y2 in boxes]
-    kept = cv2.dnn.NMSBoxes(xywh, [max(0.0, float(s)) for s in scores], 0.0, iou)
-    return [int(i) for i in np.asarray(kept).reshape(-1)]
+    # OpenCV's detectors hand their candidates over in thread order: a canonical order first, so that the same
+    # frame keeps the same boxes (ties of score) in the same order on every run.
+    order = sorted(range(len(boxes)), key=lambda i: (-float(scores[i]), tuple(float(v) for v in boxes[i])))
+    xywh = [(float(x1), float(y1), float(x2 - x1), float(y2 - y1)) for x1, y1, x2, y2 in (boxes[i] for i in order)]
+    kept = cv2.dnn.NMSBoxes(xywh, [max(0.0, float(scores[i])) for i in order], 0.0, iou)
+    return [order[int(i)] for i in np.asarray(kept).reshape(-1)]
 
 
 @dataclass
@@ -177,6 +180,7 @@ class HaarCascade:
                 continue
             box = _clip_box(x / scale, y / scale, (x + w) / scale, (y + h) / scale, width, height)
             out.append(Detection(self.kind, box, round(float(s), 4), dict(self.attributes)))
+        out.sort(key=lambda d: (d.box, -d.score))  # found in thread order: the same frame, the same order
         return out
 
 
