@@ -1008,8 +1008,6 @@ class Coverage:
         period runs to now, today so far) from the daily figures by region (vms.health.rollup) and the intervals
         still open grouped by region and status; only a part of a day at an end of the period (an explicit time
         that is not a UTC midnight) is read from the status events, camera by camera for those that changed."""
-        from vms.health.service import Health
-
         start, end = _utc(start), min(_utc(end), now)
         totals: dict[str | None, list[float]] = defaultdict(lambda: [0.0, 0.0])
         if end <= start:
@@ -1029,6 +1027,8 @@ class Coverage:
         def window(lo: dt.datetime, hi: dt.datetime) -> None:
             if hi <= lo:
                 return
+            from vms.health.service import Health  # here: the whole-day path needs none of it
+
             with self.inv.session(write=False) as s:
                 conn = s.connection()
                 changed = select(e.c.camera_id).where(e.c.at >= lo, e.c.at < hi)
