@@ -111,10 +111,12 @@ cameras = Table(
     Column("removed_at", DateTime(timezone=True), nullable=True, index=True),
     # Lists filtered by status walk it in id order (migrations 0018_camera_status_index and
     # 0022_camera_list_filter_indexes: the id in the index, for PostgreSQL), so do those by use type and by owner;
-    # a bounding box reads the position's.
-    Index("ix_cameras_status", "status", "id"),
-    Index("ix_cameras_use_type", "use_type", "id"),
-    Index("ix_cameras_owner", "owner", "id"),
+    # a bounding box reads the position's. On PostgreSQL they hold the live cameras only (0024_camera_filter_partial):
+    # a foreign-key check (id = $1) planned while the table was small could take one of them, and then walked the
+    # whole index for each row an import wrote (100,000 cameras: 220 s instead of 20 s).
+    Index("ix_cameras_status", "status", "id", postgresql_where=text("removed_at IS NULL")),
+    Index("ix_cameras_use_type", "use_type", "id", postgresql_where=text("removed_at IS NULL")),
+    Index("ix_cameras_owner", "owner", "id", postgresql_where=text("removed_at IS NULL")),
     Index("ix_cameras_position", "longitude", "latitude"),
 )
 
