@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from probes.health.results import CheckResult, StageResult
+from tests.component.test_coverage_online_sums import _result
 from vms.coverage.service import Coverage
 from vms.health import rollup
 from vms.health.service import Health
@@ -32,12 +32,6 @@ def hk(inventory, test_data):
     inventory.import_regions(test_data / "cameras/hk_18_districts.geojson")
     inventory.import_file(test_data / "cameras/hk_traffic_cameras.csv")
     return inventory
-
-
-def _result(cid: int, at: dt.datetime, ok: bool) -> CheckResult:
-    stages = (StageResult("tcp", ok, 1.0, None if ok else "timeout"),)
-    outcome, stage, cause = ("ok", "login", None) if ok else ("off", "tcp", "timeout")
-    return CheckResult(cid, at, stages, outcome, stage, cause, None)
 
 
 def _picked(inv: Inventory) -> list[tuple[int, str]]:
