@@ -75,7 +75,7 @@ def _marks(inv: Inventory) -> dict[dt.date, tuple[int, int | None]]:
     m = health_daily_marks.c
     with inv.engine.connect() as conn:
         return {
-            rollup._date(d): (int(w), None if r is None else int(r))
+            rollup.as_date(d): (int(w), None if r is None else int(r))
             for d, w, r in conn.execute(select(m.day, m.writes, m.rolled))
         }
 
@@ -84,7 +84,7 @@ def _region_rows(inv: Inventory) -> dict[tuple[dt.date, str], tuple[float, float
     r = health_region_daily.c
     with inv.engine.connect() as conn:
         return {
-            (rollup._date(d), code): (float(on), float(known))
+            (rollup.as_date(d), code): (float(on), float(known))
             for d, code, on, known in conn.execute(select(r.day, r.region, r.online_s, r.known_s))
         }
 

@@ -36,7 +36,6 @@ from shapely import wkb
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from vms.catalog.domain import SourceKind
@@ -45,6 +44,7 @@ from vms.errors import ValidationFailed, VmsError
 from vms.health import rollup
 from vms.inventory.service import Inventory
 from vms.store import repository as repo
+from vms.store.db import upsert_insert
 from vms.store.models import Observation as ObservationRow
 from vms.store.models import (
     Region,
@@ -600,7 +600,7 @@ class Coverage:
         try:
             with self.inv.session() as s:
                 conn = s.connection()
-                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(coverage_areas)
+                ins = upsert_insert(conn, coverage_areas)
                 for code in built:  # a row at a time: a district's union and views are megabytes
                     a = st.areas[code]
                     assert a.ids is not None and a.views is not None
@@ -803,7 +803,7 @@ class Coverage:
         try:
             end = _utc(end) if end else now
             if start is None:
-                start = _midnight(end.date()) - dt.timedelta(days=self.inv.settings.coverage_online_days)
+                start = rollup.midnight(end.date()) - dt.timedelta(days=self.inv.settings.coverage_online_days)
             start = _utc(start)
         except OverflowError:
             raise ValidationFailed("'from' and 'to' must lie between the years 1900 and 9000") from None
@@ -954,7 +954,7 @@ class Coverage:
                     rows = [r for r in rows if have.get(r["region"]) != tuple(r[n] for n in counts)]
                     if have:
                         conn.execute(coverage_daily.update().where(k.day == day).values(at=now))
-                    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(coverage_daily)
+                    ins = upsert_insert(conn, coverage_daily)
                     keep = {n: ins.excluded[n] for n in [*counts, "at"]}
                     for i in range(0, len(rows), 1000):
                         conn.execute(
@@ -969,9 +969,7 @@ class Coverage:
         k = coverage_daily.c
         stmt = select(coverage_daily).where(k.region == (region or ""), k.day >= first, k.day <= last)
         with self.inv.session(write=False) as s:
-            return {
-                (r.day if isinstance(r.day, dt.date) else dt.date.fromisoformat(str(r.day))): r for r in s.execute(stmt)
-            }
+            return {rollup.as_date(r.day): r for r in s.execute(stmt)}
 
     def _start_reads(self, region: str | None, start: dt.datetime, end: dt.datetime, now: dt.datetime) -> _Reads:
         """The indicators' two long reads (the online seconds, the intact rate) on worker threads, each on its own
@@ -1037,17 +1035,17 @@ class Coverage:
                 active = select(h.c.camera_id).where(h.c.since >= lo).union(changed)
                 Health._from_events(conn, lo, hi, active, per_camera)
 
-        first = start.date() if start == _midnight(start.date()) else start.date() + dt.timedelta(days=1)
+        first = start.date() if start == rollup.midnight(start.date()) else start.date() + dt.timedelta(days=1)
         stop = end.date()
         to_now = end >= now  # today so far: its daily figures and the open intervals, as a whole day's are
         days = [first + dt.timedelta(days=i) for i in range((stop - first).days)]
-        if to_now and first <= stop and _midnight(stop) < end:
+        if to_now and first <= stop and rollup.midnight(stop) < end:
             days.append(stop)
         if not days:
             window(start, end)
         else:
-            lo = _midnight(first)
-            hi = end if to_now else _midnight(stop)
+            lo = rollup.midnight(first)
+            hi = end if to_now else rollup.midnight(stop)
             window(start, lo)
             if not to_now:
                 window(hi, end)
@@ -1128,7 +1126,7 @@ class Coverage:
         readings = self._day_readings(region, days[0], days[-1]) if days else {}
         series = []
         for day in days:
-            lo, hi = _midnight(day), min(_midnight(day) + dt.timedelta(days=1), now)
+            lo, hi = rollup.midnight(day), min(rollup.midnight(day) + dt.timedelta(days=1), now)
             on = known = 0.0
             for code, (o, k) in data.sums.get(day, {}).items():
                 if inside(code):
@@ -1178,7 +1176,7 @@ def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     """The UTC days [start, end) touches."""
     first, last = start.date(), end.date()
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    if days and _midnight(days[-1]) >= end:
+    if days and rollup.midnight(days[-1]) >= end:
         days.pop()
     return days
 
@@ -1193,10 +1191,6 @@ def _reading(row: Any) -> dict[str, Any]:
         "aggregation_rate": _rate(row.aggregated, row.known),
         "quality_pass_rate": _rate(row.quality_passed, row.quality_checked),
     }
-
-
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def _figures(f: Mapping[str, float]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from probes.gb28181.api import CatalogAnswer, CatalogNotice, Keepalive, Registration, Unregistration
 from vms.gb28181 import catalog as gbcat
@@ -40,6 +39,7 @@ from vms.health.status import Status
 from vms.inventory.credentials import Cipher
 from vms.inventory.service import Inventory
 from vms.store import repository as repo
+from vms.store.db import upsert_insert
 from vms.store.models import CatalogNode, Credential, cameras, gb_devices, utcnow
 
 __all__ = ["DeviceState", "GbDirectory"]
@@ -492,7 +492,7 @@ class GbDirectory:
         try:
             with self.inventory.session() as s:
                 conn = s.connection()
-                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(gb_devices)
+                ins = upsert_insert(conn, gb_devices)
                 # only the columns the registry owns: an on-demand catalog request (catalog_requested_at,
                 # catalog_error; vms.gb28181.devices) written by another process stays as it is
                 keep = {name: ins.excluded[name] for name in rows[0] if name != "device_id"}

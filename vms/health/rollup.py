@@ -47,11 +47,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from vms.errors import VmsError
 from vms.inventory.service import Inventory
+from vms.store.db import upsert_insert
 from vms.store.models import cameras, health_daily, health_daily_marks, health_latest, health_region_daily
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ __all__ = [
     "SETTLE",
     "WRITE_WAIT_S",
     "OpenIntervals",
+    "as_date",
     "day_seconds",
+    "midnight",
     "note_writes",
     "open_intervals",
     "roll_up",
@@ -77,21 +79,19 @@ DaySums = dict[dt.date, dict[str | None, tuple[float, float]]]  # day -> region 
 _Rolled = dict[dt.date, dict[str | None, tuple[float, float, int]]]  # the same and the cameras counted
 
 
-def _midnight(day: dt.date) -> dt.datetime:
+def midnight(day: dt.date) -> dt.datetime:
+    """The UTC midnight that starts ``day``."""
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def _date(value: Any) -> dt.date:
+def as_date(value: Any) -> dt.date:
+    """A day as the database hands it back (SQLite: text)."""
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 def settled(day: dt.date, now: dt.datetime) -> bool:
     """Whether ``day`` may be rolled up at ``now``: an hour past its end."""
-    return now >= _midnight(day + DAY) + SETTLE
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    return now >= midnight(day + DAY) + SETTLE
 
 
 # --- the writers' side ---------------------------------------------------------------------------------------
@@ -102,12 +102,12 @@ def note_writes(conn: Connection, rows: Sequence[Mapping[str, Any]], today: dt.d
     (before the writer's UTC ``today``) and keep their standing roll-ups current (see the module's text)."""
     today = today or dt.datetime.now(dt.UTC).date()
     # only the seconds count here: a late check result's counts change no roll-up
-    closed = [r for r in rows if _date(r["day"]) < today and (r.get("online_s") or r.get("known_s"))]
-    closed_days = sorted({_date(r["day"]) for r in closed})
+    closed = [r for r in rows if as_date(r["day"]) < today and (r.get("online_s") or r.get("known_s"))]
+    closed_days = sorted({as_date(r["day"]) for r in closed})
     if not closed_days:
         return
     m = health_daily_marks
-    ins = _insert(conn, m)
+    ins = upsert_insert(conn, m)
     # days in order: two writers lock the marks in the same order (no deadlock); the roll-up locks a mark first too
     stmt = (
         ins.values([{"day": d, "writes": 1, "rolled": None} for d in closed_days])
@@ -120,8 +120,8 @@ def note_writes(conn: Connection, rows: Sequence[Mapping[str, Any]], today: dt.d
         )
         .returning(m.c.day, m.c.writes, m.c.rolled)
     )
-    standing = {_date(day) for day, writes, rolled in conn.execute(stmt) if rolled is not None and rolled == writes}
-    closed = [r for r in closed if _date(r["day"]) in standing]
+    standing = {as_date(day) for day, writes, rolled in conn.execute(stmt) if rolled is not None and rolled == writes}
+    closed = [r for r in closed if as_date(r["day"]) in standing]
     if not closed:
         return
     ids = sorted({int(r["camera_id"]) for r in closed})
@@ -135,12 +135,12 @@ def note_writes(conn: Connection, rows: Sequence[Mapping[str, Any]], today: dt.d
         region.update((int(cid), code or "") for cid, code in found)
     sums: dict[tuple[dt.date, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for r in closed:
-        s = sums[(_date(r["day"]), region.get(int(r["camera_id"]), ""))]
+        s = sums[(as_date(r["day"]), region.get(int(r["camera_id"]), ""))]
         s[0] += float(r.get("online_s") or 0.0)
         s[1] += float(r.get("known_s") or 0.0)
         s[2] += 1
     r_ = health_region_daily
-    ins = _insert(conn, r_)
+    ins = upsert_insert(conn, r_)
     up = ins.on_conflict_do_update(
         index_elements=[r_.c.day, r_.c.region],
         set_={"online_s": r_.c.online_s + ins.excluded.online_s, "known_s": r_.c.known_s + ins.excluded.known_s},
@@ -170,7 +170,7 @@ def _sum_days(conn: Connection, days: Collection[dt.date]) -> _Rolled:
         .group_by(d.c.day, c.region_code)
     )
     for day, code, on, known, n in conn.execute(stmt):
-        out[_date(day)][code or None] = (float(on or 0), float(known or 0), int(n))
+        out[as_date(day)][code or None] = (float(on or 0), float(known or 0), int(n))
     return out
 
 
@@ -179,7 +179,7 @@ def _marks(conn: Connection, days: Collection[dt.date]) -> dict[dt.date, tuple[i
     if not days:
         return {}
     rows = conn.execute(select(m.day, m.writes, m.rolled).where(m.day.in_(sorted(days))))
-    return {_date(day): (int(w), None if r is None else int(r)) for day, w, r in rows}
+    return {as_date(day): (int(w), None if r is None else int(r)) for day, w, r in rows}
 
 
 def _store(inv: Inventory, sums: _Rolled, read_at: Mapping[dt.date, int], now: dt.datetime, wait_s: float) -> int:
@@ -195,7 +195,7 @@ def _store(inv: Inventory, sums: _Rolled, read_at: Mapping[dt.date, int], now: d
             conn = s.connection()
             restore = wait_at_most(conn, wait_s)
             try:
-                ins = _insert(conn, m)
+                ins = upsert_insert(conn, m)
                 for day in sorted(sums):
                     # the mark first (as the writers do): a writer of this day waits for this transaction, or
                     # this one for it and then sees its count
@@ -260,7 +260,7 @@ def roll_up(
         conn = s.connection()
         if days is None:
             found = conn.execute(select(health_daily.c.day).distinct()).scalars()
-            days = [_date(d) for d in found]
+            days = [as_date(d) for d in found]
         wanted = [d for d in days if settled(d, now)]
         stale, read_at = _stale(conn, wanted)
     kept = 0
@@ -292,7 +292,7 @@ def day_seconds(inv: Inventory, days: Iterable[dt.date], now: dt.datetime) -> Da
                 .where(m.day.in_(closed), m.rolled == m.writes)
             )
             for day, code, on, known in conn.execute(stmt):
-                day = _date(day)
+                day = as_date(day)
                 standing.add(day)
                 if code is not None:
                     out[day][code or None] = (float(on), float(known))
@@ -340,7 +340,7 @@ class OpenIntervals:
         for key, n in self.before.items():
             out[key] += n * whole
         for (code, status, day), (n, into) in self.since.items():
-            start = _midnight(day)
+            start = midnight(day)
             if start < lo:
                 out[(code, status)] += n * whole
             elif start < hi:  # every start on that day is before hi: hi is a midnight after it, or now
@@ -367,7 +367,7 @@ def open_intervals(inv: Inventory, base: dt.date, now: dt.datetime) -> OpenInter
     """Every camera's interval still open (a known status since a known time before ``now``), grouped by the
     camera's region code and status, and by the UTC day it began on when that is ``base`` or later: one pass."""
     h, c = health_latest.c, cameras.c
-    lo = _midnight(base)
+    lo = midnight(base)
     out = OpenIntervals(base, now)
     # an inner join (health_latest's rows belong to cameras): SQLite then walks the cameras' region index and
     # finds each health row by its key, where the outer join looks each camera's whole row up (twice the time)
@@ -392,5 +392,5 @@ def open_intervals(inv: Inventory, base: dt.date, now: dt.datetime) -> OpenInter
             if d is None:
                 out.before[(code, status)] = int(n)
             else:
-                out.since[(code, status, _date(d))] = (int(n), float(total or 0))
+                out.since[(code, status, as_date(d))] = (int(n), float(total or 0))
     return out

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select
 from probes.health.results import CheckResult
 from vms.catalog.fields import FIELDS
 from vms.health import store
+from vms.health.rollup import midnight
 from vms.health.status import State, Status, step
 from vms.inventory.service import Inventory
 from vms.store.models import (
@@ -79,15 +80,11 @@ def _day(at: dt.datetime) -> dt.date:
     return at.astimezone(dt.UTC).date()
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
 def split_by_day(start: dt.datetime, end: dt.datetime) -> Iterable[tuple[dt.date, float]]:
     """Seconds of [start, end) in each UTC day."""
     while start < end:
         day = _day(start)
-        cut = min(end, _midnight(day) + DAY)
+        cut = min(end, midnight(day) + DAY)
         yield day, (cut - start).total_seconds()
         start = cut
 
@@ -453,14 +450,14 @@ class Health:
         if end <= start:
             return {}
         scope = store.camera_ids_in(region, camera_id)
-        first = _day(start) if start == _midnight(_day(start)) else _day(start) + DAY
+        first = _day(start) if start == midnight(_day(start)) else _day(start) + DAY
         stop = _day(end)
         with self.inventory.session(write=False) as s:
             conn = s.connection()
             if first >= stop:  # no whole day inside: the events alone
                 self._from_events(conn, start, end, scope, totals)
             else:
-                lo, hi = _midnight(first), _midnight(stop)
+                lo, hi = midnight(first), midnight(stop)
                 self._from_events(conn, start, lo, scope, totals)
                 self._from_events(conn, hi, end, scope, totals)
                 for cid, (online, known) in store.daily_seconds(conn, first, stop, scope).items():

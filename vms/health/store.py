@@ -8,10 +8,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ARRAY, Connection, Integer, Table, any_, bindparam, func, or_, select, text, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
 from vms.health.rollup import note_writes
+from vms.store.db import upsert_insert
 from vms.store.models import cameras, health_daily, health_events, health_latest, health_results, health_sweeps
 
 CHUNK = 5000  # ids per IN list (SQLite allows 32,766 variables)
@@ -35,10 +35,6 @@ def _ids_in(conn: Connection, column: Any, ids: Sequence[int]) -> Any:
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam("ids", list(ids), type_=ARRAY(Integer)))
     return column.in_(ids)
-
-
-def _insert(conn: Connection, table: Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def lock_for_write(conn: Connection, sweep_id: int) -> None:
@@ -106,7 +102,7 @@ def claim_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[in
         return set()
     if conn.dialect.name == "postgresql":
         return set(_pg_insert_rows(conn, health_results, rows, "ON CONFLICT DO NOTHING RETURNING camera_id").scalars())
-    stmt = _insert(conn, health_results).on_conflict_do_nothing().returning(health_results.c.camera_id)
+    stmt = upsert_insert(conn, health_results).on_conflict_do_nothing().returning(health_results.c.camera_id)
     return set(conn.execute(stmt, list(rows)).scalars().all())
 
 
@@ -152,7 +148,7 @@ def upsert_latest(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
             "ON CONFLICT (camera_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols),
         )
         return
-    ins = _insert(conn, health_latest)
+    ins = upsert_insert(conn, health_latest)
     keep = {c.name: ins.excluded[c.name] for c in health_latest.c if c.name != "camera_id"}
     conn.execute(ins.on_conflict_do_update(index_elements=[health_latest.c.camera_id], set_=keep), list(rows))
 
@@ -190,7 +186,7 @@ def _add_daily(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
             " EXCLUDED.drift_sum)",
         )
         return
-    ins = _insert(conn, health_daily)
+    ins = upsert_insert(conn, health_daily)
     d, x = health_daily.c, ins.excluded
 
     def lowest(a: Any, b: Any) -> Any:  # NULL-ignoring, as LEAST is on PostgreSQL

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,6 +60,12 @@ def make_engine(url: str, *, lock_timeout: float = 5.0, **kw: Any) -> Engine:
     # server's last message, then end of file), where an idle one has nothing to read. A local poll, no round trip.
     event.listen(engine, "checkout", _drop_if_ended)
     return engine
+
+
+def upsert_insert(conn: Connection, table: Table) -> Any:
+    """INSERT for ``table`` in the connection's dialect, which has ON CONFLICT (``on_conflict_do_update`` /
+    ``on_conflict_do_nothing``): PostgreSQL's, else SQLite's."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def _drop_if_ended(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
