@@ -104,6 +104,9 @@ def _wait_accepting(host: str, port: int, deadline: float) -> None:
     raise RtspUnavailable(f"RTSP port {host}:{port} never accepted a connection")
 
 
+_PORT_ATTEMPTS = 5
+
+
 def start_rtsp_server(
     mounts: int | Sequence[str],
     port: int | None = None,
@@ -145,22 +148,29 @@ def start_rtsp_server(
     fd, cfg_path = tempfile.mkstemp(prefix="vms-rtsp-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(cfg, fh)
-    proc = subprocess.Popen(
-        [SYSTEM_PYTHON, str(SCRIPT), "--config", cfg_path],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=None,
-        env={**os.environ, "GST_DEBUG": os.environ.get("GST_DEBUG", "1")},
-        start_new_session=True,  # Ctrl-C in a terminal reaches the parent, which stops the child in order
-    )
     deadline = time.monotonic() + startup_timeout_s
+    wanted = len(set(device_hosts))
     try:
-        bound, hosts = _wait_ready(proc, deadline)
-        _wait_accepting("127.0.0.1", bound, deadline)
-    except BaseException:
-        server = RtspServer("", 0, paths, 0, proc)
-        server.stop(1.0)
-        raise
+        # The port is chosen free on 127.0.0.1; on a device address it may be taken (another server there):
+        # a port of our choosing is chosen again until every device address listens too.
+        for attempt in range(1 if port else _PORT_ATTEMPTS):
+            proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(SCRIPT), "--config", cfg_path],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+                env={**os.environ, "GST_DEBUG": os.environ.get("GST_DEBUG", "1")},
+                start_new_session=True,  # Ctrl-C in a terminal reaches the parent, which stops the child in order
+            )
+            try:
+                bound, hosts = _wait_ready(proc, deadline)
+                _wait_accepting("127.0.0.1", bound, deadline)
+            except BaseException:
+                RtspServer("", 0, paths, 0, proc).stop(1.0)
+                raise
+            if hosts >= wanted or port or attempt == _PORT_ATTEMPTS - 1:
+                break
+            RtspServer("", 0, paths, 0, proc).stop(1.0)
     finally:
         Path(cfg_path).unlink(missing_ok=True)
     logger.info("RTSP server on 127.0.0.1:%d, %d shared mounts, also on %d device addresses", bound, len(paths), hosts)
